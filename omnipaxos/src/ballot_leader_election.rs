@@ -1,0 +1,191 @@
+//! Ballot Leader Election (BLE), the election half of OmniPaxos.
+//!
+//! Every heartbeat round a server asks all peers for their ballots. At the end of the round it
+//! counts the replies: with a quorum of replies (itself included) it is *quorum-connected*, and
+//! only quorum-connected servers are candidates. A quorum-connected server follows the highest
+//! candidate ballot it heard; if its current leader is no longer among the candidates (crashed,
+//! or cut off from a quorum) it raises its own ballot above the leader's and stands the next
+//! round. Servers report only their *own* ballot, so a server that is not quorum-connected can
+//! never force elections on the others: this is what keeps OmniPaxos live in the quorum-loss,
+//! constrained-election and chained scenarios where Raft livelocks (paper §4).
+//!
+//! Input: `handle` (heartbeats), `hb_timeout` (round end, driven by `tick`). Output: heartbeats
+//! in `outgoing`, and the ballot of a newly elected leader returned from `hb_timeout`.
+
+pub use crate::ballot::Ballot;
+
+use crate::logging::log;
+use crate::messages::ballot_leader_election::{
+    BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest,
+};
+use crate::quorum::Quorum;
+use crate::util::{ConfigurationId, NodeId};
+
+/// The election state of one server.
+pub(crate) struct BallotLeaderElection {
+    pid: NodeId,
+    peers: Vec<NodeId>,
+    config_id: ConfigurationId,
+    quorum: Quorum,
+    /// This server's own ballot; raised to take over from a lost leader.
+    current_ballot: Ballot,
+    /// The ballot this server follows; `Ballot::default()` while undecided.
+    leader: Ballot,
+    /// Whether this server heard from a quorum in its last round.
+    quorum_connected: bool,
+    current_round: u32,
+    /// Replies of the current round, one per peer (duplicates overwrite).
+    replies: Vec<(NodeId, HeartbeatReply)>,
+    /// Replies of the previous round, for `get_ui_states`.
+    previous_replies: Vec<HeartbeatReply>,
+    outgoing: Vec<BLEMessage>,
+}
+
+impl BallotLeaderElection {
+    /// Creates the election state and starts round 1. `recovered_leader` is the promise found in
+    /// storage at start-up, if it names a real ballot.
+    pub(crate) fn new(
+        pid: NodeId,
+        nodes: &[NodeId],
+        config_id: ConfigurationId,
+        priority: u32,
+        quorum: Quorum,
+        recovered_leader: Option<Ballot>,
+    ) -> Self {
+        let mut ble = Self {
+            pid,
+            peers: nodes.iter().copied().filter(|p| *p != pid).collect(),
+            config_id,
+            quorum,
+            current_ballot: Ballot::with(config_id, 1, priority, pid),
+            leader: Ballot::default(),
+            quorum_connected: false,
+            current_round: 0,
+            replies: Vec::new(),
+            previous_replies: Vec::new(),
+            outgoing: Vec::new(),
+        };
+        if let Some(promise) = recovered_leader {
+            // After a restart this server must not claim a ballot it may have used before the
+            // crash with a different log; it starts from 0 and follows its last promise.
+            ble.current_ballot.n = 0;
+            ble.leader = promise;
+        }
+        ble.start_round();
+        ble
+    }
+
+    pub(crate) fn current_ballot(&self) -> Ballot {
+        self.current_ballot
+    }
+
+    pub(crate) fn leader(&self) -> Ballot {
+        self.leader
+    }
+
+    pub(crate) fn previous_replies(&self) -> &[HeartbeatReply] {
+        &self.previous_replies
+    }
+
+    pub(crate) fn take_outgoing(&mut self) -> std::vec::Drain<'_, BLEMessage> {
+        self.outgoing.drain(..)
+    }
+
+    /// Sequence Paxos took over manually (`try_become_leader`) with `ballot`: adopt it so the
+    /// heartbeats advertise it and the next round does not undo it.
+    pub(crate) fn adopt_own_ballot(&mut self, ballot: Ballot) {
+        self.current_ballot = ballot;
+        self.leader = ballot;
+    }
+
+    /// Changes this server's priority; takes effect in the ballots of the next rounds.
+    pub(crate) fn set_priority(&mut self, priority: u32) {
+        self.current_ballot.priority = priority;
+    }
+
+    pub(crate) fn handle(&mut self, msg: BLEMessage) {
+        if msg.to != self.pid || !self.peers.contains(&msg.from) {
+            log!(debug, self.pid, "BLE dropped message from outside the configuration: {msg}");
+            return;
+        }
+        match msg.msg {
+            HeartbeatMsg::Request(req) => {
+                let reply = HeartbeatReply {
+                    round: req.round,
+                    ballot: self.current_ballot,
+                    leader: self.leader,
+                    happy: self.quorum_connected,
+                };
+                self.outgoing.push(BLEMessage {
+                    from: self.pid,
+                    to: msg.from,
+                    msg: HeartbeatMsg::Reply(reply),
+                });
+            }
+            HeartbeatMsg::Reply(reply) => {
+                let fits = reply.round == self.current_round
+                    && reply.ballot.config_id == self.config_id
+                    && reply.ballot.pid == msg.from;
+                if !fits {
+                    return; // late, from another configuration, or forged
+                }
+                match self.replies.iter_mut().find(|(pid, _)| *pid == msg.from) {
+                    Some(slot) => slot.1 = reply,
+                    None => self.replies.push((msg.from, reply)),
+                }
+            }
+        }
+    }
+
+    /// Ends the current heartbeat round and starts the next. Returns a newly elected leader.
+    ///
+    /// `promise` is the highest ballot Sequence Paxos has promised: a takeover must exceed it or
+    /// Sequence Paxos would ignore it. `leading_in_accept` says whether this server is a leader
+    /// in the accept phase; such a leader needs only a write quorum to stay a candidate, because
+    /// that is all it needs to make progress.
+    pub(crate) fn hb_timeout(&mut self, promise: Ballot, leading_in_accept: bool) -> Option<Ballot> {
+        let needed = if leading_in_accept {
+            self.quorum.write
+        } else {
+            self.quorum.read
+        };
+        self.quorum_connected = self.replies.len() + 1 >= needed;
+        let mut elected = None;
+        if self.quorum_connected {
+            let top = self
+                .replies
+                .iter()
+                .filter(|(_, r)| r.happy)
+                .map(|(_, r)| r.ballot)
+                .chain(std::iter::once(self.current_ballot))
+                .max()
+                .unwrap_or(self.current_ballot);
+            if top < self.leader {
+                // The leader is not among the quorum-connected candidates: stand for election
+                // with a ballot above everything seen; the next round picks the highest.
+                self.current_ballot.n = self.leader.n.max(promise.n) + 1;
+                self.leader = Ballot::default();
+                log!(info, self.pid, "BLE: leader lost, standing with {}", self.current_ballot);
+            } else if top.cmp(&self.leader).is_ne() {
+                self.leader = top;
+                elected = Some(top);
+                log!(info, self.pid, "BLE: new leader {top}");
+            }
+        }
+        self.previous_replies = self.replies.drain(..).map(|(_, r)| r).collect();
+        self.start_round();
+        elected
+    }
+
+    fn start_round(&mut self) {
+        self.current_round = self.current_round.wrapping_add(1);
+        let round = self.current_round;
+        for &peer in &self.peers {
+            self.outgoing.push(BLEMessage {
+                from: self.pid,
+                to: peer,
+                msg: HeartbeatMsg::Request(HeartbeatRequest { round }),
+            });
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Errors returned by the public API. Input from the network never produces an error: a message
+//! that does not fit is dropped. Storage failures stop the instance and surface here.
+
+use crate::config::ClusterConfig;
+use crate::storage::Entry;
+use crate::util::NodeId;
+use std::fmt;
+
+/// A configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[cfg(feature = "toml_config")]
+    #[error("could not read config file: {0}")]
+    ReadFile(#[from] std::io::Error),
+    /// The TOML file could not be parsed.
+    #[cfg(feature = "toml_config")]
+    #[error("could not parse config file: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range or inconsistent; the text says which.
+    #[error("Invalid config: {0}")]
+    InvalidConfig(String),
+    /// The storage handed to `build` could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A storage call failed. The instance has stopped taking part in the protocol (fail-stop); what
+/// it had stored before the failure is intact, so it can be rebuilt from the same storage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed during {operation}: {message}")]
+pub struct StorageError {
+    /// What the core was doing, e.g. `append_entries`.
+    pub operation: &'static str,
+    /// The storage's own error text.
+    pub message: String,
+}
+
+impl StorageError {
+    pub(crate) fn new(
+        operation: &'static str,
+        err: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        Self {
+            operation,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Why a proposal (`append` or `reconfigure`) was refused. The proposed value is handed back.
+pub enum ProposeErr<T: Entry> {
+    /// A StopSign is already accepted here: the log is sealed and takes no more entries.
+    PendingReconfigEntry(T),
+    /// A StopSign is already accepted or pending here: only one reconfiguration at a time.
+    PendingReconfigConfig(ClusterConfig, Option<Vec<u8>>),
+    /// The proposed configuration is invalid.
+    ConfigError(ConfigError, ClusterConfig, Option<Vec<u8>>),
+    /// The instance stopped after a storage failure; rebuild it from its storage.
+    StorageFailed(StorageError),
+}
+
+impl<T: Entry> fmt::Debug for ProposeErr<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PendingReconfigEntry(e) => f.debug_tuple("PendingReconfigEntry").field(e).finish(),
+            Self::PendingReconfigConfig(c, m) => f
+                .debug_tuple("PendingReconfigConfig")
+                .field(c)
+                .field(m)
+                .finish(),
+            Self::ConfigError(e, c, m) => f
+                .debug_tuple("ConfigError")
+                .field(e)
+                .field(c)
+                .field(m)
+                .finish(),
+            Self::StorageFailed(e) => f.debug_tuple("StorageFailed").field(e).finish(),
+        }
+    }
+}
+
+impl<T: Entry> fmt::Display for ProposeErr<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PendingReconfigEntry(_) => {
+                write!(f, "the log is sealed by a StopSign; propose in the next configuration")
+            }
+            Self::PendingReconfigConfig(..) => write!(f, "a reconfiguration is already pending"),
+            Self::ConfigError(e, ..) => write!(f, "{e}"),
+            Self::StorageFailed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<T: Entry> std::error::Error for ProposeErr<T> {}
+
+/// Why a `trim` or `snapshot` was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompactionErr {
+    /// The index is not decided yet; the value is the current decided index.
+    #[error("UndecidedIndex({0})")]
+    UndecidedIndex(usize),
+    /// The index is already compacted; the value is the current compacted index.
+    #[error("TrimmedIndex({0})")]
+    TrimmedIndex(usize),
+    /// Not every server has accepted up to the index; the value is the highest index that all
+    /// servers have accepted, as known by the leader.
+    #[error("NotAllDecided({0})")]
+    NotAllDecided(usize),
+    /// Only the leader may trim; the value is the pid of the leader this server follows (0 if none).
+    #[error("NotCurrentLeader({0})")]
+    NotCurrentLeader(NodeId),
+    /// The entry type uses `NoSnapshot`, so `snapshot` is not available.
+    #[error("SnapshotsDisabled: the entry type does not use snapshots")]
+    SnapshotsDisabled,
+    /// The instance stopped after a storage failure; see `OmniPaxos::get_storage_error`.
+    #[error("StorageFailed: the instance stopped after a storage error")]
+    StorageFailed,
+}

@@ -1,0 +1,60 @@
+//! A replicated log: Ballot Leader Election + Sequence Paxos (OmniPaxos, EuroSys'23), sans-IO.
+//!
+//! Each server owns an [`OmniPaxos`] value. The application proposes entries with
+//! [`OmniPaxos::append`], reads the decided log with [`OmniPaxos::read_decided_suffix`], and
+//! moves messages between servers itself: [`OmniPaxos::take_outgoing_messages`] on the sender,
+//! [`OmniPaxos::handle_incoming`] on the receiver. Time is [`OmniPaxos::tick`]. The core never
+//! sleeps, reads a clock, spawns a thread or touches a socket, so it runs on any runtime and is
+//! tested deterministically (feature `simulation`).
+//!
+//! Leader election keeps working under partial connectivity: only servers that hear from a
+//! quorum stand for election, and heartbeats carry each server's own ballot, so a server cut off
+//! from a quorum cannot disturb the others (the quorum-loss, constrained-election and chained
+//! scenarios of the paper).
+//!
+//! The user guide is in [`docs`]: getting started, and when an appended entry can be lost.
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `macros` (default) | `#[derive(Entry)]` as [`macros::Entry`] |
+//! | `serde` | serde derives on messages, ballots and configs |
+//! | `toml_config` | [`OmniPaxosConfig::with_toml`] |
+//! | `logging` | protocol events through `tracing`, tagged with the node id |
+//! | `simulation` | [`simulation`]: a deterministic cluster simulator for tests |
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod ballot;
+pub mod ballot_leader_election;
+mod clock;
+mod config;
+pub mod errors;
+mod logging;
+pub mod messages;
+mod omni_paxos;
+mod quorum;
+mod sequence_paxos;
+#[cfg(feature = "simulation")]
+pub mod simulation;
+pub mod storage;
+pub mod util;
+pub mod utils;
+
+pub use config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+pub use errors::{CompactionErr, ProposeErr};
+pub use omni_paxos::OmniPaxos;
+
+/// `#[derive(Entry)]` (feature `macros`).
+#[cfg(feature = "macros")]
+pub mod macros {
+    pub use omnipaxos_macros::Entry;
+}
+
+/// The user guide. Every code block here is compiled and run as a doctest.
+pub mod docs {
+    #[doc = include_str!("../../docs/getting_started.md")]
+    pub mod getting_started {}
+    #[doc = include_str!("../../docs/lost_appends.md")]
+    pub mod lost_appends {}
+}

@@ -1,0 +1,52 @@
+//! The messages servers exchange. The user moves them: `take_outgoing_messages` on the sender,
+//! `handle_incoming` on the receiver named by [`Message::get_receiver`]. With the `serde` feature
+//! every message derives `Serialize`/`Deserialize`. Each message prints as one trace line.
+
+pub mod ballot_leader_election;
+pub mod sequence_paxos;
+
+use crate::storage::Entry;
+use crate::util::NodeId;
+use ballot_leader_election::BLEMessage;
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+use sequence_paxos::PaxosMessage;
+use std::fmt;
+
+/// Any message between two servers.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub enum Message<T: Entry> {
+    /// A message of the replication protocol.
+    SequencePaxos(PaxosMessage<T>),
+    /// A message of the leader election.
+    BLE(BLEMessage),
+}
+
+impl<T: Entry> Message<T> {
+    /// The server that sent the message.
+    pub fn get_sender(&self) -> NodeId {
+        match self {
+            Message::SequencePaxos(m) => m.from,
+            Message::BLE(m) => m.from,
+        }
+    }
+
+    /// The server the message is for.
+    pub fn get_receiver(&self) -> NodeId {
+        match self {
+            Message::SequencePaxos(m) => m.to,
+            Message::BLE(m) => m.to,
+        }
+    }
+}
+
+impl<T: Entry> fmt::Display for Message<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::SequencePaxos(m) => m.fmt(f),
+            Message::BLE(m) => m.fmt(f),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Messages of Sequence Paxos. Field names follow the OmniPaxos paper and the published API, so
+//! tests and users can build them by hand.
+
+use crate::ballot_leader_election::Ballot;
+use crate::storage::{Entry, StopSign};
+use crate::util::{LogSync, NodeId, SequenceNumber};
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Asks the leader to send a fresh [`Prepare`]: the sender lost track of the log (restart,
+/// reconnect, or a gap in sequence numbers).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct PrepareReq {
+    /// The ballot the requester has promised.
+    pub n: Ballot,
+}
+
+/// First phase of a new leader: asks for a promise and summarises the leader's log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct Prepare {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The leader's decided index.
+    pub decided_idx: usize,
+    /// The round in which the leader last accepted entries.
+    pub n_accepted: Ballot,
+    /// The length of the leader's accepted log.
+    pub accepted_idx: usize,
+}
+
+/// A follower's promise, with the entries the leader lacks when the follower is more up to date.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct Promise<T: Entry> {
+    /// The promised ballot.
+    pub n: Ballot,
+    /// The round in which the follower last accepted entries.
+    pub n_accepted: Ballot,
+    /// The follower's decided index.
+    pub decided_idx: usize,
+    /// The length of the follower's accepted log.
+    pub accepted_idx: usize,
+    /// Entries the leader lacks, if the follower's log is more up to date.
+    pub log_sync: Option<LogSync<T>>,
+}
+
+/// Brings a follower's log in line with the leader's and opens a new sequence session.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct AcceptSync<T: Entry> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// First sequence number of the new session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: usize,
+    /// How to make the follower's log equal to the leader's.
+    pub log_sync: LogSync<T>,
+}
+
+/// New entries to append, and the leader's decided index.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct AcceptDecide<T: Entry> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Position of this message in the session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: usize,
+    /// Entries to append at the end of the follower's log.
+    pub entries: Vec<T>,
+}
+
+/// A follower has accepted its log up to `accepted_idx` in round `n`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct Accepted {
+    /// The ballot of the leader whose entries were accepted.
+    pub n: Ballot,
+    /// The follower's accepted log length.
+    pub accepted_idx: usize,
+}
+
+/// The leader's decided index.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct Decide {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Position of this message in the session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: usize,
+}
+
+/// Tells a stale leader that the sender promised a higher ballot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct NotAccepted {
+    /// The higher ballot the sender promised.
+    pub n: Ballot,
+}
+
+/// Asks followers to accept the StopSign that ends the configuration.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct AcceptStopSign {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Position of this message in the session.
+    pub seq_num: SequenceNumber,
+    /// The StopSign.
+    pub ss: StopSign,
+}
+
+/// Log compaction requests sent to peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub enum Compaction {
+    /// Trim the log up to this index.
+    Trim(usize),
+    /// Snapshot the log up to this index (the decided index if `None`).
+    Snapshot(Option<usize>),
+}
+
+/// The payloads of Sequence Paxos.
+#[allow(missing_docs)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub enum PaxosMsg<T: Entry> {
+    PrepareReq(PrepareReq),
+    Prepare(Prepare),
+    Promise(Promise<T>),
+    AcceptSync(AcceptSync<T>),
+    AcceptDecide(AcceptDecide<T>),
+    Accepted(Accepted),
+    NotAccepted(NotAccepted),
+    Decide(Decide),
+    /// Entries appended on a non-leader, forwarded to the leader.
+    ProposalForward(Vec<T>),
+    Compaction(Compaction),
+    AcceptStopSign(AcceptStopSign),
+    /// A reconfiguration requested on a non-leader, forwarded to the leader.
+    ForwardStopSign(StopSign),
+}
+
+/// A Sequence Paxos payload with its sender and receiver.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct PaxosMessage<T: Entry> {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// Payload.
+    pub msg: PaxosMsg<T>,
+}
+
+impl<T: Entry> fmt::Display for PaxosMessage<T> {
+    /// One trace line, e.g. `1->2 AcceptDecide n=3.1 seq=1.4 dec=17 +5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{} ", self.from, self.to)?;
+        match &self.msg {
+            PaxosMsg::PrepareReq(m) => write!(f, "PrepareReq n={}", m.n),
+            PaxosMsg::Prepare(m) => write!(
+                f,
+                "Prepare n={} dec={} na={} acc={}",
+                m.n, m.decided_idx, m.n_accepted, m.accepted_idx
+            ),
+            PaxosMsg::Promise(m) => {
+                write!(
+                    f,
+                    "Promise n={} na={} dec={} acc={}",
+                    m.n, m.n_accepted, m.decided_idx, m.accepted_idx
+                )?;
+                if let Some(sync) = &m.log_sync {
+                    write_sync(f, sync)?;
+                }
+                Ok(())
+            }
+            PaxosMsg::AcceptSync(m) => {
+                write!(
+                    f,
+                    "AcceptSync n={} seq={} dec={}",
+                    m.n,
+                    fmt_seq(m.seq_num),
+                    m.decided_idx
+                )?;
+                write_sync(f, &m.log_sync)
+            }
+            PaxosMsg::AcceptDecide(m) => write!(
+                f,
+                "AcceptDecide n={} seq={} dec={} +{}",
+                m.n,
+                fmt_seq(m.seq_num),
+                m.decided_idx,
+                m.entries.len()
+            ),
+            PaxosMsg::Accepted(m) => write!(f, "Accepted n={} acc={}", m.n, m.accepted_idx),
+            PaxosMsg::NotAccepted(m) => write!(f, "NotAccepted n={}", m.n),
+            PaxosMsg::Decide(m) => write!(
+                f,
+                "Decide n={} seq={} dec={}",
+                m.n,
+                fmt_seq(m.seq_num),
+                m.decided_idx
+            ),
+            PaxosMsg::ProposalForward(entries) => write!(f, "ProposalForward +{}", entries.len()),
+            PaxosMsg::Compaction(Compaction::Trim(idx)) => write!(f, "Compaction Trim({idx})"),
+            PaxosMsg::Compaction(Compaction::Snapshot(idx)) => {
+                write!(f, "Compaction Snapshot({idx:?})")
+            }
+            PaxosMsg::AcceptStopSign(m) => write!(
+                f,
+                "AcceptStopSign n={} seq={} {}",
+                m.n,
+                fmt_seq(m.seq_num),
+                m.ss
+            ),
+            PaxosMsg::ForwardStopSign(ss) => write!(f, "ForwardStopSign {ss}"),
+        }
+    }
+}
+
+fn fmt_seq(seq: SequenceNumber) -> String {
+    format!("{}.{}", seq.session, seq.counter)
+}
+
+fn write_sync<T: Entry>(f: &mut fmt::Formatter<'_>, sync: &LogSync<T>) -> fmt::Result {
+    write!(f, " sync@{} +{}", sync.sync_idx, sync.suffix.len())?;
+    if sync.decided_snapshot.is_some() {
+        write!(f, " snapshot")?;
+    }
+    if let Some(ss) = &sync.stopsign {
+        write!(f, " {ss}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The follower role: promising, applying the leader's sync, accepting the entry stream in
+//! sequence, and learning decisions.
+
+use super::{Phase, Role, SeqCheck, SequencePaxos};
+use crate::ballot_leader_election::Ballot;
+use crate::logging::log;
+use crate::messages::sequence_paxos::{
+    AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, NotAccepted, PaxosMessage,
+    PaxosMsg, Prepare, PrepareReq, Promise,
+};
+use crate::storage::internal_storage::{StorageResult, SyncOutcome};
+use crate::storage::{Entry, Snapshot, SnapshotType, Storage};
+use crate::util::{LogSync, NodeId, SequenceNumber};
+
+pub(super) struct FollowerState<T: Entry> {
+    /// Sequence number of the last leader message handled in the current session.
+    seq: SequenceNumber,
+    /// The last promise, resent until the leader's sync arrives.
+    cached_promise: Option<Promise<T>>,
+    /// Index in `outgoing` of a not-yet-taken `Accepted`, so acknowledgements merge.
+    pub(super) pending_accepted: Option<usize>,
+    /// An `Accepted` was sent since the last resend check and may have been lost.
+    accepted_needs_resend: bool,
+}
+
+impl<T: Entry> Default for FollowerState<T> {
+    fn default() -> Self {
+        Self {
+            seq: SequenceNumber::default(),
+            cached_promise: None,
+            pending_accepted: None,
+            accepted_needs_resend: false,
+        }
+    }
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    pub(super) fn handle_prepare(&mut self, prep: Prepare, from: NodeId) -> StorageResult<()> {
+        if prep.n.pid != from {
+            return Ok(());
+        }
+        let promise = self.promise();
+        if prep.n < promise {
+            self.send(from, PaxosMsg::NotAccepted(NotAccepted { n: promise }));
+            return Ok(());
+        }
+        let renewable = matches!(
+            (self.role, self.phase),
+            (Role::Follower, Phase::Prepare | Phase::Recover | Phase::None)
+        );
+        if prep.n == promise && !renewable {
+            return Ok(()); // a duplicate of a Prepare this follower already acted on
+        }
+        if self.role == Role::Leader {
+            log!(info, self.pid, "stepping down for ballot {}", prep.n);
+            self.leader_state.reset(self.peers.len());
+        }
+        // Entries still in the batch are written now; the promise reports them.
+        self.internal_storage.flush_batch()?;
+        if prep.n > promise {
+            self.internal_storage.set_promise(prep.n)?;
+        }
+        self.role = Role::Follower;
+        self.phase = Phase::Prepare;
+        self.follower_state.seq = SequenceNumber::default();
+        self.follower_state.pending_accepted = None;
+        let log_sync = self.promise_sync(&prep)?;
+        let s = &self.internal_storage;
+        let promise = Promise {
+            n: prep.n,
+            n_accepted: s.accepted_round(),
+            decided_idx: s.decided_idx(),
+            accepted_idx: s.accepted_idx(),
+            log_sync,
+        };
+        self.follower_state.cached_promise = Some(promise.clone());
+        self.send(from, PaxosMsg::Promise(promise));
+        Ok(())
+    }
+
+    /// The entries the leader lacks, if this log is more up to date than the leader's.
+    fn promise_sync(&self, prep: &Prepare) -> StorageResult<Option<LogSync<T>>> {
+        let s = &self.internal_storage;
+        let na = s.accepted_round();
+        let mut sync_idx = if na > prep.n_accepted {
+            // Accepted in a later round: everything after the leader's decided prefix may differ.
+            prep.decided_idx
+        } else if na == prep.n_accepted && s.accepted_idx() > prep.accepted_idx {
+            // Same round, longer log: the leader's log is a prefix of ours.
+            prep.accepted_idx
+        } else {
+            return Ok(None);
+        };
+        let mut decided_snapshot = None;
+        if sync_idx < s.compacted_idx() {
+            if T::Snapshot::use_snapshots() {
+                decided_snapshot = Some(SnapshotType::Complete(
+                    s.complete_snapshot(s.compacted_idx())?,
+                ));
+            }
+            sync_idx = s.compacted_idx();
+        }
+        Ok(Some(LogSync {
+            decided_snapshot,
+            suffix: s.get_entries(sync_idx, s.log_end())?,
+            sync_idx,
+            stopsign: s.stopsign().cloned(),
+        }))
+    }
+
+    pub(super) fn handle_accept_sync(&mut self, acc: AcceptSync<T>, from: NodeId) -> StorageResult<()> {
+        if !self.check_leader_message(acc.n, from) {
+            return Ok(());
+        }
+        if (self.role, self.phase) != (Role::Follower, Phase::Prepare) {
+            return Ok(());
+        }
+        let outcome = self
+            .internal_storage
+            .sync_log(acc.n, acc.decided_idx, Some(acc.log_sync))?;
+        if outcome == SyncOutcome::Gap {
+            log!(warn, self.pid, "AcceptSync from {from} leaves a gap, asking for a new Prepare");
+            self.phase = Phase::Recover;
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: acc.n }));
+            return Ok(());
+        }
+        self.phase = Phase::Accept;
+        self.follower_state.seq = acc.seq_num;
+        self.follower_state.cached_promise = None;
+        self.send_accepted();
+        self.forward_pending();
+        Ok(())
+    }
+
+    pub(super) fn handle_accept_decide(&mut self, acc: AcceptDecide<T>, from: NodeId) -> StorageResult<()> {
+        if !self.accept_stream_message(acc.n, acc.seq_num, from) {
+            return Ok(());
+        }
+        if self.internal_storage.stopsign().is_some() {
+            return Ok(()); // invariant of the leader: nothing follows a StopSign
+        }
+        let written = self.internal_storage.append_entries(acc.entries)?;
+        let flushed = self.learn_decided(acc.decided_idx)?;
+        if !written.is_empty() || flushed {
+            self.send_accepted();
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_decide(&mut self, dec: Decide, from: NodeId) -> StorageResult<()> {
+        if !self.accept_stream_message(dec.n, dec.seq_num, from) {
+            return Ok(());
+        }
+        if self.learn_decided(dec.decided_idx)? {
+            self.send_accepted();
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_accept_stopsign(&mut self, acc: AcceptStopSign, from: NodeId) -> StorageResult<()> {
+        if !self.accept_stream_message(acc.n, acc.seq_num, from) {
+            return Ok(());
+        }
+        self.internal_storage.flush_batch()?;
+        self.internal_storage.set_stopsign(Some(acc.ss))?;
+        self.send_accepted();
+        Ok(())
+    }
+
+    /// Raises the decided index, writing the batch first if the leader decided entries that
+    /// are still in it. Returns whether the batch was written.
+    fn learn_decided(&mut self, decided_idx: usize) -> StorageResult<bool> {
+        if decided_idx <= self.internal_storage.decided_idx() {
+            return Ok(false);
+        }
+        let mut flushed = false;
+        if decided_idx > self.internal_storage.accepted_idx() && self.internal_storage.batch_len() > 0 {
+            flushed = !self.internal_storage.flush_batch()?.is_empty();
+        }
+        self.internal_storage.set_decided_idx(decided_idx)?;
+        Ok(flushed)
+    }
+
+    /// Common checks of the leader's entry stream: right ballot, Accept phase, in sequence.
+    fn accept_stream_message(&mut self, n: Ballot, seq_num: SequenceNumber, from: NodeId) -> bool {
+        if !self.check_leader_message(n, from)
+            || (self.role, self.phase) != (Role::Follower, Phase::Accept)
+        {
+            return false;
+        }
+        match self.check_sequence(seq_num) {
+            SeqCheck::Expected => {
+                self.follower_state.seq = seq_num;
+                true
+            }
+            SeqCheck::Stale => false,
+            SeqCheck::Gap => {
+                log!(info, self.pid, "gap in the leader's messages, resynchronising");
+                self.reconnected(from);
+                false
+            }
+        }
+    }
+
+    fn check_sequence(&self, seq_num: SequenceNumber) -> SeqCheck {
+        let current = self.follower_state.seq;
+        if seq_num == current.next() {
+            SeqCheck::Expected
+        } else if seq_num <= current {
+            SeqCheck::Stale
+        } else {
+            SeqCheck::Gap
+        }
+    }
+
+    /// Whether a message of ballot `n` from `from` is from the leader this server promised.
+    /// A lower ballot is told about the promise; a higher one means we missed its Prepare.
+    fn check_leader_message(&mut self, n: Ballot, from: NodeId) -> bool {
+        if n.pid != from {
+            return false;
+        }
+        let promise = self.promise();
+        if n == promise {
+            return true;
+        }
+        if n < promise {
+            self.send(from, PaxosMsg::NotAccepted(NotAccepted { n: promise }));
+        } else {
+            self.observe_higher_ballot(n);
+            self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: promise }));
+        }
+        false
+    }
+
+    /// Acknowledges the accepted log, merging into an `Accepted` still waiting in `outgoing`.
+    pub(super) fn send_accepted(&mut self) {
+        let n = self.promise();
+        let accepted_idx = self.internal_storage.accepted_idx();
+        self.follower_state.accepted_needs_resend = true;
+        if let Some(pos) = self.follower_state.pending_accepted {
+            if let Some(PaxosMessage {
+                msg: PaxosMsg::Accepted(acc),
+                ..
+            }) = self.outgoing.get_mut(pos)
+            {
+                if acc.n == n {
+                    acc.accepted_idx = accepted_idx;
+                    return;
+                }
+            }
+        }
+        self.follower_state.pending_accepted = Some(self.outgoing.len());
+        self.send(n.pid, PaxosMsg::Accepted(Accepted { n, accepted_idx }));
+    }
+
+    pub(super) fn resend_accepted(&mut self) {
+        if std::mem::take(&mut self.follower_state.accepted_needs_resend) {
+            self.send_accepted();
+            self.follower_state.accepted_needs_resend = false;
+        }
+    }
+
+    pub(super) fn resend_promise(&mut self) {
+        match self.follower_state.cached_promise.clone() {
+            Some(promise) => self.send(promise.n.pid, PaxosMsg::Promise(promise)),
+            None => self.phase = Phase::Recover,
+        }
+    }
+}

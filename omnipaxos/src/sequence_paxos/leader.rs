@@ -1,0 +1,483 @@
+//! The leader role: Prepare phase, adopting the most up-to-date log, synchronising followers,
+//! replicating entries and deciding.
+
+use super::{Phase, Role, SequencePaxos};
+use crate::ballot_leader_election::Ballot;
+use crate::logging::log;
+use crate::messages::sequence_paxos::{
+    AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, PrepareReq,
+    Promise,
+};
+use crate::storage::internal_storage::{StorageResult, SyncOutcome};
+use crate::storage::{Entry, Snapshot, SnapshotType, StopSign, Storage};
+use crate::util::{LogSync, NodeId, SequenceNumber};
+
+/// What a follower's promise said about its log.
+#[derive(Copy, Clone, Debug, Default)]
+pub(super) struct PromiseMeta {
+    n_accepted: Ballot,
+    accepted_idx: usize,
+    decided_idx: usize,
+}
+
+/// The leader's view of one follower within its ballot.
+struct PeerProgress<T: Entry> {
+    promise: Option<PromiseMeta>,
+    /// Entries the follower offered in its promise, kept until the read quorum is reached.
+    log_sync: Option<LogSync<T>>,
+    /// Whether the follower was sent an `AcceptSync` and now receives the entry stream.
+    synced: bool,
+    /// The follower's accepted index in this ballot, as last reported.
+    accepted_idx: usize,
+    seq: SequenceNumber,
+    /// Index in `outgoing` of a not-yet-taken `AcceptDecide` to this follower.
+    pending_msg: Option<usize>,
+    /// Something was sent since the last resend check and may have been lost.
+    resend_needed: bool,
+}
+
+impl<T: Entry> Default for PeerProgress<T> {
+    fn default() -> Self {
+        Self {
+            promise: None,
+            log_sync: None,
+            synced: false,
+            accepted_idx: 0,
+            seq: SequenceNumber::default(),
+            pending_msg: None,
+            resend_needed: false,
+        }
+    }
+}
+
+/// Per-follower progress, aligned with `SequencePaxos::peers`.
+pub(super) struct LeaderState<T: Entry> {
+    progress: Vec<PeerProgress<T>>,
+    /// The promise whose log the leader adopted.
+    max_promise: PromiseMeta,
+}
+
+impl<T: Entry> LeaderState<T> {
+    pub(super) fn new(num_peers: usize) -> Self {
+        Self {
+            progress: (0..num_peers).map(|_| PeerProgress::default()).collect(),
+            max_promise: PromiseMeta::default(),
+        }
+    }
+
+    pub(super) fn reset(&mut self, num_peers: usize) {
+        *self = Self::new(num_peers);
+    }
+
+    pub(super) fn close_merge_window(&mut self) {
+        for p in &mut self.progress {
+            p.pending_msg = None;
+        }
+    }
+
+    fn promised_count(&self) -> usize {
+        self.progress.iter().filter(|p| p.promise.is_some()).count()
+    }
+
+    /// Accepted indexes of every server as known here, `None` for those not synchronised.
+    pub(super) fn accepted_indexes(&self) -> impl Iterator<Item = Option<usize>> + '_ {
+        self.progress.iter().map(|p| p.synced.then_some(p.accepted_idx))
+    }
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    fn peer_index(&self, pid: NodeId) -> Option<usize> {
+        self.peers.iter().position(|p| *p == pid)
+    }
+
+    fn prepare_message(&self) -> PaxosMsg<T> {
+        let s = &self.internal_storage;
+        PaxosMsg::Prepare(Prepare {
+            n: s.promise(),
+            decided_idx: s.decided_idx(),
+            n_accepted: s.accepted_round(),
+            accepted_idx: s.accepted_idx(),
+        })
+    }
+
+    /// BLE elected this server with ballot `n`: start the Prepare phase.
+    pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
+        // Entries still in the batch are written now; the log synchronisation covers them.
+        self.internal_storage.flush_batch()?;
+        self.internal_storage.set_promise(n)?;
+        log!(info, self.pid, "leading with ballot {n}, Prepare phase");
+        self.role = Role::Leader;
+        self.phase = Phase::Prepare;
+        self.leader_state.reset(self.peers.len());
+        let prepare = self.prepare_message();
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i];
+            self.send(peer, prepare.clone());
+        }
+        if self.quorum.is_read_quorum(1) {
+            self.handle_majority_promises()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_promise(&mut self, prom: Promise<T>, from: NodeId) -> StorageResult<()> {
+        if self.role != Role::Leader || prom.n != self.promise() {
+            return Ok(());
+        }
+        let Some(i) = self.peer_index(from) else {
+            return Ok(());
+        };
+        let meta = PromiseMeta {
+            n_accepted: prom.n_accepted,
+            accepted_idx: prom.accepted_idx,
+            decided_idx: prom.decided_idx,
+        };
+        let progress = &mut self.leader_state.progress[i];
+        match self.phase {
+            Phase::Prepare => {
+                progress.promise = Some(meta);
+                progress.log_sync = prom.log_sync;
+                if self.quorum.is_read_quorum(self.leader_state.promised_count() + 1) {
+                    self.handle_majority_promises()?;
+                }
+            }
+            Phase::Accept => {
+                // A late promise: the log is settled, this follower just needs a sync.
+                progress.promise = Some(meta);
+                self.send_accept_sync(i)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A read quorum promised: adopt the most up-to-date log among the promises (Paxos' "value
+    /// with the highest accepted round"), then synchronise every promised follower.
+    fn handle_majority_promises(&mut self) -> StorageResult<()> {
+        let s = &self.internal_storage;
+        let own = PromiseMeta {
+            n_accepted: s.accepted_round(),
+            accepted_idx: s.accepted_idx(),
+            decided_idx: s.decided_idx(),
+        };
+        let mut max = own;
+        let mut max_peer = None;
+        let mut max_decided = own.decided_idx;
+        for (i, p) in self.leader_state.progress.iter().enumerate() {
+            if let Some(meta) = p.promise {
+                max_decided = max_decided.max(meta.decided_idx);
+                if (meta.n_accepted, meta.accepted_idx) > (max.n_accepted, max.accepted_idx) {
+                    max = meta;
+                    max_peer = Some(i);
+                }
+            }
+        }
+        let sync = max_peer.and_then(|i| self.leader_state.progress[i].log_sync.take());
+        for p in &mut self.leader_state.progress {
+            p.log_sync = None;
+        }
+        let n = self.promise();
+        if self.internal_storage.sync_log(n, max_decided, sync)? == SyncOutcome::Gap {
+            // The most up-to-date promise does not connect to our log (it was computed against
+            // another Prepare). Ask again rather than adopt a log with a hole.
+            log!(warn, self.pid, "promise sync does not fit the log, re-preparing");
+            self.leader_state.reset(self.peers.len());
+            let prepare = self.prepare_message();
+            for i in 0..self.peers.len() {
+                let peer = self.peers[i];
+                self.send(peer, prepare.clone());
+            }
+            return Ok(());
+        }
+        self.leader_state.max_promise = max;
+        if self.internal_storage.stopsign().is_none() {
+            let pending = std::mem::take(&mut self.pending_proposals);
+            if !pending.is_empty() {
+                self.internal_storage.append_entries(pending)?;
+            }
+            self.internal_storage.flush_batch()?;
+            if let Some(ss) = self.pending_stopsign.take() {
+                self.internal_storage.set_stopsign(Some(ss))?;
+            }
+        }
+        self.phase = Phase::Accept;
+        log!(info, self.pid, "ballot {n} in Accept phase, log length {}", self.internal_storage.accepted_idx());
+        for i in 0..self.peers.len() {
+            if self.leader_state.progress[i].promise.is_some() {
+                self.send_accept_sync(i)?;
+            }
+        }
+        self.try_decide()
+    }
+
+    /// Sends follower `i` the leader's log from the longest prefix the two provably share.
+    fn send_accept_sync(&mut self, i: usize) -> StorageResult<()> {
+        let Some(meta) = self.leader_state.progress[i].promise else {
+            return Ok(());
+        };
+        let n = self.promise();
+        let max = self.leader_state.max_promise;
+        let storage = &self.internal_storage;
+        // Logs accepted in the same round are prefixes of that round's leader log; otherwise
+        // only the decided prefix is known to match (a stale leader may have appended more).
+        let shared = if meta.n_accepted == n {
+            meta.accepted_idx
+        } else if meta.n_accepted == max.n_accepted {
+            meta.accepted_idx.min(max.accepted_idx)
+        } else {
+            meta.decided_idx
+        };
+        let mut sync_idx = shared.min(storage.log_end());
+        let mut decided_snapshot = None;
+        let compacted = storage.compacted_idx();
+        if sync_idx < compacted {
+            if T::Snapshot::use_snapshots() {
+                decided_snapshot = Some(SnapshotType::Complete(
+                    storage.complete_snapshot(compacted)?,
+                ));
+            }
+            // Without snapshots the trimmed prefix is held by every server (trim waits for all).
+            sync_idx = compacted;
+        }
+        let suffix = storage.get_entries(sync_idx, storage.log_end())?;
+        let log_sync = LogSync {
+            decided_snapshot,
+            suffix,
+            sync_idx,
+            stopsign: storage.stopsign().cloned(),
+        };
+        let decided_idx = storage.decided_idx();
+        let progress = &mut self.leader_state.progress[i];
+        progress.seq = progress.seq.new_session();
+        progress.synced = true;
+        progress.accepted_idx = 0;
+        progress.pending_msg = None;
+        progress.resend_needed = true;
+        let seq_num = progress.seq;
+        let peer = self.peers[i];
+        self.send(
+            peer,
+            PaxosMsg::AcceptSync(AcceptSync {
+                n,
+                seq_num,
+                decided_idx,
+                log_sync,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Streams newly written entries to every synchronised follower, merging into an
+    /// `AcceptDecide` that is still waiting in `outgoing`.
+    pub(super) fn send_accept_decide(&mut self, mut entries: Vec<T>) {
+        let n = self.promise();
+        let decided_idx = self.internal_storage.decided_idx();
+        let synced: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.leader_state.progress[i].synced)
+            .collect();
+        for (k, &i) in synced.iter().enumerate() {
+            // The last follower takes the entries themselves; the others get a copy.
+            let batch = if k + 1 == synced.len() {
+                std::mem::take(&mut entries)
+            } else {
+                entries.clone()
+            };
+            let progress = &mut self.leader_state.progress[i];
+            progress.resend_needed = true;
+            if let Some(pos) = progress.pending_msg {
+                if let Some(PaxosMsg::AcceptDecide(acc)) =
+                    self.outgoing.get_mut(pos).map(|m| &mut m.msg)
+                {
+                    acc.entries.extend(batch);
+                    acc.decided_idx = decided_idx;
+                    continue;
+                }
+            }
+            progress.seq = progress.seq.next();
+            progress.pending_msg = Some(self.outgoing.len());
+            let seq_num = progress.seq;
+            let peer = self.peers[i];
+            self.send(
+                peer,
+                PaxosMsg::AcceptDecide(AcceptDecide {
+                    n,
+                    seq_num,
+                    decided_idx,
+                    entries: batch,
+                }),
+            );
+        }
+    }
+
+    pub(super) fn handle_accepted(&mut self, acc: Accepted, from: NodeId) -> StorageResult<()> {
+        if self.role != Role::Leader || self.phase != Phase::Accept || acc.n != self.promise() {
+            return Ok(());
+        }
+        let Some(i) = self.peer_index(from) else {
+            return Ok(());
+        };
+        let own_accepted = self.internal_storage.accepted_idx();
+        let progress = &mut self.leader_state.progress[i];
+        if !progress.synced {
+            return Ok(());
+        }
+        // A follower cannot have accepted more than we sent; cap what a faulty peer claims.
+        progress.accepted_idx = progress.accepted_idx.max(acc.accepted_idx.min(own_accepted));
+        if progress.accepted_idx > self.internal_storage.decided_idx() {
+            self.try_decide()?;
+        }
+        Ok(())
+    }
+
+    /// Decides the highest index a write quorum (leader included) has accepted in this ballot.
+    pub(super) fn try_decide(&mut self) -> StorageResult<()> {
+        if !self.is_accepting_leader() {
+            return Ok(());
+        }
+        let mut accepted: Vec<usize> = self
+            .leader_state
+            .accepted_indexes()
+            .flatten()
+            .chain(std::iter::once(self.internal_storage.accepted_idx()))
+            .collect();
+        if !self.quorum.is_write_quorum(accepted.len()) {
+            return Ok(());
+        }
+        accepted.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_accepted = accepted[self.quorum.write - 1];
+        if quorum_accepted > self.internal_storage.decided_idx() {
+            self.internal_storage.set_decided_idx(quorum_accepted)?;
+            self.send_decide();
+        }
+        Ok(())
+    }
+
+    /// Tells every synchronised follower the decided index, piggybacked on a pending
+    /// `AcceptDecide` when there is one.
+    fn send_decide(&mut self) {
+        let n = self.promise();
+        let decided_idx = self.internal_storage.decided_idx();
+        for i in 0..self.peers.len() {
+            let progress = &mut self.leader_state.progress[i];
+            if !progress.synced {
+                continue;
+            }
+            progress.resend_needed = true;
+            if let Some(pos) = progress.pending_msg {
+                if let Some(PaxosMsg::AcceptDecide(acc)) =
+                    self.outgoing.get_mut(pos).map(|m| &mut m.msg)
+                {
+                    acc.decided_idx = decided_idx;
+                    continue;
+                }
+            }
+            progress.seq = progress.seq.next();
+            let seq_num = progress.seq;
+            let peer = self.peers[i];
+            self.send(
+                peer,
+                PaxosMsg::Decide(Decide {
+                    n,
+                    seq_num,
+                    decided_idx,
+                }),
+            );
+        }
+    }
+
+    /// Seals the log with `ss` and asks the followers to accept it.
+    pub(super) fn accept_stopsign_as_leader(&mut self, ss: StopSign) -> StorageResult<()> {
+        let written = self.internal_storage.flush_batch()?;
+        if !written.is_empty() {
+            self.send_accept_decide(written);
+        }
+        self.internal_storage.set_stopsign(Some(ss.clone()))?;
+        log!(info, self.pid, "accepted {ss}");
+        let n = self.promise();
+        for i in 0..self.peers.len() {
+            let progress = &mut self.leader_state.progress[i];
+            if !progress.synced {
+                continue;
+            }
+            progress.seq = progress.seq.next();
+            progress.pending_msg = None;
+            progress.resend_needed = true;
+            let seq_num = progress.seq;
+            let peer = self.peers[i];
+            self.send(
+                peer,
+                PaxosMsg::AcceptStopSign(AcceptStopSign {
+                    n,
+                    seq_num,
+                    ss: ss.clone(),
+                }),
+            );
+        }
+        self.try_decide()
+    }
+
+    /// A follower lost track (restart, gap): forget its promise and prepare it again.
+    pub(super) fn handle_prepare_req(&mut self, req: PrepareReq, from: NodeId) {
+        if self.role != Role::Leader || req.n > self.promise() {
+            return;
+        }
+        let Some(i) = self.peer_index(from) else {
+            return;
+        };
+        self.leader_state.progress[i] = PeerProgress::default();
+        let prepare = self.prepare_message();
+        self.send(from, prepare);
+    }
+
+    pub(super) fn handle_not_accepted(&mut self, n: Ballot) {
+        if self.role == Role::Leader {
+            self.observe_higher_ballot(n);
+        }
+    }
+
+    /// Resend check: Prepare to peers that have not promised; to followers that may have
+    /// missed something, a `Decide` with the next sequence number. It either brings them up to
+    /// date or reveals a gap, which makes them ask for a fresh sync.
+    pub(super) fn resend_as_leader(&mut self) {
+        let prepare = self.prepare_message();
+        let n = self.promise();
+        let own_accepted = self.internal_storage.accepted_idx();
+        let decided_idx = self.internal_storage.decided_idx();
+        let in_accept = self.phase == Phase::Accept;
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i];
+            let progress = &mut self.leader_state.progress[i];
+            if progress.promise.is_none() {
+                self.outgoing.push(crate::messages::sequence_paxos::PaxosMessage {
+                    from: self.pid,
+                    to: peer,
+                    msg: prepare.clone(),
+                });
+            } else if in_accept
+                && progress.synced
+                && (progress.resend_needed || progress.accepted_idx < own_accepted)
+            {
+                progress.resend_needed = false;
+                progress.seq = progress.seq.next();
+                progress.pending_msg = None;
+                let seq_num = progress.seq;
+                self.send(
+                    peer,
+                    PaxosMsg::Decide(Decide {
+                        n,
+                        seq_num,
+                        decided_idx,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// The leader-side view of each server's accepted index, self included, keyed by pid.
+    pub(crate) fn known_accepted_indexes(&self) -> Vec<(NodeId, Option<usize>)> {
+        let own = (self.pid, Some(self.internal_storage.accepted_idx()));
+        std::iter::once(own)
+            .chain(self.peers.iter().copied().zip(self.leader_state.accepted_indexes()))
+            .collect()
+    }
+}

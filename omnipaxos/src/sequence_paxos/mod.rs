@@ -1,0 +1,368 @@
+//! Sequence Paxos, the replication half of OmniPaxos.
+//!
+//! One server is leader (role [`Role::Leader`]), the others follow. A new leader runs the
+//! Prepare phase: it collects promises from a read quorum, adopts the most up-to-date log among
+//! them and synchronises every follower with an `AcceptSync` from the longest prefix the two
+//! logs provably share. In the Accept phase it streams entries in `AcceptDecide` messages and
+//! decides an index once a write quorum has accepted it. Followers check the ballot and the
+//! sequence number of every leader message; a gap makes them ask for a fresh sync.
+//!
+//! Inputs: `handle` (messages), `propose`/`reconfigure`, `handle_leader` (from BLE),
+//! `resend_messages` and `flush_batch_timeout` (from `tick`). Outputs: messages in `outgoing`,
+//! state in [`InternalStorage`]. Every method that writes returns a [`StorageError`] on failure;
+//! the caller then stops the instance.
+//!
+//! Roles live in `leader.rs` and `follower.rs`, compaction in `compaction.rs`, reads in
+//! `reads.rs`.
+
+mod compaction;
+mod follower;
+mod leader;
+mod reads;
+
+use crate::ballot_leader_election::Ballot;
+use crate::config::ClusterConfig;
+use crate::errors::ProposeErr;
+use crate::logging::log;
+use crate::messages::sequence_paxos::{PaxosMessage, PaxosMsg, PrepareReq};
+use crate::quorum::Quorum;
+use crate::storage::internal_storage::{InternalStorage, StorageResult};
+use crate::storage::{Entry, StopSign, Storage};
+use crate::util::NodeId;
+use follower::FollowerState;
+use leader::LeaderState;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Follower,
+    Leader,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Leader: collecting promises. Follower: promised, waiting for the leader's sync.
+    Prepare,
+    /// Replicating entries.
+    Accept,
+    /// Lost track of the leader's log (restart, gap, reconnect): asking for a fresh Prepare.
+    Recover,
+    /// Fresh start: no leader known yet.
+    None,
+}
+
+pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
+    pub(crate) internal_storage: InternalStorage<T, B>,
+    pid: NodeId,
+    peers: Vec<NodeId>,
+    quorum: Quorum,
+    role: Role,
+    phase: Phase,
+    outgoing: Vec<PaxosMessage<T>>,
+    /// Entries proposed here while no leader could take them; kept until one can.
+    pending_proposals: Vec<T>,
+    /// A reconfiguration proposed here while no leader could take it.
+    pending_stopsign: Option<StopSign>,
+    /// Index in `outgoing` of a not-yet-taken `ProposalForward`, so forwards merge into one.
+    pending_forward: Option<usize>,
+    leader_state: LeaderState<T>,
+    follower_state: FollowerState<T>,
+}
+
+impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    pub(crate) fn new(
+        internal_storage: InternalStorage<T, B>,
+        pid: NodeId,
+        nodes: &[NodeId],
+        quorum: Quorum,
+        buffer_size: usize,
+    ) -> Self {
+        let peers: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != pid).collect();
+        Self {
+            internal_storage,
+            pid,
+            leader_state: LeaderState::new(peers.len()),
+            follower_state: FollowerState::default(),
+            peers,
+            quorum,
+            role: Role::Follower,
+            phase: Phase::None,
+            outgoing: Vec::with_capacity(buffer_size.min(1024)),
+            pending_proposals: Vec::new(),
+            pending_stopsign: None,
+            pending_forward: None,
+        }
+    }
+
+    /// Start-up after a crash: ask every peer for a fresh Prepare.
+    pub(crate) fn start_recovery(&mut self) {
+        self.phase = Phase::Recover;
+        self.send_prepare_req_to_all();
+    }
+
+    pub(crate) fn pid(&self) -> NodeId {
+        self.pid
+    }
+
+    pub(crate) fn peers(&self) -> &[NodeId] {
+        &self.peers
+    }
+
+    pub(crate) fn promise(&self) -> Ballot {
+        self.internal_storage.promise()
+    }
+
+    pub(crate) fn is_accepting_leader(&self) -> bool {
+        self.role == Role::Leader && self.phase == Phase::Accept
+    }
+
+    pub(crate) fn role_and_phase(&self) -> (Role, Phase) {
+        (self.role, self.phase)
+    }
+
+    /// Moves all pending messages into `buffer` and closes the merge window of the pending
+    /// `AcceptDecide`/`Accepted`/`ProposalForward` messages.
+    pub(crate) fn take_outgoing_into<M>(&mut self, buffer: &mut Vec<M>, wrap: fn(PaxosMessage<T>) -> M) {
+        buffer.extend(self.outgoing.drain(..).map(wrap));
+        self.leader_state.close_merge_window();
+        self.follower_state.pending_accepted = None;
+        self.pending_forward = None;
+    }
+
+    fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
+        self.outgoing.push(PaxosMessage {
+            from: self.pid,
+            to,
+            msg,
+        });
+    }
+
+    /// Dispatches one message. Messages for another server or from outside the configuration
+    /// are dropped; each handler drops what does not fit its state.
+    pub(crate) fn handle(&mut self, m: PaxosMessage<T>) -> StorageResult<()> {
+        if m.to != self.pid || !self.peers.contains(&m.from) {
+            log!(debug, self.pid, "dropped message not for this configuration: {m}");
+            return Ok(());
+        }
+        let from = m.from;
+        match m.msg {
+            PaxosMsg::PrepareReq(req) => self.handle_prepare_req(req, from),
+            PaxosMsg::Prepare(prep) => self.handle_prepare(prep, from)?,
+            PaxosMsg::Promise(prom) => self.handle_promise(prom, from)?,
+            PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(sync, from)?,
+            PaxosMsg::AcceptDecide(acc) => self.handle_accept_decide(acc, from)?,
+            PaxosMsg::Accepted(acc) => self.handle_accepted(acc, from)?,
+            PaxosMsg::NotAccepted(not) => self.handle_not_accepted(not.n),
+            PaxosMsg::Decide(dec) => self.handle_decide(dec, from)?,
+            PaxosMsg::ProposalForward(entries) => self.handle_forwarded_proposals(entries)?,
+            PaxosMsg::Compaction(c) => self.handle_compaction(c, from)?,
+            PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(acc, from)?,
+            PaxosMsg::ForwardStopSign(ss) => self.handle_forwarded_stopsign(ss)?,
+        }
+        Ok(())
+    }
+
+    /// Ballot Leader Election elected `leader`.
+    pub(crate) fn handle_leader(&mut self, leader: Ballot) -> StorageResult<()> {
+        if leader.pid == self.pid {
+            if leader > self.promise() {
+                self.become_leader(leader)?;
+            }
+        } else if self.phase == Phase::Recover && leader.pid != 0 {
+            self.send(leader.pid, PaxosMsg::PrepareReq(PrepareReq { n: self.promise() }));
+        }
+        Ok(())
+    }
+
+    /// The transport reconnected to `pid`: messages may have been lost, so resynchronise.
+    pub(crate) fn reconnected(&mut self, pid: NodeId) {
+        if pid == self.pid || !self.peers.contains(&pid) {
+            return;
+        }
+        if self.role == Role::Follower && pid == self.promise().pid {
+            self.phase = Phase::Recover;
+        }
+        self.send(pid, PaxosMsg::PrepareReq(PrepareReq { n: self.promise() }));
+    }
+
+    fn send_prepare_req_to_all(&mut self) {
+        let n = self.promise();
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i];
+            self.send(peer, PaxosMsg::PrepareReq(PrepareReq { n }));
+        }
+    }
+
+    /// A server has promised a ballot above ours: if we lead, step down and resynchronise.
+    fn observe_higher_ballot(&mut self, n: Ballot) {
+        if n <= self.promise() {
+            return;
+        }
+        if self.role == Role::Leader {
+            log!(info, self.pid, "stepping down: a peer promised {n}");
+            self.role = Role::Follower;
+            self.leader_state.reset(self.peers.len());
+        }
+        self.phase = Phase::Recover;
+    }
+
+    /// Resend timer: repairs what lost messages may have left undone.
+    pub(crate) fn resend_messages(&mut self) -> StorageResult<()> {
+        match (self.role, self.phase) {
+            (Role::Leader, _) => self.resend_as_leader(),
+            (Role::Follower, Phase::Prepare) => self.resend_promise(),
+            (Role::Follower, Phase::Recover) => self.send_prepare_req_to_all(),
+            (Role::Follower, Phase::Accept) => self.resend_accepted(),
+            (Role::Follower, Phase::None) => {}
+        }
+        Ok(())
+    }
+
+    /// Flush timer: write and replicate a partial batch.
+    pub(crate) fn flush_batch_timeout(&mut self) -> StorageResult<()> {
+        if self.phase != Phase::Accept {
+            return Ok(());
+        }
+        let written = self.internal_storage.flush_batch()?;
+        if written.is_empty() {
+            return Ok(());
+        }
+        match self.role {
+            Role::Leader => {
+                self.send_accept_decide(written);
+                self.try_decide()
+            }
+            Role::Follower => {
+                self.send_accepted();
+                Ok(())
+            }
+        }
+    }
+
+    /// Proposes one entry: appended if leading, forwarded to the leader if following one,
+    /// kept pending otherwise.
+    pub(crate) fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+        if self.internal_storage.stopsign().is_some() {
+            return Err(ProposeErr::PendingReconfigEntry(entry));
+        }
+        self.propose_entries(vec![entry])
+            .map_err(ProposeErr::StorageFailed)
+    }
+
+    fn propose_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
+        match (self.role, self.phase) {
+            (Role::Leader, Phase::Accept) => {
+                let written = if entries.len() == 1 {
+                    let entry = entries.pop().expect("len checked to be 1");
+                    self.internal_storage.append_entry(entry)?
+                } else {
+                    self.internal_storage.append_entries(entries)?
+                };
+                if !written.is_empty() {
+                    self.send_accept_decide(written);
+                    self.try_decide()?;
+                }
+            }
+            (Role::Follower, Phase::Accept | Phase::Prepare) if self.known_leader().is_some() => {
+                self.forward_proposals(entries);
+            }
+            _ => self.pending_proposals.extend(entries),
+        }
+        Ok(())
+    }
+
+    /// The leader this follower has promised, if it is another server.
+    fn known_leader(&self) -> Option<NodeId> {
+        let pid = self.promise().pid;
+        (pid != 0 && pid != self.pid).then_some(pid)
+    }
+
+    fn forward_proposals(&mut self, entries: Vec<T>) {
+        let Some(leader) = self.known_leader() else {
+            self.pending_proposals.extend(entries);
+            return;
+        };
+        if let Some(i) = self.pending_forward {
+            if let Some(PaxosMessage {
+                to,
+                msg: PaxosMsg::ProposalForward(buffered),
+                ..
+            }) = self.outgoing.get_mut(i)
+            {
+                if *to == leader {
+                    buffered.extend(entries);
+                    return;
+                }
+            }
+        }
+        self.pending_forward = Some(self.outgoing.len());
+        self.send(leader, PaxosMsg::ProposalForward(entries));
+    }
+
+    fn handle_forwarded_proposals(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        if self.internal_storage.stopsign().is_some() {
+            log!(warn, self.pid, "dropped {} forwarded entries: log sealed by a StopSign", entries.len());
+            return Ok(());
+        }
+        self.propose_entries(entries)
+    }
+
+    /// Proposes a StopSign for `new_configuration`.
+    pub(crate) fn reconfigure(
+        &mut self,
+        new_configuration: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<(), ProposeErr<T>> {
+        if let Err(err) = new_configuration.validate() {
+            return Err(ProposeErr::ConfigError(err, new_configuration, metadata));
+        }
+        if self.internal_storage.stopsign().is_some() || self.pending_stopsign.is_some() {
+            return Err(ProposeErr::PendingReconfigConfig(new_configuration, metadata));
+        }
+        self.propose_stopsign(StopSign::with(new_configuration, metadata))
+            .map_err(ProposeErr::StorageFailed)
+    }
+
+    fn propose_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
+        match (self.role, self.phase) {
+            (Role::Leader, Phase::Accept) => self.accept_stopsign_as_leader(ss)?,
+            (Role::Follower, Phase::Accept | Phase::Prepare) if self.known_leader().is_some() => {
+                let leader = self.known_leader().expect("checked in the guard");
+                self.send(leader, PaxosMsg::ForwardStopSign(ss));
+            }
+            _ => self.pending_stopsign = Some(ss),
+        }
+        Ok(())
+    }
+
+    fn handle_forwarded_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
+        if self.internal_storage.stopsign().is_some() || self.pending_stopsign.is_some() {
+            return Ok(());
+        }
+        self.propose_stopsign(ss)
+    }
+
+    /// Hands the proposals kept here to the leader just synchronised with.
+    fn forward_pending(&mut self) {
+        if self.internal_storage.stopsign().is_some() {
+            return;
+        }
+        if !self.pending_proposals.is_empty() {
+            let entries = std::mem::take(&mut self.pending_proposals);
+            self.forward_proposals(entries);
+        }
+        if let (Some(ss), Some(leader)) = (self.pending_stopsign.take(), self.known_leader()) {
+            self.send(leader, PaxosMsg::ForwardStopSign(ss));
+        }
+    }
+}
+
+/// The result of checking a leader message's sequence number.
+#[derive(Debug, PartialEq, Eq)]
+enum SeqCheck {
+    /// The next message of the session: handle it.
+    Expected,
+    /// A duplicate or an old message: drop it.
+    Stale,
+    /// Messages are missing: resynchronise.
+    Gap,
+}

@@ -1,0 +1,131 @@
+//! The simulated network: messages in flight with a delivery time, random loss, duplication
+//! and delay (which reorders), and links that can be cut in one direction.
+
+use super::rng::SimRng;
+use crate::messages::Message;
+use crate::storage::Entry;
+use crate::util::NodeId;
+use std::collections::BTreeSet;
+
+/// How the network misbehaves. Delays are in ticks; a delay of 0 delivers within the same step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetworkConfig {
+    /// Probability that a message is lost.
+    pub drop_rate: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate_rate: f64,
+    /// Smallest delivery delay, in ticks.
+    pub min_delay: u64,
+    /// Largest delivery delay, in ticks. Random delays reorder messages.
+    pub max_delay: u64,
+}
+
+impl NetworkConfig {
+    /// No loss, no duplication, delivery within the step.
+    pub fn reliable() -> Self {
+        Self {
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+            min_delay: 0,
+            max_delay: 0,
+        }
+    }
+
+    /// Loss, duplication and reordering at the given rates, delays up to `max_delay` ticks.
+    pub fn lossy(drop_rate: f64, duplicate_rate: f64, max_delay: u64) -> Self {
+        Self {
+            drop_rate,
+            duplicate_rate,
+            min_delay: 0,
+            max_delay,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self::reliable()
+    }
+}
+
+pub(crate) struct InFlight<T: Entry> {
+    pub(crate) deliver_at: u64,
+    pub(crate) msg: Message<T>,
+}
+
+pub(crate) struct Network<T: Entry> {
+    pub(crate) config: NetworkConfig,
+    in_flight: Vec<InFlight<T>>,
+    /// Directed links `(from, to)` that lose every message.
+    cut: BTreeSet<(NodeId, NodeId)>,
+}
+
+impl<T: Entry> Network<T> {
+    pub(crate) fn new(config: NetworkConfig) -> Self {
+        Self {
+            config,
+            in_flight: Vec::new(),
+            cut: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cut.contains(&(from, to))
+    }
+
+    pub(crate) fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    pub(crate) fn heal(&mut self, from: NodeId, to: NodeId) {
+        self.cut.remove(&(from, to));
+    }
+
+    pub(crate) fn heal_all(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Queues `msg`, applying loss, duplication and delay.
+    pub(crate) fn send(&mut self, msg: Message<T>, now: u64, rng: &mut SimRng) {
+        if self.is_cut(msg.get_sender(), msg.get_receiver()) || rng.chance(self.config.drop_rate)
+        {
+            return;
+        }
+        let (lo, hi) = (self.config.min_delay, self.config.max_delay);
+        if rng.chance(self.config.duplicate_rate) {
+            self.in_flight.push(InFlight {
+                deliver_at: now + rng.range(lo, hi),
+                msg: msg.clone(),
+            });
+        }
+        self.in_flight.push(InFlight {
+            deliver_at: now + rng.range(lo, hi),
+            msg,
+        });
+    }
+
+    /// Removes and returns the messages due at `now`, in random order. A link cut while a
+    /// message was in flight loses it.
+    pub(crate) fn take_due(&mut self, now: u64, rng: &mut SimRng) -> Vec<Message<T>> {
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            if self.in_flight[i].deliver_at <= now {
+                due.push(self.in_flight.swap_remove(i).msg);
+            } else {
+                i += 1;
+            }
+        }
+        due.retain(|m| !self.is_cut(m.get_sender(), m.get_receiver()));
+        rng.shuffle(&mut due);
+        due
+    }
+
+    pub(crate) fn in_flight_len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.in_flight.clear();
+    }
+}

@@ -1,0 +1,150 @@
+//! [`SimStorage`]: a storage handle shared between a simulated server and the simulator, so the
+//! storage outlives a crash and can be told to fail.
+
+use crate::ballot_leader_election::Ballot;
+use crate::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// When the storage fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FaultMode {
+    /// Never.
+    #[default]
+    Healthy,
+    /// Every write fails (reads still work).
+    FailWrites,
+    /// Writes succeed until `n` more have been made, then every write fails.
+    FailWritesAfter(u64),
+}
+
+struct Shared<B> {
+    store: B,
+    mode: FaultMode,
+    writes: u64,
+}
+
+/// A cloneable handle to a storage `B`: clones share the same store. Writes can be made to fail
+/// with [`SimStorage::set_fault`]; a failing write changes nothing.
+pub struct SimStorage<B> {
+    shared: Arc<Mutex<Shared<B>>>,
+}
+
+impl<B> Clone for SimStorage<B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The error a [`SimStorage`] returns when it is told to fail.
+#[derive(Debug, thiserror::Error)]
+#[error("injected storage fault")]
+pub struct InjectedFault;
+
+impl<B> SimStorage<B> {
+    /// Wraps `store`.
+    pub fn new(store: B) -> Self {
+        Self {
+            shared: Arc::new(Mutex::new(Shared {
+                store,
+                mode: FaultMode::Healthy,
+                writes: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
+        // A poisoned lock only means another thread panicked; the store itself is consistent.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets when writes fail from now on.
+    pub fn set_fault(&self, mode: FaultMode) {
+        let mut shared = self.lock();
+        shared.mode = mode;
+        shared.writes = 0;
+    }
+
+    /// Runs `f` on the store (for assertions in tests).
+    pub fn with_store<R>(&self, f: impl FnOnce(&B) -> R) -> R {
+        f(&self.lock().store)
+    }
+
+    fn write<R>(&mut self, f: impl FnOnce(&mut B) -> StorageResult<R>) -> StorageResult<R> {
+        let mut shared = self.lock();
+        let fail = match shared.mode {
+            FaultMode::Healthy => false,
+            FaultMode::FailWrites => true,
+            FaultMode::FailWritesAfter(n) => shared.writes >= n,
+        };
+        if fail {
+            return Err(Box::new(InjectedFault));
+        }
+        shared.writes += 1;
+        f(&mut shared.store)
+    }
+}
+
+impl<T: Entry, B: Storage<T>> Storage<T> for SimStorage<B> {
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        self.write(|s| s.write_atomically(ops))
+    }
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.write(|s| s.append_entry(entry))
+    }
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        self.write(|s| s.append_entries(entries))
+    }
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        self.write(|s| s.append_on_prefix(from_idx, entries))
+    }
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.write(|s| s.set_promise(n_prom))
+    }
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.write(|s| s.set_decided_idx(ld))
+    }
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        self.lock().store.get_decided_idx()
+    }
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.write(|s| s.set_accepted_round(na))
+    }
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        self.lock().store.get_accepted_round()
+    }
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        self.lock().store.get_entries(from, to)
+    }
+    fn get_log_len(&self) -> StorageResult<usize> {
+        self.lock().store.get_log_len()
+    }
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        self.lock().store.get_suffix(from)
+    }
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        self.lock().store.get_promise()
+    }
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.write(|st| st.set_stopsign(s))
+    }
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        self.lock().store.get_stopsign()
+    }
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        self.write(|s| s.trim(idx))
+    }
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.write(|s| s.set_compacted_idx(idx))
+    }
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        self.lock().store.get_compacted_idx()
+    }
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.write(|s| s.set_snapshot(snapshot))
+    }
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.lock().store.get_snapshot()
+    }
+}

@@ -1,0 +1,299 @@
+//! The core's view of the user's [`Storage`]: a cache of every protocol variable (so the hot path
+//! never reads storage), the batch of entries not yet written, and the composite writes of the
+//! protocol. Every write goes to storage first and updates the cache only if it succeeded; an
+//! error comes back as a [`StorageError`] and the caller stops the instance.
+
+use crate::ballot_leader_election::Ballot;
+use crate::errors::StorageError;
+use crate::storage::{Entry, Snapshot, SnapshotType, StopSign, Storage, StorageOp};
+use crate::util::LogSync;
+use std::marker::PhantomData;
+
+pub(crate) type StorageResult<X> = Result<X, StorageError>;
+
+pub(crate) struct InternalStorage<T: Entry, B: Storage<T>> {
+    storage: B,
+    promise: Ballot,
+    accepted_round: Ballot,
+    decided_idx: usize,
+    /// Absolute index after the last written entry (the StopSign slot excluded).
+    log_end: usize,
+    compacted_idx: usize,
+    stopsign: Option<StopSign>,
+    /// Entries accepted in memory but not yet written; invisible to reads and indices.
+    batch: Vec<T>,
+    batch_size: usize,
+    _entry: PhantomData<T>,
+}
+
+/// How a log synchronisation went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SyncOutcome {
+    Applied,
+    /// The sync starts beyond the end of this log and carries no snapshot: there would be a gap.
+    Gap,
+}
+
+impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
+    /// Loads the cached state from `storage`. Returns the storage's promise as found (`None` on a
+    /// fresh store), which tells the caller whether this is a recovery.
+    pub(crate) fn load(storage: B, batch_size: usize) -> StorageResult<(Self, Option<Ballot>)> {
+        let read = |op| move |e| StorageError::new(op, e);
+        let found_promise = storage.get_promise().map_err(read("get_promise"))?;
+        let accepted_round = storage
+            .get_accepted_round()
+            .map_err(read("get_accepted_round"))?
+            .unwrap_or_default();
+        let decided_idx = storage.get_decided_idx().map_err(read("get_decided_idx"))?;
+        let compacted_idx = storage
+            .get_compacted_idx()
+            .map_err(read("get_compacted_idx"))?;
+        let log_len = storage.get_log_len().map_err(read("get_log_len"))?;
+        let stopsign = storage.get_stopsign().map_err(read("get_stopsign"))?;
+        let this = Self {
+            storage,
+            promise: found_promise.unwrap_or_default(),
+            accepted_round,
+            decided_idx,
+            log_end: compacted_idx + log_len,
+            compacted_idx,
+            stopsign,
+            batch: Vec::new(),
+            batch_size,
+            _entry: PhantomData,
+        };
+        Ok((this, found_promise))
+    }
+
+    pub(crate) fn promise(&self) -> Ballot {
+        self.promise
+    }
+
+    pub(crate) fn accepted_round(&self) -> Ballot {
+        self.accepted_round
+    }
+
+    pub(crate) fn decided_idx(&self) -> usize {
+        self.decided_idx
+    }
+
+    pub(crate) fn compacted_idx(&self) -> usize {
+        self.compacted_idx
+    }
+
+    /// End of the written entries, without the StopSign slot.
+    pub(crate) fn log_end(&self) -> usize {
+        self.log_end
+    }
+
+    /// Length of the accepted log: written entries plus the StopSign slot.
+    pub(crate) fn accepted_idx(&self) -> usize {
+        self.log_end + usize::from(self.stopsign.is_some())
+    }
+
+    pub(crate) fn stopsign(&self) -> Option<&StopSign> {
+        self.stopsign.as_ref()
+    }
+
+    pub(crate) fn stopsign_is_decided(&self) -> bool {
+        self.stopsign.is_some() && self.decided_idx == self.accepted_idx()
+    }
+
+    pub(crate) fn batch_len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub(crate) fn set_promise(&mut self, promise: Ballot) -> StorageResult<()> {
+        self.storage
+            .set_promise(promise)
+            .map_err(|e| StorageError::new("set_promise", e))?;
+        self.promise = promise;
+        Ok(())
+    }
+
+    /// Raises the decided index to `idx` (capped at the accepted log); never lowers it.
+    pub(crate) fn set_decided_idx(&mut self, idx: usize) -> StorageResult<()> {
+        let idx = idx.min(self.accepted_idx());
+        if idx <= self.decided_idx {
+            return Ok(());
+        }
+        self.storage
+            .set_decided_idx(idx)
+            .map_err(|e| StorageError::new("set_decided_idx", e))?;
+        self.decided_idx = idx;
+        Ok(())
+    }
+
+    pub(crate) fn set_stopsign(&mut self, ss: Option<StopSign>) -> StorageResult<()> {
+        self.storage
+            .set_stopsign(ss.clone())
+            .map_err(|e| StorageError::new("set_stopsign", e))?;
+        self.stopsign = ss;
+        Ok(())
+    }
+
+    /// Adds `entry` to the batch. When the batch is full it is written, and the written entries
+    /// are returned (empty otherwise).
+    pub(crate) fn append_entry(&mut self, entry: T) -> StorageResult<Vec<T>> {
+        self.batch.push(entry);
+        if self.batch.len() >= self.batch_size {
+            self.flush_batch()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Adds `entries` to the batch; writes and returns the batch once it is full.
+    pub(crate) fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<Vec<T>> {
+        if self.batch.is_empty() && entries.len() >= self.batch_size {
+            return self.write_entries(entries).map_err(|(err, _)| err);
+        }
+        self.batch.extend(entries);
+        if self.batch.len() >= self.batch_size {
+            self.flush_batch()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Writes the batch (possibly partial) and returns what was written.
+    pub(crate) fn flush_batch(&mut self) -> StorageResult<Vec<T>> {
+        if self.batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = std::mem::take(&mut self.batch);
+        self.write_entries(entries).map_err(|(err, entries)| {
+            self.batch = entries; // nothing was written: keep the batch as it was
+            err
+        })
+    }
+
+    /// Writes `entries` at the end of the log; on error hands them back unwritten.
+    fn write_entries(&mut self, entries: Vec<T>) -> Result<Vec<T>, (StorageError, Vec<T>)> {
+        let result = if entries.len() == 1 {
+            self.storage.append_entry(entries[0].clone())
+        } else {
+            self.storage.append_entries(entries.clone())
+        };
+        match result {
+            Ok(()) => {
+                self.log_end += entries.len();
+                Ok(entries)
+            }
+            Err(e) => Err((StorageError::new("append_entries", e), entries)),
+        }
+    }
+
+    /// Makes the log equal to a leader's: accepted round, optional sync payload and decided
+    /// index in one atomic write. The decided index never goes down.
+    pub(crate) fn sync_log(
+        &mut self,
+        accepted_round: Ballot,
+        decided_idx: usize,
+        sync: Option<LogSync<T>>,
+    ) -> StorageResult<SyncOutcome> {
+        let mut ops = vec![StorageOp::SetAcceptedRound(accepted_round)];
+        let mut new_log_end = self.log_end;
+        let mut new_compacted = self.compacted_idx;
+        let mut new_stopsign = self.stopsign.clone();
+        if let Some(sync) = sync {
+            let LogSync {
+                decided_snapshot,
+                mut suffix,
+                mut sync_idx,
+                stopsign,
+            } = sync;
+            if let Some(snapshot) = decided_snapshot {
+                if sync_idx > self.compacted_idx && T::Snapshot::use_snapshots() {
+                    let complete = match snapshot {
+                        SnapshotType::Complete(s) => s,
+                        SnapshotType::Delta(delta) => self.merge_delta(delta)?,
+                    };
+                    ops.push(StorageOp::Trim(sync_idx));
+                    ops.push(StorageOp::SetCompactedIdx(sync_idx));
+                    ops.push(StorageOp::SetSnapshot(Some(complete)));
+                    new_compacted = sync_idx;
+                }
+            } else if sync_idx > self.log_end {
+                return Ok(SyncOutcome::Gap);
+            }
+            if sync_idx < new_compacted {
+                // The compacted prefix is decided and equal everywhere: skip what it covers.
+                let skip = (new_compacted - sync_idx).min(suffix.len());
+                suffix.drain(..skip);
+                sync_idx = new_compacted;
+            }
+            new_log_end = sync_idx + suffix.len();
+            ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
+            ops.push(StorageOp::SetStopsign(stopsign.clone()));
+            new_stopsign = stopsign;
+        }
+        let new_accepted_idx = new_log_end + usize::from(new_stopsign.is_some());
+        let new_decided = self.decided_idx.max(decided_idx).min(new_accepted_idx);
+        ops.push(StorageOp::SetDecidedIndex(new_decided));
+        self.storage
+            .write_atomically(ops)
+            .map_err(|e| StorageError::new("write_atomically(sync_log)", e))?;
+        self.accepted_round = accepted_round;
+        self.log_end = new_log_end;
+        self.compacted_idx = new_compacted;
+        self.stopsign = new_stopsign;
+        self.decided_idx = new_decided;
+        Ok(SyncOutcome::Applied)
+    }
+
+    /// This server's complete state after a delta that covers `[decided_idx, ..)`.
+    fn merge_delta(&self, delta: T::Snapshot) -> StorageResult<T::Snapshot> {
+        let mut base = self.complete_snapshot(self.decided_idx)?;
+        base.merge(delta);
+        Ok(base)
+    }
+
+    /// A snapshot of `[0, idx)`: the stored snapshot merged with the entries after it.
+    pub(crate) fn complete_snapshot(&self, idx: usize) -> StorageResult<T::Snapshot> {
+        let stored = self.get_snapshot()?;
+        let entries = if idx > self.compacted_idx {
+            self.get_entries(self.compacted_idx, idx)?
+        } else {
+            Vec::new()
+        };
+        Ok(match stored {
+            Some(mut s) => {
+                if !entries.is_empty() {
+                    s.merge(T::Snapshot::create(&entries));
+                }
+                s
+            }
+            None => T::Snapshot::create(&entries),
+        })
+    }
+
+    /// Compacts `[0, idx)` away, keeping a snapshot of it when `snapshot` is given.
+    pub(crate) fn compact(&mut self, idx: usize, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        let mut ops = vec![StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)];
+        if let Some(s) = snapshot {
+            ops.push(StorageOp::SetSnapshot(Some(s)));
+        }
+        self.storage
+            .write_atomically(ops)
+            .map_err(|e| StorageError::new("write_atomically(compact)", e))?;
+        self.compacted_idx = idx;
+        Ok(())
+    }
+
+    /// Entries `[from, to)` of the written log; empty unless all are held.
+    pub(crate) fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.storage
+            .get_entries(from, to)
+            .map_err(|e| StorageError::new("get_entries", e))
+    }
+
+    pub(crate) fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.storage
+            .get_snapshot()
+            .map_err(|e| StorageError::new("get_snapshot", e))
+    }
+}

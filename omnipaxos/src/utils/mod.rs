@@ -1,0 +1,3 @@
+//! Helpers around the core: state snapshots for dashboards.
+
+pub mod ui;
