@@ -117,6 +117,20 @@ pub struct AcceptStopSign {
     pub ss: StopSign,
 }
 
+/// Entries appended on a follower, forwarded to its leader. Unlike `ProposalForward` they carry
+/// an identity, so a duplicated message is recognised and its entries are appended only once.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct ForwardedEntries<T: Entry> {
+    /// The ballot the sender has promised (its leader's).
+    pub n: Ballot,
+    /// Grows with every forward of the sender within `n`: the session is the sender's current
+    /// synchronisation session with its leader, the counter counts forwards in it.
+    pub seq_num: SequenceNumber,
+    /// The proposed entries, in proposal order.
+    pub entries: Vec<T>,
+}
+
 /// Log compaction requests sent to peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
@@ -140,8 +154,11 @@ pub enum PaxosMsg<T: Entry> {
     Accepted(Accepted),
     NotAccepted(NotAccepted),
     Decide(Decide),
-    /// Entries appended on a non-leader, forwarded to the leader.
+    /// Entries appended on a non-leader, forwarded to the leader (not deduplicated; this
+    /// implementation sends [`PaxosMsg::ForwardedEntries`] and accepts both).
     ProposalForward(Vec<T>),
+    /// Entries appended on a follower, forwarded to the leader with an identity.
+    ForwardedEntries(ForwardedEntries<T>),
     Compaction(Compaction),
     AcceptStopSign(AcceptStopSign),
     /// A reconfiguration requested on a non-leader, forwarded to the leader.
@@ -210,6 +227,13 @@ impl<T: Entry> fmt::Display for PaxosMessage<T> {
                 m.decided_idx
             ),
             PaxosMsg::ProposalForward(entries) => write!(f, "ProposalForward +{}", entries.len()),
+            PaxosMsg::ForwardedEntries(m) => write!(
+                f,
+                "ForwardedEntries n={} seq={} +{}",
+                m.n,
+                fmt_seq(m.seq_num),
+                m.entries.len()
+            ),
             PaxosMsg::Compaction(Compaction::Trim(idx)) => write!(f, "Compaction Trim({idx})"),
             PaxosMsg::Compaction(Compaction::Snapshot(idx)) => {
                 write!(f, "Compaction Snapshot({idx:?})")

@@ -14,7 +14,7 @@ use crate::util::{LogSync, NodeId, SequenceNumber};
 
 pub(super) struct FollowerState<T: Entry> {
     /// Sequence number of the last leader message handled in the current session.
-    seq: SequenceNumber,
+    pub(super) seq: SequenceNumber,
     /// The last promise, resent until the leader's sync arrives.
     cached_promise: Option<Promise<T>>,
     /// Index in `outgoing` of a not-yet-taken `Accepted`, so acknowledgements merge.
@@ -44,16 +44,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             self.send(from, PaxosMsg::NotAccepted(NotAccepted { n: promise }));
             return Ok(());
         }
-        let renewable = matches!(
-            (self.role, self.phase),
-            (Role::Follower, Phase::Prepare | Phase::Recover | Phase::None)
-        );
-        if prep.n == promise && !renewable {
-            return Ok(()); // a duplicate of a Prepare this follower already acted on
+        if prep.n == promise && self.role == Role::Leader {
+            return Ok(()); // our own ballot: cannot come from another server
         }
+        // An equal ballot is answered too, even in the Accept phase: the leader sends Prepare
+        // only to followers it has no promise from, so it lost track of this one (e.g. a late
+        // duplicate PrepareReq reset it) and will resynchronise it with a new session.
         if self.role == Role::Leader {
             log!(info, self.pid, "stepping down for ballot {}", prep.n);
-            self.leader_state.reset(self.peers.len());
+            self.step_down();
         }
         // Entries still in the batch are written now; the promise reports them.
         self.internal_storage.flush_batch()?;

@@ -424,7 +424,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let Some(i) = self.peer_index(from) else {
             return;
         };
-        self.leader_state.progress[i] = PeerProgress::default();
+        // Keep the session counter: sessions must keep growing within this ballot, so that old
+        // messages (and forwards tagged with an old session) are recognised as stale.
+        let seq = self.leader_state.progress[i].seq;
+        self.leader_state.progress[i] = PeerProgress {
+            seq,
+            ..PeerProgress::default()
+        };
         let prepare = self.prepare_message();
         self.send(from, prepare);
     }

@@ -17,6 +17,7 @@
 
 mod compaction;
 mod follower;
+mod forwarding;
 mod leader;
 mod reads;
 
@@ -62,8 +63,7 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     pending_proposals: Vec<T>,
     /// A reconfiguration proposed here while no leader could take it.
     pending_stopsign: Option<StopSign>,
-    /// Index in `outgoing` of a not-yet-taken `ProposalForward`, so forwards merge into one.
-    pending_forward: Option<usize>,
+    forward_state: forwarding::ForwardState,
     leader_state: LeaderState<T>,
     follower_state: FollowerState<T>,
 }
@@ -89,7 +89,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             outgoing: Vec::with_capacity(buffer_size.min(1024)),
             pending_proposals: Vec::new(),
             pending_stopsign: None,
-            pending_forward: None,
+            forward_state: forwarding::ForwardState::new(nodes.len()),
         }
     }
 
@@ -125,7 +125,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         buffer.extend(self.outgoing.drain(..).map(wrap));
         self.leader_state.close_merge_window();
         self.follower_state.pending_accepted = None;
-        self.pending_forward = None;
+        self.forward_state.close_merge_window();
     }
 
     fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
@@ -154,6 +154,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::NotAccepted(not) => self.handle_not_accepted(not.n),
             PaxosMsg::Decide(dec) => self.handle_decide(dec, from)?,
             PaxosMsg::ProposalForward(entries) => self.handle_forwarded_proposals(entries)?,
+            PaxosMsg::ForwardedEntries(fwd) => self.handle_forwarded_entries(fwd, from)?,
             PaxosMsg::Compaction(c) => self.handle_compaction(c, from)?,
             PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(acc, from)?,
             PaxosMsg::ForwardStopSign(ss) => self.handle_forwarded_stopsign(ss)?,
@@ -199,10 +200,18 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         if self.role == Role::Leader {
             log!(info, self.pid, "stepping down: a peer promised {n}");
-            self.role = Role::Follower;
-            self.leader_state.reset(self.peers.len());
+            self.step_down();
         }
         self.phase = Phase::Recover;
+    }
+
+    /// Leaves the leader role. The unwritten batch was never sent to anyone, so it goes back to
+    /// the pending proposals and reaches the next leader instead of being overwritten.
+    fn step_down(&mut self) {
+        self.role = Role::Follower;
+        self.leader_state.reset(self.peers.len());
+        let batch = self.internal_storage.take_batch();
+        self.pending_proposals.splice(0..0, batch);
     }
 
     /// Resend timer: repairs what lost messages may have left undone.
@@ -248,64 +257,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             .map_err(ProposeErr::StorageFailed)
     }
 
-    fn propose_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
-        match (self.role, self.phase) {
-            (Role::Leader, Phase::Accept) => {
-                let written = if entries.len() == 1 {
-                    let entry = entries.pop().expect("len checked to be 1");
-                    self.internal_storage.append_entry(entry)?
-                } else {
-                    self.internal_storage.append_entries(entries)?
-                };
-                if !written.is_empty() {
-                    self.send_accept_decide(written);
-                    self.try_decide()?;
-                }
-            }
-            (Role::Follower, Phase::Accept | Phase::Prepare) if self.known_leader().is_some() => {
-                self.forward_proposals(entries);
-            }
-            _ => self.pending_proposals.extend(entries),
-        }
-        Ok(())
-    }
-
-    /// The leader this follower has promised, if it is another server.
-    fn known_leader(&self) -> Option<NodeId> {
-        let pid = self.promise().pid;
-        (pid != 0 && pid != self.pid).then_some(pid)
-    }
-
-    fn forward_proposals(&mut self, entries: Vec<T>) {
-        let Some(leader) = self.known_leader() else {
-            self.pending_proposals.extend(entries);
-            return;
-        };
-        if let Some(i) = self.pending_forward {
-            if let Some(PaxosMessage {
-                to,
-                msg: PaxosMsg::ProposalForward(buffered),
-                ..
-            }) = self.outgoing.get_mut(i)
-            {
-                if *to == leader {
-                    buffered.extend(entries);
-                    return;
-                }
-            }
-        }
-        self.pending_forward = Some(self.outgoing.len());
-        self.send(leader, PaxosMsg::ProposalForward(entries));
-    }
-
-    fn handle_forwarded_proposals(&mut self, entries: Vec<T>) -> StorageResult<()> {
-        if self.internal_storage.stopsign().is_some() {
-            log!(warn, self.pid, "dropped {} forwarded entries: log sealed by a StopSign", entries.len());
-            return Ok(());
-        }
-        self.propose_entries(entries)
-    }
-
     /// Proposes a StopSign for `new_configuration`.
     pub(crate) fn reconfigure(
         &mut self,
@@ -322,38 +273,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             .map_err(ProposeErr::StorageFailed)
     }
 
-    fn propose_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
-        match (self.role, self.phase) {
-            (Role::Leader, Phase::Accept) => self.accept_stopsign_as_leader(ss)?,
-            (Role::Follower, Phase::Accept | Phase::Prepare) if self.known_leader().is_some() => {
-                let leader = self.known_leader().expect("checked in the guard");
-                self.send(leader, PaxosMsg::ForwardStopSign(ss));
-            }
-            _ => self.pending_stopsign = Some(ss),
-        }
-        Ok(())
-    }
-
-    fn handle_forwarded_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
-        if self.internal_storage.stopsign().is_some() || self.pending_stopsign.is_some() {
-            return Ok(());
-        }
-        self.propose_stopsign(ss)
-    }
-
-    /// Hands the proposals kept here to the leader just synchronised with.
-    fn forward_pending(&mut self) {
-        if self.internal_storage.stopsign().is_some() {
-            return;
-        }
-        if !self.pending_proposals.is_empty() {
-            let entries = std::mem::take(&mut self.pending_proposals);
-            self.forward_proposals(entries);
-        }
-        if let (Some(ss), Some(leader)) = (self.pending_stopsign.take(), self.known_leader()) {
-            self.send(leader, PaxosMsg::ForwardStopSign(ss));
-        }
-    }
 }
 
 /// The result of checking a leader message's sequence number.

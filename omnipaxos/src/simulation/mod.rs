@@ -240,11 +240,12 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         }
     }
 
-    /// Crashes server `pid`: its in-memory state and its messages in flight are lost, its
-    /// storage is kept.
+    /// Crashes server `pid`: its in-memory state and the messages in flight to or from it are
+    /// lost (its connections die with it); its storage is kept.
     pub fn crash(&mut self, pid: NodeId) {
         if let Some(slot) = self.servers.get_mut(&pid) {
             *slot = None;
+            self.network.drop_involving(pid);
             self.record(format!("crash {pid}"));
         }
     }
@@ -461,6 +462,23 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
     pub fn run_until_leader(&mut self, max_steps: usize) -> Result<NodeId, SimError> {
         self.run_until(max_steps, |s| s.leader().is_some())?;
         Ok(self.leader().expect("checked by run_until"))
+    }
+
+    /// Steps until one server leads in the accept phase and every live server follows it in
+    /// the accept phase; returns its pid. Use it before appends that must not race an election.
+    pub fn run_until_stable_leader(&mut self, max_steps: usize) -> Result<NodeId, SimError> {
+        self.run_until(max_steps, |s| s.stable_leader().is_some())?;
+        Ok(self.stable_leader().expect("checked by run_until"))
+    }
+
+    /// The leader every live server follows in the accept phase, if there is one.
+    pub fn stable_leader(&self) -> Option<NodeId> {
+        let leader = self.leader()?;
+        self.servers
+            .values()
+            .flatten()
+            .all(|s| s.get_current_leader() == Some((leader, true)))
+            .then_some(leader)
     }
 
     /// The live server that leads in the accept phase with the highest ballot, if any.

@@ -121,6 +121,12 @@ impl<T: Entry> Network<T> {
         due
     }
 
+    /// Drops the messages to or from `pid` (its connections died with it).
+    pub(crate) fn drop_involving(&mut self, pid: NodeId) {
+        self.in_flight
+            .retain(|m| m.msg.get_sender() != pid && m.msg.get_receiver() != pid);
+    }
+
     pub(crate) fn in_flight_len(&self) -> usize {
         self.in_flight.len()
     }

@@ -156,6 +156,11 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         }
     }
 
+    /// Removes the unwritten batch (a deposed leader hands it back to its pending proposals).
+    pub(crate) fn take_batch(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.batch)
+    }
+
     /// Writes the batch (possibly partial) and returns what was written.
     pub(crate) fn flush_batch(&mut self) -> StorageResult<Vec<T>> {
         if self.batch.is_empty() {
