@@ -138,9 +138,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.internal_storage.stopsign().is_some() {
             return Ok(()); // invariant of the leader: nothing follows a StopSign
         }
-        let written = self.internal_storage.append_entries(acc.entries)?;
+        let written = self.internal_storage.append_entries_now(acc.entries)?;
         let flushed = self.learn_decided(acc.decided_idx)?;
-        if !written.is_empty() || flushed {
+        if written > 0 || flushed {
             self.send_accepted();
         }
         Ok(())

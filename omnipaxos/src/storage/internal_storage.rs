@@ -156,6 +156,21 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         }
     }
 
+    /// Writes `entries` at once, after anything still in the batch. Followers use this: the
+    /// leader already batched the entries into one message, batching again only adds latency.
+    pub(crate) fn append_entries_now(&mut self, mut entries: Vec<T>) -> StorageResult<usize> {
+        if !self.batch.is_empty() {
+            let mut all = std::mem::take(&mut self.batch);
+            all.append(&mut entries);
+            entries = all;
+        }
+        let count = entries.len();
+        if count > 0 {
+            self.write_entries(entries).map_err(|(err, _)| err)?;
+        }
+        Ok(count)
+    }
+
     /// Removes the unwritten batch (a deposed leader hands it back to its pending proposals).
     pub(crate) fn take_batch(&mut self) -> Vec<T> {
         std::mem::take(&mut self.batch)
