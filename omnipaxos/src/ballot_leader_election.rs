@@ -163,7 +163,7 @@ impl BallotLeaderElection {
             if top < self.leader {
                 // The leader is not among the quorum-connected candidates: stand for election
                 // with a ballot above everything seen; the next round picks the highest.
-                self.current_ballot.n = self.leader.n.max(promise.n) + 1;
+                self.current_ballot.n = self.leader.n.max(promise.n).saturating_add(1);
                 self.leader = Ballot::default();
                 log!(info, self.pid, "BLE: leader lost, standing with {}", self.current_ballot);
             } else if top.cmp(&self.leader).is_ne() {

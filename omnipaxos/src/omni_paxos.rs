@@ -291,7 +291,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         let promise = self.seq_paxos.promise();
         let own = self.ble.current_ballot();
         let ballot = Ballot {
-            n: promise.n.max(own.n) + 1,
+            n: promise.n.max(own.n).saturating_add(1),
             ..own
         };
         self.ble.adopt_own_ballot(ballot);

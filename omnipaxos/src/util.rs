@@ -119,13 +119,13 @@ impl SequenceNumber {
     pub(crate) fn next(self) -> Self {
         Self {
             session: self.session,
-            counter: self.counter + 1,
+            counter: self.counter.saturating_add(1),
         }
     }
 
     pub(crate) fn new_session(self) -> Self {
         Self {
-            session: self.session + 1,
+            session: self.session.saturating_add(1),
             counter: 1,
         }
     }

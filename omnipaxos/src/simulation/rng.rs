@@ -27,7 +27,10 @@ impl SimRng {
         if high <= low {
             return low;
         }
-        low + self.next_u64() % (high - low + 1)
+        match (high - low).checked_add(1) {
+            Some(span) => low + self.next_u64() % span,
+            None => self.next_u64(),
+        }
     }
 
     /// True with probability `p` (clamped to `[0, 1]`).

@@ -217,6 +217,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         let mut new_compacted = self.compacted_idx;
         let mut new_stopsign = self.stopsign.clone();
         if let Some(sync) = sync {
+            let mut snapshot_applied = false;
             let LogSync {
                 decided_snapshot,
                 mut suffix,
@@ -233,8 +234,10 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
                     ops.push(StorageOp::SetCompactedIdx(sync_idx));
                     ops.push(StorageOp::SetSnapshot(Some(complete)));
                     new_compacted = sync_idx;
+                    snapshot_applied = true;
                 }
-            } else if sync_idx > self.log_end {
+            }
+            if !snapshot_applied && sync_idx > self.log_end {
                 return Ok(SyncOutcome::Gap);
             }
             if sync_idx < new_compacted {
@@ -243,7 +246,10 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
                 suffix.drain(..skip);
                 sync_idx = new_compacted;
             }
-            new_log_end = sync_idx + suffix.len();
+            new_log_end = match sync_idx.checked_add(suffix.len()) {
+                Some(end) => end,
+                None => return Ok(SyncOutcome::Gap), // indices from a malformed message
+            };
             ops.push(StorageOp::AppendOnPrefix(sync_idx, suffix));
             ops.push(StorageOp::SetStopsign(stopsign.clone()));
             new_stopsign = stopsign;
