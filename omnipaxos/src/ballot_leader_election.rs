@@ -105,7 +105,11 @@ impl BallotLeaderElection {
 
     pub(crate) fn handle(&mut self, msg: BLEMessage) {
         if msg.to != self.pid || !self.peers.contains(&msg.from) {
-            log!(debug, self.pid, "BLE dropped message from outside the configuration: {msg}");
+            log!(
+                debug,
+                self.pid,
+                "BLE dropped message from outside the configuration: {msg}"
+            );
             return;
         }
         match msg.msg {
@@ -143,7 +147,11 @@ impl BallotLeaderElection {
     /// Sequence Paxos would ignore it. `leading_in_accept` says whether this server is a leader
     /// in the accept phase; such a leader needs only a write quorum to stay a candidate, because
     /// that is all it needs to make progress.
-    pub(crate) fn hb_timeout(&mut self, promise: Ballot, leading_in_accept: bool) -> Option<Ballot> {
+    pub(crate) fn hb_timeout(
+        &mut self,
+        promise: Ballot,
+        leading_in_accept: bool,
+    ) -> Option<Ballot> {
         let needed = if leading_in_accept {
             self.quorum.write
         } else {
@@ -165,7 +173,12 @@ impl BallotLeaderElection {
                 // with a ballot above everything seen; the next round picks the highest.
                 self.current_ballot.n = self.leader.n.max(promise.n).saturating_add(1);
                 self.leader = Ballot::default();
-                log!(info, self.pid, "BLE: leader lost, standing with {}", self.current_ballot);
+                log!(
+                    info,
+                    self.pid,
+                    "BLE: leader lost, standing with {}",
+                    self.current_ballot
+                );
             } else if top.cmp(&self.leader).is_ne() {
                 self.leader = top;
                 elected = Some(top);

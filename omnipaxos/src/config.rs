@@ -58,7 +58,10 @@ impl OmniPaxosConfig {
     ///
     /// If `storage` holds state from an earlier run (a promise), the server starts in recovery
     /// and resynchronises with the leader by itself.
-    pub fn build<T: Entry, B: Storage<T>>(self, storage: B) -> Result<OmniPaxos<T, B>, ConfigError> {
+    pub fn build<T: Entry, B: Storage<T>>(
+        self,
+        storage: B,
+    ) -> Result<OmniPaxos<T, B>, ConfigError> {
         self.validate()?;
         OmniPaxos::new(self, storage)
     }
@@ -88,11 +91,16 @@ impl ClusterConfig {
             return Err(invalid("nodes must name at least one server"));
         }
         if self.nodes.contains(&0) {
-            return Err(invalid("pid 0 is reserved for \"no server\"; use pids >= 1"));
+            return Err(invalid(
+                "pid 0 is reserved for \"no server\"; use pids >= 1",
+            ));
         }
         let distinct: BTreeSet<_> = self.nodes.iter().collect();
         if distinct.len() != self.nodes.len() {
-            return Err(invalid(format!("nodes has duplicate pids: {:?}", self.nodes)));
+            return Err(invalid(format!(
+                "nodes has duplicate pids: {:?}",
+                self.nodes
+            )));
         }
         if let Some(fq) = self.flexible_quorum {
             let n = self.nodes.len();
@@ -103,10 +111,14 @@ impl ClusterConfig {
                 )));
             }
             if !(2..=n).contains(&r) {
-                return Err(invalid(format!("read_quorum_size ({r}) must be in 2..={n}")));
+                return Err(invalid(format!(
+                    "read_quorum_size ({r}) must be in 2..={n}"
+                )));
             }
             if !(2..=n).contains(&w) {
-                return Err(invalid(format!("write_quorum_size ({w}) must be in 2..={n}")));
+                return Err(invalid(format!(
+                    "write_quorum_size ({w}) must be in 2..={n}"
+                )));
             }
             if r < w {
                 return Err(invalid(format!(
@@ -176,7 +188,10 @@ impl ServerConfig {
         }
         for (name, value) in [
             ("election_tick_timeout", self.election_tick_timeout),
-            ("resend_message_tick_timeout", self.resend_message_tick_timeout),
+            (
+                "resend_message_tick_timeout",
+                self.resend_message_tick_timeout,
+            ),
             ("buffer_size", self.buffer_size as u64),
             ("batch_size", self.batch_size as u64),
         ] {
@@ -217,7 +232,11 @@ mod tests {
     fn defaults_match_the_published_api() {
         let s = ServerConfig::default();
         assert_eq!(
-            (s.pid, s.election_tick_timeout, s.resend_message_tick_timeout),
+            (
+                s.pid,
+                s.election_tick_timeout,
+                s.resend_message_tick_timeout
+            ),
             (0, 1, 100)
         );
         assert_eq!((s.buffer_size, s.batch_size), (100_000, 1));
@@ -235,9 +254,15 @@ mod tests {
     #[test]
     fn cluster_validation() {
         assert!(cluster(vec![1]).validate().is_ok(), "one node is allowed");
-        assert!(cluster(vec![5, 6, 7]).validate().is_ok(), "sparse pids are fine");
+        assert!(
+            cluster(vec![5, 6, 7]).validate().is_ok(),
+            "sparse pids are fine"
+        );
         assert_invalid(cluster(vec![]).validate(), "at least one");
-        assert_invalid(cluster(vec![1, 2]).clone_with_id(0).validate(), "configuration_id");
+        assert_invalid(
+            cluster(vec![1, 2]).clone_with_id(0).validate(),
+            "configuration_id",
+        );
         assert_invalid(cluster(vec![0, 1]).validate(), "pid 0");
         assert_invalid(cluster(vec![1, 2, 2]).validate(), "duplicate");
     }

@@ -63,7 +63,9 @@ pub enum ProposeErr<T: Entry> {
 impl<T: Entry> fmt::Debug for ProposeErr<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::PendingReconfigEntry(e) => f.debug_tuple("PendingReconfigEntry").field(e).finish(),
+            Self::PendingReconfigEntry(e) => {
+                f.debug_tuple("PendingReconfigEntry").field(e).finish()
+            }
             Self::PendingReconfigConfig(c, m) => f
                 .debug_tuple("PendingReconfigConfig")
                 .field(c)
@@ -84,7 +86,10 @@ impl<T: Entry> fmt::Display for ProposeErr<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::PendingReconfigEntry(_) => {
-                write!(f, "the log is sealed by a StopSign; propose in the next configuration")
+                write!(
+                    f,
+                    "the log is sealed by a StopSign; propose in the next configuration"
+                )
             }
             Self::PendingReconfigConfig(..) => write!(f, "a reconfiguration is already pending"),
             Self::ConfigError(e, ..) => write!(f, "{e}"),

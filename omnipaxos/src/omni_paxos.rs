@@ -58,7 +58,12 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         let mut seq_paxos =
             SequencePaxos::new(internal, pid, nodes, quorum, server_config.buffer_size);
         if found_promise.is_some() {
-            log!(info, pid, "recovering from storage, promise {:?}", found_promise);
+            log!(
+                info,
+                pid,
+                "recovering from storage, promise {:?}",
+                found_promise
+            );
             seq_paxos.start_recovery();
         }
         let ble = BallotLeaderElection::new(
@@ -261,17 +266,23 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return Err(CompactionErr::StorageFailed);
         }
         let result = self.seq_paxos.trim(trim_index);
-        self.check(result).unwrap_or(Err(CompactionErr::StorageFailed))
+        self.check(result)
+            .unwrap_or(Err(CompactionErr::StorageFailed))
     }
 
     /// Replaces the decided log up to `compact_idx` (default: the decided index) by a snapshot;
     /// unless `local_only`, asks the peers to do the same.
-    pub fn snapshot(&mut self, compact_idx: Option<usize>, local_only: bool) -> Result<(), CompactionErr> {
+    pub fn snapshot(
+        &mut self,
+        compact_idx: Option<usize>,
+        local_only: bool,
+    ) -> Result<(), CompactionErr> {
         if self.storage_error.is_some() {
             return Err(CompactionErr::StorageFailed);
         }
         let result = self.seq_paxos.snapshot(compact_idx, local_only);
-        self.check(result).unwrap_or(Err(CompactionErr::StorageFailed))
+        self.check(result)
+            .unwrap_or(Err(CompactionErr::StorageFailed))
     }
 
     /// Call when the transport re-established the link to `pid`: messages may have been lost

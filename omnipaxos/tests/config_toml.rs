@@ -38,7 +38,11 @@ fn missing_keys_take_their_defaults() {
     let dir = std::env::temp_dir().join(format!("omnipaxos-toml-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("node2.toml");
-    std::fs::write(&file, "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2, 3]\n\n[server_config]\npid = 2\n").unwrap();
+    std::fs::write(
+        &file,
+        "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2, 3]\n\n[server_config]\npid = 2\n",
+    )
+    .unwrap();
     let config = OmniPaxosConfig::with_toml(file.to_str().unwrap()).unwrap();
     assert_eq!(config.server_config.pid, 2);
     assert_eq!(config.server_config.election_tick_timeout, 1);

@@ -15,7 +15,11 @@ fn a_leader_is_elected_within_one_round_for_3_5_and_7_nodes() {
                 .run_until(2 * ELECTION_TICKS, |s| s.stable_leader().is_some())
                 .unwrap_or_else(|e| panic!("{n} nodes: {e}"));
             assert!(steps <= ELECTION_TICKS, "{n} nodes took {steps} steps");
-            assert_eq!(sim.stable_leader(), Some(n), "equal ballots: the highest pid leads");
+            assert_eq!(
+                sim.stable_leader(),
+                Some(n),
+                "equal ballots: the highest pid leads"
+            );
         }
     }
 }
@@ -45,7 +49,10 @@ fn a_crashed_leader_is_replaced_within_four_rounds() {
             let steps = sim
                 .run_until(10 * ELECTION_TICKS, |s| s.stable_leader().is_some())
                 .unwrap_or_else(|e| panic!("{n} nodes: {e}"));
-            assert!(steps <= 4 * ELECTION_TICKS, "{n} nodes, seed {seed}: {steps} steps");
+            assert!(
+                steps <= 4 * ELECTION_TICKS,
+                "{n} nodes, seed {seed}: {steps} steps"
+            );
             let new = sim.stable_leader().unwrap();
             assert_ne!(new, old);
             sim.append(new, 2).unwrap();
@@ -85,7 +92,11 @@ fn a_one_node_cluster_leads_itself_and_decides_alone() {
     for v in 0..5 {
         sim.append(1, v).unwrap();
     }
-    assert_eq!(sim.server(1).unwrap().get_decided_idx(), 5, "decided without any message");
+    assert_eq!(
+        sim.server(1).unwrap().get_decided_idx(),
+        5,
+        "decided without any message"
+    );
 }
 
 #[test]

@@ -80,7 +80,11 @@ fn run_schedule(seed: u64) {
     });
     let reference = decided_values(&sim, leader);
     for pid in sim.pids() {
-        assert_eq!(decided_values(&sim, pid), reference, "seed {seed}: server {pid} differs");
+        assert_eq!(
+            decided_values(&sim, pid),
+            reference,
+            "seed {seed}: server {pid} differs"
+        );
     }
 }
 

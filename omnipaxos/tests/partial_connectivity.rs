@@ -50,7 +50,11 @@ fn quorum_loss_the_only_quorum_connected_server_takes_over() {
     sim.append(1, 3).unwrap(); // forwarded through 3's link
     let decided = sim.run_until(4 * ELECTION_TICKS, |s| s.all_decided(3));
     assert!(decided.is_ok(), "every server decides through the hub");
-    assert_eq!(leader_changes(&mut sim, 60 * ELECTION_TICKS), 0, "no livelock");
+    assert_eq!(
+        leader_changes(&mut sim, 60 * ELECTION_TICKS),
+        0,
+        "no livelock"
+    );
 }
 
 #[test]
@@ -64,8 +68,13 @@ fn constrained_election_a_server_with_an_outdated_log_can_lead() {
     for v in 0..5 {
         sim.append(5, v).unwrap();
     }
-    sim.run_until(20, |s| s.decided_on(&[2, 3, 4, 5], 5)).unwrap();
-    assert_eq!(sim.server(1).unwrap().get_decided_idx(), 0, "server 1 is outdated");
+    sim.run_until(20, |s| s.decided_on(&[2, 3, 4, 5], 5))
+        .unwrap();
+    assert_eq!(
+        sim.server(1).unwrap().get_decided_idx(),
+        0,
+        "server 1 is outdated"
+    );
     sim.crash(5);
     sim.heal_all();
     keep_only_links_through(&mut sim, &[1, 2, 3, 4], 1);
@@ -76,8 +85,16 @@ fn constrained_election_a_server_with_an_outdated_log_can_lead() {
     sim.append(1, 100).unwrap();
     sim.run_until(4 * ELECTION_TICKS, |s| s.all_decided(6))
         .expect("appends decide under the new leader");
-    assert_eq!(decided_values(&sim, 1), vec![0, 1, 2, 3, 4, 100], "no decided entry lost");
-    assert_eq!(leader_changes(&mut sim, 60 * ELECTION_TICKS), 0, "no livelock");
+    assert_eq!(
+        decided_values(&sim, 1),
+        vec![0, 1, 2, 3, 4, 100],
+        "no decided entry lost"
+    );
+    assert_eq!(
+        leader_changes(&mut sim, 60 * ELECTION_TICKS),
+        0,
+        "no livelock"
+    );
 }
 
 #[test]
@@ -99,8 +116,13 @@ fn chained_the_middle_of_a_chain_keeps_the_cluster_live() {
     }
     sim.run_until(4 * ELECTION_TICKS, |s| s.decided_on(&[1, 2], 11))
         .expect("the chain decides");
-    assert_eq!(leader_changes(&mut sim, 60 * ELECTION_TICKS), 0, "no livelock");
+    assert_eq!(
+        leader_changes(&mut sim, 60 * ELECTION_TICKS),
+        0,
+        "no livelock"
+    );
     // Once the link heals, server 3 catches up.
     sim.heal_all();
-    sim.run_until(20 * ELECTION_TICKS, |s| s.all_decided(11)).expect("3 catches up");
+    sim.run_until(20 * ELECTION_TICKS, |s| s.all_decided(11))
+        .expect("3 catches up");
 }

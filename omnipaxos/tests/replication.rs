@@ -30,8 +30,15 @@ fn appends_on_leader_and_followers_decide_everywhere_once_in_order() {
         }
         // Entries proposed on one server keep their relative order.
         for origin in 1..=n {
-            let mine: Vec<u64> = reference.iter().copied().filter(|v| 1 + v % n == origin).collect();
-            assert!(mine.windows(2).all(|w| w[0] < w[1]), "order of server {origin}'s entries");
+            let mine: Vec<u64> = reference
+                .iter()
+                .copied()
+                .filter(|v| 1 + v % n == origin)
+                .collect();
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "order of server {origin}'s entries"
+            );
         }
     }
 }
@@ -62,7 +69,11 @@ fn batching_decides_in_steps_of_batch_size_and_flushes_on_the_timer() {
     sim.step();
     let server = sim.server(leader).unwrap();
     assert_eq!(server.get_batched_len(), 4);
-    assert_eq!(server.get_accepted_idx(), 0, "batched entries are not in the log yet");
+    assert_eq!(
+        server.get_accepted_idx(),
+        0,
+        "batched entries are not in the log yet"
+    );
     assert!(server.read(0).is_none());
     sim.append(leader, 4).unwrap();
     sim.step();
@@ -73,10 +84,15 @@ fn batching_decides_in_steps_of_batch_size_and_flushes_on_the_timer() {
         sim.step();
         decided_steps.push(sim.server(leader).unwrap().get_decided_idx());
     }
-    assert!(decided_steps.iter().all(|d| d % 5 == 0), "steps of 5: {decided_steps:?}");
+    assert!(
+        decided_steps.iter().all(|d| d % 5 == 0),
+        "steps of 5: {decided_steps:?}"
+    );
     assert_eq!(sim.server(leader).unwrap().get_decided_idx(), 15);
     // The two left over decide when the flush timer fires.
-    let steps = sim.run_until(60, |s| s.all_decided(17)).expect("flush timer decides the rest");
+    let steps = sim
+        .run_until(60, |s| s.all_decided(17))
+        .expect("flush timer decides the rest");
     assert!(steps <= 50, "within one flush timeout, took {steps}");
 }
 
@@ -90,7 +106,10 @@ fn followers_write_each_leader_batch_at_once() {
         sim.append(leader, v).unwrap();
     }
     sim.step();
-    assert!(sim.all_decided(9), "three full batches decide within one step");
+    assert!(
+        sim.all_decided(9),
+        "three full batches decide within one step"
+    );
     for pid in 1..=3 {
         assert_eq!(sim.server(pid).unwrap().get_batched_len(), 0);
         assert_eq!(decided_values(&sim, pid), (0..9).collect::<Vec<_>>());
@@ -146,7 +165,11 @@ fn trimmed_prefix_reads_as_one_trimmed_entry() {
         assert_eq!(s.read(2), Some(LogEntry::Trimmed(4)));
         assert_eq!(
             s.read_entries(1..6),
-            Some(vec![LogEntry::Trimmed(4), LogEntry::Decided(4), LogEntry::Decided(5)])
+            Some(vec![
+                LogEntry::Trimmed(4),
+                LogEntry::Decided(4),
+                LogEntry::Decided(5)
+            ])
         );
     }
 }
@@ -166,7 +189,11 @@ fn a_restarted_follower_catches_up_from_its_storage() {
     }
     sim.run(5);
     sim.restart(follower).unwrap();
-    assert_eq!(sim.server(follower).unwrap().get_decided_idx(), 5, "restored from storage");
+    assert_eq!(
+        sim.server(follower).unwrap().get_decided_idx(),
+        5,
+        "restored from storage"
+    );
     decide_all(&mut sim, 10, 200);
     assert_eq!(decided_values(&sim, follower), (0..10).collect::<Vec<_>>());
 }

@@ -11,7 +11,9 @@ pub struct KeyValue {
     pub value: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+// Serde because the `serde` feature (on whenever `omnipaxos_storage` is in the build) requires
+// snapshots to travel in messages.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sum(u64);
 
 impl Snapshot<Counter> for Sum {

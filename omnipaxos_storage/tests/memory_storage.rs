@@ -37,8 +37,14 @@ fn indices_stay_absolute_across_trim_and_prefix_appends() {
     s.trim(4).unwrap();
     assert_eq!(s.get_log_len().unwrap(), 6);
     assert_eq!(s.get_entries(4, 6).unwrap(), es(4..6));
-    assert!(s.get_entries(3, 6).unwrap().is_empty(), "partly trimmed range");
-    assert!(s.get_entries(8, 11).unwrap().is_empty(), "range past the end");
+    assert!(
+        s.get_entries(3, 6).unwrap().is_empty(),
+        "partly trimmed range"
+    );
+    assert!(
+        s.get_entries(8, 11).unwrap().is_empty(),
+        "range past the end"
+    );
     assert_eq!(s.get_suffix(8).unwrap(), es(8..10));
     s.append_on_prefix(7, es(100..102)).unwrap();
     assert_eq!(s.get_suffix(6).unwrap(), vec![E(6), E(100), E(101)]);
@@ -50,7 +56,14 @@ fn indices_stay_absolute_across_trim_and_prefix_appends() {
 fn write_atomically_applies_every_op_in_order() {
     let mut s = MemoryStorage::<E>::default();
     let b = Ballot::with(1, 2, 0, 3);
-    let ss = StopSign::with(ClusterConfig { configuration_id: 2, nodes: vec![1, 2], flexible_quorum: None }, Some(vec![7]));
+    let ss = StopSign::with(
+        ClusterConfig {
+            configuration_id: 2,
+            nodes: vec![1, 2],
+            flexible_quorum: None,
+        },
+        Some(vec![7]),
+    );
     s.write_atomically(vec![
         StorageOp::AppendEntries(es(0..5)),
         StorageOp::AppendOnPrefix(3, es(30..32)),

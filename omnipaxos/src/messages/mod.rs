@@ -8,9 +8,9 @@ pub mod sequence_paxos;
 use crate::storage::Entry;
 use crate::util::NodeId;
 use ballot_leader_election::BLEMessage;
+use sequence_paxos::PaxosMessage;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
-use sequence_paxos::PaxosMessage;
 use std::fmt;
 
 /// Any message between two servers.

@@ -52,7 +52,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Compacts the decided prefix up to `compact_idx` (default: the decided index) into a
     /// snapshot; unless `local_only`, asks every peer to do the same.
-    pub(crate) fn snapshot(&mut self, compact_idx: Option<usize>, local_only: bool) -> CompactionResult {
+    pub(crate) fn snapshot(
+        &mut self,
+        compact_idx: Option<usize>,
+        local_only: bool,
+    ) -> CompactionResult {
         if !T::Snapshot::use_snapshots() {
             return Ok(Err(CompactionErr::SnapshotsDisabled));
         }
@@ -62,7 +66,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if !local_only {
             for i in 0..self.peers.len() {
                 let peer = self.peers[i];
-                self.send(peer, PaxosMsg::Compaction(Compaction::Snapshot(compact_idx)));
+                self.send(
+                    peer,
+                    PaxosMsg::Compaction(Compaction::Snapshot(compact_idx)),
+                );
             }
         }
         Ok(Ok(()))
@@ -105,7 +112,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Compaction::Snapshot(_) => Ok(()),
         };
         if let Err(refused) = outcome {
-            log!(debug, self.pid, "ignored compaction request from {from}: {refused}");
+            log!(
+                debug,
+                self.pid,
+                "ignored compaction request from {from}: {refused}"
+            );
         }
         Ok(())
     }

@@ -107,7 +107,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }))
     }
 
-    pub(super) fn handle_accept_sync(&mut self, acc: AcceptSync<T>, from: NodeId) -> StorageResult<()> {
+    pub(super) fn handle_accept_sync(
+        &mut self,
+        acc: AcceptSync<T>,
+        from: NodeId,
+    ) -> StorageResult<()> {
         if !self.check_leader_message(acc.n, from) {
             return Ok(());
         }
@@ -118,7 +122,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             .internal_storage
             .sync_log(acc.n, acc.decided_idx, Some(acc.log_sync))?;
         if outcome == SyncOutcome::Gap {
-            log!(warn, self.pid, "AcceptSync from {from} leaves a gap, asking for a new Prepare");
+            log!(
+                warn,
+                self.pid,
+                "AcceptSync from {from} leaves a gap, asking for a new Prepare"
+            );
             self.phase = Phase::Recover;
             self.send(from, PaxosMsg::PrepareReq(PrepareReq { n: acc.n }));
             return Ok(());
@@ -131,7 +139,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(())
     }
 
-    pub(super) fn handle_accept_decide(&mut self, acc: AcceptDecide<T>, from: NodeId) -> StorageResult<()> {
+    pub(super) fn handle_accept_decide(
+        &mut self,
+        acc: AcceptDecide<T>,
+        from: NodeId,
+    ) -> StorageResult<()> {
         if !self.accept_stream_message(acc.n, acc.seq_num, from) {
             return Ok(());
         }
@@ -156,7 +168,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(())
     }
 
-    pub(super) fn handle_accept_stopsign(&mut self, acc: AcceptStopSign, from: NodeId) -> StorageResult<()> {
+    pub(super) fn handle_accept_stopsign(
+        &mut self,
+        acc: AcceptStopSign,
+        from: NodeId,
+    ) -> StorageResult<()> {
         if !self.accept_stream_message(acc.n, acc.seq_num, from) {
             return Ok(());
         }
@@ -173,7 +189,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return Ok(false);
         }
         let mut flushed = false;
-        if decided_idx > self.internal_storage.accepted_idx() && self.internal_storage.batch_len() > 0 {
+        if decided_idx > self.internal_storage.accepted_idx()
+            && self.internal_storage.batch_len() > 0
+        {
             flushed = !self.internal_storage.flush_batch()?.is_empty();
         }
         self.internal_storage.set_decided_idx(decided_idx)?;
@@ -194,7 +212,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
             SeqCheck::Stale => false,
             SeqCheck::Gap => {
-                log!(info, self.pid, "gap in the leader's messages, resynchronising");
+                log!(
+                    info,
+                    self.pid,
+                    "gap in the leader's messages, resynchronising"
+                );
                 self.reconnected(from);
                 false
             }

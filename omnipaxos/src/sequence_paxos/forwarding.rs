@@ -115,7 +115,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let id = (fwd.n, fwd.seq_num);
         let last = &mut self.forward_state.received[i];
         if last.is_some_and(|seen| id <= seen) {
-            log!(debug, self.pid, "dropped a duplicate or stale forward from {from}");
+            log!(
+                debug,
+                self.pid,
+                "dropped a duplicate or stale forward from {from}"
+            );
             return Ok(());
         }
         *last = Some(id);
@@ -124,7 +128,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     pub(super) fn handle_forwarded_proposals(&mut self, entries: Vec<T>) -> StorageResult<()> {
         if self.internal_storage.stopsign().is_some() {
-            log!(warn, self.pid, "dropped {} forwarded entries: log sealed by a StopSign", entries.len());
+            log!(
+                warn,
+                self.pid,
+                "dropped {} forwarded entries: log sealed by a StopSign",
+                entries.len()
+            );
             return Ok(());
         }
         self.propose_entries(entries)

@@ -81,7 +81,9 @@ impl<T: Entry> LeaderState<T> {
 
     /// Accepted indexes of every server as known here, `None` for those not synchronised.
     pub(super) fn accepted_indexes(&self) -> impl Iterator<Item = Option<usize>> + '_ {
-        self.progress.iter().map(|p| p.synced.then_some(p.accepted_idx))
+        self.progress
+            .iter()
+            .map(|p| p.synced.then_some(p.accepted_idx))
     }
 }
 
@@ -137,7 +139,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             Phase::Prepare => {
                 progress.promise = Some(meta);
                 progress.log_sync = prom.log_sync;
-                if self.quorum.is_read_quorum(self.leader_state.promised_count() + 1) {
+                if self
+                    .quorum
+                    .is_read_quorum(self.leader_state.promised_count() + 1)
+                {
                     self.handle_majority_promises()?;
                 }
             }
@@ -180,7 +185,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.internal_storage.sync_log(n, max_decided, sync)? == SyncOutcome::Gap {
             // The most up-to-date promise does not connect to our log (it was computed against
             // another Prepare). Ask again rather than adopt a log with a hole.
-            log!(warn, self.pid, "promise sync does not fit the log, re-preparing");
+            log!(
+                warn,
+                self.pid,
+                "promise sync does not fit the log, re-preparing"
+            );
             self.leader_state.reset(self.peers.len());
             let prepare = self.prepare_message();
             for i in 0..self.peers.len() {
@@ -201,7 +210,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             }
         }
         self.phase = Phase::Accept;
-        log!(info, self.pid, "ballot {n} in Accept phase, log length {}", self.internal_storage.accepted_idx());
+        log!(
+            info,
+            self.pid,
+            "ballot {n} in Accept phase, log length {}",
+            self.internal_storage.accepted_idx()
+        );
         for i in 0..self.peers.len() {
             if self.leader_state.progress[i].promise.is_some() {
                 self.send_accept_sync(i)?;
@@ -322,7 +336,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return Ok(());
         }
         // A follower cannot have accepted more than we sent; cap what a faulty peer claims.
-        progress.accepted_idx = progress.accepted_idx.max(acc.accepted_idx.min(own_accepted));
+        progress.accepted_idx = progress
+            .accepted_idx
+            .max(acc.accepted_idx.min(own_accepted));
         if progress.accepted_idx > self.internal_storage.decided_idx() {
             self.try_decide()?;
         }
@@ -454,11 +470,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             let peer = self.peers[i];
             let progress = &mut self.leader_state.progress[i];
             if progress.promise.is_none() {
-                self.outgoing.push(crate::messages::sequence_paxos::PaxosMessage {
-                    from: self.pid,
-                    to: peer,
-                    msg: prepare.clone(),
-                });
+                self.outgoing
+                    .push(crate::messages::sequence_paxos::PaxosMessage {
+                        from: self.pid,
+                        to: peer,
+                        msg: prepare.clone(),
+                    });
             } else if in_accept
                 && progress.synced
                 && (progress.resend_needed || progress.accepted_idx < own_accepted)
@@ -483,7 +500,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(crate) fn known_accepted_indexes(&self) -> Vec<(NodeId, Option<usize>)> {
         let own = (self.pid, Some(self.internal_storage.accepted_idx()));
         std::iter::once(own)
-            .chain(self.peers.iter().copied().zip(self.leader_state.accepted_indexes()))
+            .chain(
+                self.peers
+                    .iter()
+                    .copied()
+                    .zip(self.leader_state.accepted_indexes()),
+            )
             .collect()
     }
 }

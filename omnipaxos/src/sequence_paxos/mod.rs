@@ -121,7 +121,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Moves all pending messages into `buffer` and closes the merge window of the pending
     /// `AcceptDecide`/`Accepted`/`ProposalForward` messages.
-    pub(crate) fn take_outgoing_into<M>(&mut self, buffer: &mut Vec<M>, wrap: fn(PaxosMessage<T>) -> M) {
+    pub(crate) fn take_outgoing_into<M>(
+        &mut self,
+        buffer: &mut Vec<M>,
+        wrap: fn(PaxosMessage<T>) -> M,
+    ) {
         buffer.extend(self.outgoing.drain(..).map(wrap));
         self.leader_state.close_merge_window();
         self.follower_state.pending_accepted = None;
@@ -140,7 +144,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// are dropped; each handler drops what does not fit its state.
     pub(crate) fn handle(&mut self, m: PaxosMessage<T>) -> StorageResult<()> {
         if m.to != self.pid || !self.peers.contains(&m.from) {
-            log!(debug, self.pid, "dropped message not for this configuration: {m}");
+            log!(
+                debug,
+                self.pid,
+                "dropped message not for this configuration: {m}"
+            );
             return Ok(());
         }
         let from = m.from;
@@ -169,7 +177,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.become_leader(leader)?;
             }
         } else if self.phase == Phase::Recover && leader.pid != 0 {
-            self.send(leader.pid, PaxosMsg::PrepareReq(PrepareReq { n: self.promise() }));
+            self.send(
+                leader.pid,
+                PaxosMsg::PrepareReq(PrepareReq { n: self.promise() }),
+            );
         }
         Ok(())
     }
@@ -267,12 +278,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return Err(ProposeErr::ConfigError(err, new_configuration, metadata));
         }
         if self.internal_storage.stopsign().is_some() || self.pending_stopsign.is_some() {
-            return Err(ProposeErr::PendingReconfigConfig(new_configuration, metadata));
+            return Err(ProposeErr::PendingReconfigConfig(
+                new_configuration,
+                metadata,
+            ));
         }
         self.propose_stopsign(StopSign::with(new_configuration, metadata))
             .map_err(ProposeErr::StorageFailed)
     }
-
 }
 
 /// The result of checking a leader message's sequence number.

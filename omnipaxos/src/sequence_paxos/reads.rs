@@ -70,7 +70,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let compacted = self.internal_storage.compacted_idx();
         if T::Snapshot::use_snapshots() {
             if let Some(snapshot) = self.internal_storage.get_snapshot()? {
-                return Ok(LogEntry::Snapshotted(SnapshottedEntry::with(compacted, snapshot)));
+                return Ok(LogEntry::Snapshotted(SnapshottedEntry::with(
+                    compacted, snapshot,
+                )));
             }
         }
         Ok(LogEntry::Trimmed(compacted))

@@ -110,7 +110,8 @@ impl<T: Entry + Eq + Hash> InvariantChecker<T> {
                     self.check_chosen(pid, idx, e)?;
                     idx += 1;
                 }
-                LogEntry::Trimmed(t) | LogEntry::Snapshotted(crate::util::SnapshottedEntry { trimmed_idx: t, .. }) => {
+                LogEntry::Trimmed(t)
+                | LogEntry::Snapshotted(crate::util::SnapshottedEntry { trimmed_idx: t, .. }) => {
                     if t != compacted {
                         return Err(format!(
                             "compaction: server {pid} reads a compacted prefix of {t}, but reports {compacted}"
@@ -120,13 +121,17 @@ impl<T: Entry + Eq + Hash> InvariantChecker<T> {
                 }
                 LogEntry::StopSign(ss, is_decided) => {
                     if !is_decided {
-                        return Err(format!("server {pid}: StopSign inside the decided range is not decided"));
+                        return Err(format!(
+                            "server {pid}: StopSign inside the decided range is not decided"
+                        ));
                     }
                     self.check_stopsign(pid, idx, ss)?;
                     idx += 1;
                 }
                 LogEntry::Undecided(_) => {
-                    return Err(format!("server {pid}: index {idx} < decided {decided} reads as Undecided"));
+                    return Err(format!(
+                        "server {pid}: index {idx} < decided {decided} reads as Undecided"
+                    ));
                 }
             }
         }

@@ -116,7 +116,10 @@ impl std::fmt::Display for SimError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SimError::Timeout { steps, seed } => {
-                write!(f, "condition not reached within {steps} steps (seed {seed})")
+                write!(
+                    f,
+                    "condition not reached within {steps} steps (seed {seed})"
+                )
             }
         }
     }
@@ -159,7 +162,9 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         };
         for pid in sim.config.nodes.clone() {
             sim.storages.insert(pid, SimStorage::new(storage_for(pid)));
-            let server = sim.build(pid).unwrap_or_else(|e| panic!("server {pid}: {e}"));
+            let server = sim
+                .build(pid)
+                .unwrap_or_else(|e| panic!("server {pid}: {e}"));
             sim.servers.insert(pid, Some(server));
         }
         sim
@@ -227,7 +232,10 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         };
         self.checker.record_proposal(entry.clone());
         let result = server.append(entry);
-        self.record(format!("append on {pid}: {}", if result.is_ok() { "ok" } else { "refused" }));
+        self.record(format!(
+            "append on {pid}: {}",
+            if result.is_ok() { "ok" } else { "refused" }
+        ));
         result
     }
 

@@ -87,8 +87,7 @@ impl<T: Entry> Network<T> {
 
     /// Queues `msg`, applying loss, duplication and delay.
     pub(crate) fn send(&mut self, msg: Message<T>, now: u64, rng: &mut SimRng) {
-        if self.is_cut(msg.get_sender(), msg.get_receiver()) || rng.chance(self.config.drop_rate)
-        {
+        if self.is_cut(msg.get_sender(), msg.get_receiver()) || rng.chance(self.config.drop_rate) {
             return;
         }
         let (lo, hi) = (self.config.min_delay, self.config.max_delay);

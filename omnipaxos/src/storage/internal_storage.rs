@@ -295,7 +295,11 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
     }
 
     /// Compacts `[0, idx)` away, keeping a snapshot of it when `snapshot` is given.
-    pub(crate) fn compact(&mut self, idx: usize, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+    pub(crate) fn compact(
+        &mut self,
+        idx: usize,
+        snapshot: Option<T::Snapshot>,
+    ) -> StorageResult<()> {
         let mut ops = vec![StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)];
         if let Some(s) = snapshot {
             ops.push(StorageOp::SetSnapshot(Some(s)));

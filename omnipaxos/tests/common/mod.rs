@@ -68,5 +68,9 @@ pub fn decided_values(sim: &Sim, pid: NodeId) -> Vec<u64> {
 pub fn recent_protocol_events(sim: &Sim) -> String {
     let lines: Vec<&String> = sim.trace().filter(|l| !l.contains("Heartbeat")).collect();
     let start = lines.len().saturating_sub(80);
-    lines[start..].iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    lines[start..]
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
