@@ -94,3 +94,20 @@ fn random_fault_schedules_keep_invariants_and_converge() {
         run_schedule(seed);
     }
 }
+
+// Seeds that once failed, named after what they caught.
+
+#[test]
+fn regression_seed_0_duplicated_forward_was_decided_twice() {
+    run_schedule(0);
+}
+
+#[test]
+fn regression_seed_11_late_prepare_req_left_a_follower_unsynced_forever() {
+    run_schedule(11);
+}
+
+#[test]
+fn regression_seed_19_deposed_leader_lost_its_unflushed_batch() {
+    run_schedule(19);
+}

@@ -197,3 +197,69 @@ fn a_restarted_follower_catches_up_from_its_storage() {
     decide_all(&mut sim, 10, 200);
     assert_eq!(decided_values(&sim, follower), (0..10).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_lossy_duplicating_reordering_network_still_decides_everything_once() {
+    for seed in 0..10 {
+        let mut sim = lossy_cluster(5, seed);
+        sim.run_until_stable_leader(500).unwrap();
+        for v in 0..40 {
+            let pid = 1 + v % 5;
+            sim.append(pid, v).unwrap();
+            sim.step();
+        }
+        // Losses can drop forwards (docs/lost_appends.md); what decides must decide everywhere.
+        sim.run(400);
+        let decided = sim.chosen().len();
+        assert!(decided >= 30, "seed {seed}: only {decided} of 40 decided");
+        sim.run_until(400, |s| s.all_decided(decided)).unwrap();
+    }
+}
+
+#[test]
+fn the_leader_crashes_restarts_and_catches_up() {
+    let mut sim = cluster(3, 14);
+    let old = sim.run_until_stable_leader(50).unwrap();
+    for v in 0..5 {
+        sim.append(old, v).unwrap();
+    }
+    decide_all(&mut sim, 5, 20);
+    sim.crash(old);
+    let new = sim
+        .run_until(50, |s| s.leader().is_some())
+        .map(|_| sim.leader().unwrap())
+        .unwrap();
+    for v in 5..8 {
+        sim.append(new, v).unwrap();
+    }
+    sim.run_until(50, |s| s.all_decided(8)).unwrap();
+    sim.restart(old).unwrap();
+    decide_all(&mut sim, 8, 200);
+    assert_eq!(decided_values(&sim, old), (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn ui_states_show_leader_ballot_heartbeats_and_accepted_indexes() {
+    let mut sim = cluster_with(SimConfig::new(vec![2, 4, 6], 15));
+    let leader = sim.run_until_stable_leader(50).unwrap();
+    for v in 0..3 {
+        sim.append(leader, v).unwrap();
+    }
+    decide_all(&mut sim, 3, 20);
+    sim.run(ELECTION_TICKS);
+    let ui = sim.server(leader).unwrap().get_ui_states();
+    assert_eq!(ui.current_leader, Some(6));
+    assert_eq!(ui.decided_idx, 3);
+    assert_eq!(ui.current_ballot.pid, 6);
+    assert_eq!(
+        ui.heartbeats.len(),
+        2,
+        "replies of the previous round, peers only"
+    );
+    assert_eq!(ui.cluster_state.accepted_indexes, vec![0, 0, 3, 0, 3, 0, 3]);
+    let follower_ui = sim.server(2).unwrap().get_ui_states();
+    assert!(
+        follower_ui.cluster_state.accepted_indexes.is_empty(),
+        "only the leader knows"
+    );
+}

@@ -264,3 +264,37 @@ fn write_sync<T: Entry>(f: &mut fmt::Formatter<'_>, sync: &LogSync<T>) -> fmt::R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_prints_as_one_trace_line() {
+        let msg: PaxosMessage<u64> = PaxosMessage {
+            from: 1,
+            to: 2,
+            msg: PaxosMsg::AcceptDecide(AcceptDecide {
+                n: Ballot::with(1, 3, 0, 1),
+                seq_num: SequenceNumber {
+                    session: 1,
+                    counter: 4,
+                },
+                decided_idx: 17,
+                entries: vec![1, 2, 3, 4, 5],
+            }),
+        };
+        assert_eq!(msg.to_string(), "1->2 AcceptDecide n=3.1 seq=1.4 dec=17 +5");
+        let prep: PaxosMessage<u64> = PaxosMessage {
+            from: 3,
+            to: 1,
+            msg: PaxosMsg::Prepare(Prepare {
+                n: Ballot::with(1, 2, 5, 3),
+                decided_idx: 4,
+                n_accepted: Ballot::with(1, 1, 0, 2),
+                accepted_idx: 6,
+            }),
+        };
+        assert_eq!(prep.to_string(), "3->1 Prepare n=2.3/5 dec=4 na=1.2 acc=6");
+    }
+}

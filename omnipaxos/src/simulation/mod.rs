@@ -41,11 +41,6 @@ use network::Network;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
-/// `u64` is a ready-made entry type for simulations.
-impl crate::storage::Entry for u64 {
-    type Snapshot = crate::storage::NoSnapshot;
-}
-
 /// How to set up a simulation.
 #[derive(Clone, Debug)]
 pub struct SimConfig {

@@ -34,6 +34,12 @@ pub trait Entry: Clone + Debug {
     type Snapshot: Snapshot<Self> + Serialize + for<'a> Deserialize<'a>;
 }
 
+/// `u64` is a ready-made entry type for simulations and tests (feature `simulation`).
+#[cfg(any(test, feature = "simulation"))]
+impl Entry for u64 {
+    type Snapshot = NoSnapshot;
+}
+
 /// A compact summary of a prefix of the log, e.g. the state of a key-value store.
 pub trait Snapshot<T: Entry>: Clone + Debug {
     /// Builds a snapshot that summarises `entries`.
