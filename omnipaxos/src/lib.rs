@@ -36,6 +36,7 @@ mod logging;
 pub mod messages;
 mod omni_paxos;
 mod quorum;
+pub mod reconfiguration;
 mod sequence_paxos;
 #[cfg(feature = "simulation")]
 pub mod simulation;

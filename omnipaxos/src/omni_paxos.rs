@@ -8,9 +8,10 @@ use crate::errors::{CompactionErr, ConfigError, ProposeErr, StorageError};
 use crate::logging::log;
 use crate::messages::Message;
 use crate::quorum::Quorum;
+use crate::reconfiguration::Handover;
 use crate::sequence_paxos::{Phase, Role, SequencePaxos};
 use crate::storage::internal_storage::{InternalStorage, StorageResult};
-use crate::storage::{Entry, StopSign, Storage};
+use crate::storage::{Entry, Snapshot, StopSign, Storage};
 use crate::util::{LogEntry, NodeId};
 use crate::utils::ui::{ClusterState, OmniPaxosStates};
 use std::ops::RangeBounds;
@@ -252,6 +253,29 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         } else {
             None
         }
+    }
+
+    /// Once this configuration ended (its StopSign is decided), what a server joining the next
+    /// configuration needs: the decided log up to the StopSign and the next configuration.
+    /// `None` before that, or if the storage cannot be read.
+    pub fn handover(&self) -> Option<Handover<T>> {
+        let stopsign = self.is_reconfigured()?;
+        let s = &self.seq_paxos.internal_storage;
+        let snapshot = if T::Snapshot::use_snapshots() {
+            s.get_snapshot().ok()?
+        } else {
+            None
+        };
+        let entries = s.get_entries(s.compacted_idx(), s.log_end()).ok()?;
+        if entries.len() != s.log_end() - s.compacted_idx() {
+            return None;
+        }
+        Some(Handover {
+            stopsign,
+            compacted_idx: s.compacted_idx(),
+            snapshot,
+            entries,
+        })
     }
 
     /// The storage error that stopped this instance, if any.

@@ -40,6 +40,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     fn trim_locally(&mut self, idx: usize) -> CompactionResult {
+        if T::Snapshot::use_snapshots() {
+            // Dropping entries behind a snapshot's back would leave a snapshot that no longer
+            // covers the compacted prefix: with snapshots on, a trim compacts into the snapshot.
+            return self.snapshot_locally(Some(idx));
+        }
         let idx = match self.compactable(idx)? {
             Ok(Some(idx)) => idx,
             Ok(None) => return Ok(Ok(())),

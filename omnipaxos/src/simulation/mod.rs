@@ -46,6 +46,8 @@ use std::hash::Hash;
 pub struct SimConfig {
     /// The seed of every random choice.
     pub seed: u64,
+    /// The configuration's id (1 unless simulating a later configuration).
+    pub configuration_id: u32,
     /// The servers' pids.
     pub nodes: Vec<NodeId>,
     /// Settings every server gets (the pid is filled in per server).
@@ -66,6 +68,7 @@ impl SimConfig {
     pub fn new(nodes: Vec<NodeId>, seed: u64) -> Self {
         Self {
             seed,
+            configuration_id: 1,
             nodes,
             server_config: ServerConfig {
                 election_tick_timeout: 5,
@@ -82,7 +85,7 @@ impl SimConfig {
     fn config_for(&self, pid: NodeId) -> OmniPaxosConfig {
         OmniPaxosConfig {
             cluster_config: ClusterConfig {
-                configuration_id: 1,
+                configuration_id: self.configuration_id,
                 nodes: self.nodes.clone(),
                 flexible_quorum: self.flexible_quorum,
             },

@@ -74,3 +74,57 @@ pub fn recent_protocol_events(sim: &Sim) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// An entry whose log compacts into a running total: used where snapshots matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, omnipaxos::macros::Entry)]
+#[snapshot(Total)]
+pub struct Add(pub u64);
+
+/// The application state of an `Add` log: the sum and the number of entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Total {
+    pub sum: u64,
+    pub count: u64,
+}
+
+impl omnipaxos::storage::Snapshot<Add> for Total {
+    fn create(entries: &[Add]) -> Self {
+        Total {
+            sum: entries.iter().map(|a| a.0).sum(),
+            count: entries.len() as u64,
+        }
+    }
+    fn merge(&mut self, delta: Self) {
+        self.sum += delta.sum;
+        self.count += delta.count;
+    }
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+pub type AddSim = Simulation<Add, MemoryStorage<Add>>;
+
+pub fn add_cluster(n: u64, seed: u64) -> AddSim {
+    Simulation::new(SimConfig::new((1..=n).collect(), seed), |_| {
+        MemoryStorage::default()
+    })
+}
+
+/// The application state of server `pid`: its snapshot (if any) plus its decided entries.
+pub fn total_of<B: omnipaxos::storage::Storage<Add>>(
+    server: &omnipaxos::OmniPaxos<Add, B>,
+) -> Total {
+    use omnipaxos::storage::Snapshot;
+    use omnipaxos::util::LogEntry;
+    let mut total = Total::default();
+    for entry in server.read_decided_suffix(0).unwrap_or_default() {
+        match entry {
+            LogEntry::Decided(a) => total.merge(Total::create(&[a])),
+            LogEntry::Snapshotted(s) => total.merge(s.snapshot),
+            LogEntry::Trimmed(_) => panic!("an Add log is never trimmed without a snapshot"),
+            LogEntry::StopSign(..) | LogEntry::Undecided(_) => {}
+        }
+    }
+    total
+}
