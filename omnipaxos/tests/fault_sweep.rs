@@ -1,7 +1,7 @@
 //! Random fault schedules: loss, duplication, reordering, one-way and two-way link cuts,
 //! partitions, crashes and restarts, with appends throughout. Invariants are checked after every
 //! step; after the faults heal every server must converge and new appends must decide.
-//! `SIM_SEEDS=N` runs N seeds (default 200).
+//! `SIM_SEEDS=N` runs N seeds (default 200), starting at `SIM_FIRST_SEED` (default 0).
 
 mod common;
 use common::*;
@@ -90,7 +90,11 @@ fn run_schedule(seed: u64) {
 
 #[test]
 fn random_fault_schedules_keep_invariants_and_converge() {
-    for seed in 0..seeds() {
+    let first: u64 = std::env::var("SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for seed in first..first + seeds() {
         run_schedule(seed);
     }
 }
@@ -110,4 +114,9 @@ fn regression_seed_11_late_prepare_req_left_a_follower_unsynced_forever() {
 #[test]
 fn regression_seed_19_deposed_leader_lost_its_unflushed_batch() {
     run_schedule(19);
+}
+
+#[test]
+fn regression_seed_2074_stale_duplicate_accept_sync_cut_decided_entries() {
+    run_schedule(2074);
 }

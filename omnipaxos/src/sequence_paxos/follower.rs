@@ -58,10 +58,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.internal_storage.flush_batch()?;
         if prep.n > promise {
             self.internal_storage.set_promise(prep.n)?;
+            // Sessions are numbered per ballot; within the same ballot they keep growing, so a
+            // late duplicate of an older AcceptSync is recognised and dropped.
+            self.follower_state.seq = SequenceNumber::default();
         }
         self.role = Role::Follower;
         self.phase = Phase::Prepare;
-        self.follower_state.seq = SequenceNumber::default();
         self.follower_state.pending_accepted = None;
         let log_sync = self.promise_sync(&prep)?;
         let s = &self.internal_storage;
@@ -115,8 +117,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if !self.check_leader_message(acc.n, from) {
             return Ok(());
         }
-        if (self.role, self.phase) != (Role::Follower, Phase::Prepare) {
-            return Ok(());
+        if (self.role, self.phase) != (Role::Follower, Phase::Prepare)
+            || acc.seq_num.session <= self.follower_state.seq.session
+        {
+            return Ok(()); // not waiting for a sync, or a duplicate of an older session
         }
         let outcome = self
             .internal_storage

@@ -69,6 +69,17 @@ impl<T: Entry> LeaderState<T> {
         *self = Self::new(num_peers);
     }
 
+    /// Forgets every promise but keeps the session counters: within one ballot sessions must
+    /// keep growing so followers can tell a new sync from a late duplicate.
+    fn forget_promises(&mut self) {
+        for p in &mut self.progress {
+            *p = PeerProgress {
+                seq: p.seq,
+                ..PeerProgress::default()
+            };
+        }
+    }
+
     pub(super) fn close_merge_window(&mut self) {
         for p in &mut self.progress {
             p.pending_msg = None;
@@ -190,7 +201,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.pid,
                 "promise sync does not fit the log, re-preparing"
             );
-            self.leader_state.reset(self.peers.len());
+            self.leader_state.forget_promises();
             let prepare = self.prepare_message();
             for i in 0..self.peers.len() {
                 let peer = self.peers[i];

@@ -30,7 +30,8 @@ pub(crate) struct InternalStorage<T: Entry, B: Storage<T>> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SyncOutcome {
     Applied,
-    /// The sync starts beyond the end of this log and carries no snapshot: there would be a gap.
+    /// The sync does not fit this log: it starts beyond its end (without a snapshot) or would
+    /// cut decided entries. Nothing was written.
     Gap,
 }
 
@@ -255,6 +256,11 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             new_stopsign = stopsign;
         }
         let new_accepted_idx = new_log_end + usize::from(new_stopsign.is_some());
+        if new_accepted_idx < self.decided_idx {
+            // Decided entries are final: no correct leader asks to cut them. Refuse the sync
+            // (the caller asks for a fresh one) instead of losing them.
+            return Ok(SyncOutcome::Gap);
+        }
         let new_decided = self.decided_idx.max(decided_idx).min(new_accepted_idx);
         ops.push(StorageOp::SetDecidedIndex(new_decided));
         self.storage
