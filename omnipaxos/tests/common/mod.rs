@@ -76,7 +76,17 @@ pub fn recent_protocol_events(sim: &Sim) -> String {
 }
 
 /// An entry whose log compacts into a running total: used where snapshots matter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, omnipaxos::macros::Entry)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    omnipaxos::macros::Entry,
+)]
 #[snapshot(Total)]
 pub struct Add(pub u64);
 
