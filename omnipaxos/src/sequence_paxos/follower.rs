@@ -92,6 +92,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         } else {
             return Ok(None);
         };
+        // Indices count the StopSign's slot, which is not an entry: the entries to send end at
+        // our log end, and the StopSign travels in its own field.
+        sync_idx = sync_idx.min(s.log_end());
         let mut decided_snapshot = None;
         if sync_idx < s.compacted_idx() {
             if T::Snapshot::use_snapshots() {

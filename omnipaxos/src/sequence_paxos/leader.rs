@@ -195,18 +195,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         let n = self.promise();
         if self.internal_storage.sync_log(n, max_decided, sync)? == SyncOutcome::Gap {
             // The most up-to-date promise does not connect to our log (it was computed against
-            // another Prepare). Ask again rather than adopt a log with a hole.
+            // another Prepare). Ask again on the resend timer rather than adopt a log with a
+            // hole; asking at once could make duplicated promises multiply into a storm.
             log!(
                 warn,
                 self.pid,
                 "promise sync does not fit the log, re-preparing"
             );
             self.leader_state.forget_promises();
-            let prepare = self.prepare_message();
-            for i in 0..self.peers.len() {
-                let peer = self.peers[i];
-                self.send(peer, prepare.clone());
-            }
             return Ok(());
         }
         self.leader_state.max_promise = max;

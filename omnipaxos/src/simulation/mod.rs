@@ -41,6 +41,9 @@ use network::Network;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
+/// More deliveries than this in one step means the servers keep answering each other.
+const MAX_DELIVERIES_PER_STEP: usize = 50_000;
+
 /// How to set up a simulation.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -375,13 +378,23 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         for server in self.servers.values_mut().flatten() {
             server.tick();
         }
-        // Deliveries trigger replies; with zero delays they are due at once. The bound only
-        // guards against a protocol bug that answers forever.
+        // Deliveries trigger replies; with zero delays they are due at once. The bounds catch
+        // a protocol bug that keeps answering (a message storm) instead of exhausting memory.
+        let mut delivered = 0usize;
         for _ in 0..1000 {
             self.collect_outgoing();
             let due = self.network.take_due(self.now, &mut self.rng);
             if due.is_empty() {
                 break;
+            }
+            delivered += due.len();
+            if delivered > MAX_DELIVERIES_PER_STEP
+                || self.network.in_flight_len() > MAX_DELIVERIES_PER_STEP
+            {
+                return Err(format!(
+                    "message storm: {delivered} messages delivered in one step, {} in flight",
+                    self.network.in_flight_len()
+                ));
             }
             for msg in due {
                 self.deliver(msg);
