@@ -12,7 +12,8 @@
 //! from a quorum cannot disturb the others (the quorum-loss, constrained-election and chained
 //! scenarios of the paper).
 //!
-//! The user guide is in [`docs`]: getting started, and when an appended entry can be lost.
+//! The user guide is in [`docs`]: getting started, when an appended entry can be lost,
+//! reconfiguration, log compaction and flexible quorums.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -60,4 +61,10 @@ pub mod docs {
     pub mod getting_started {}
     #[doc = include_str!("../../docs/lost_appends.md")]
     pub mod lost_appends {}
+    #[doc = include_str!("../../docs/reconfiguration.md")]
+    pub mod reconfiguration {}
+    #[doc = include_str!("../../docs/compaction.md")]
+    pub mod compaction {}
+    #[doc = include_str!("../../docs/flexible_quorums.md")]
+    pub mod flexible_quorums {}
 }
