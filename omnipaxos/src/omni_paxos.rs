@@ -100,6 +100,12 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Proposes `entry` for the log. On the leader it is appended (and batched); on a follower
     /// it is forwarded to the leader; with no leader known it is kept here until one is.
     ///
+    /// Group commit: the leader writes everything appended since the last call in *one* storage
+    /// write, and replicates it in one message per follower, when you next call
+    /// [`take_outgoing_messages`](Self::take_outgoing_messages) or [`tick`](Self::tick). Until
+    /// then the entry counts in [`get_accepted_idx`](Self::get_accepted_idx) and reads as
+    /// `Undecided`, and a storage failure shows up at that call.
+    ///
     /// `Ok` means the entry was taken, not that it is decided: watch the decided log for it.
     /// See the crate docs, "When can an appended entry be lost?", for exactly when it can be.
     pub fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
@@ -148,7 +154,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
 
     /// Moves every pending outgoing message into `buffer`: Sequence Paxos messages first, then
     /// heartbeats. Call it after each batch of inputs and send the messages to their receivers.
+    ///
+    /// First it writes what the leader appended since the last call (one storage write for the
+    /// whole burst), so that no message leaves before the state it reports is stored.
     pub fn take_outgoing_messages(&mut self, buffer: &mut Vec<Message<T>>) {
+        if self.storage_error.is_none() {
+            let result = self.seq_paxos.write_pending();
+            self.check(result);
+        }
         self.seq_paxos
             .take_outgoing_into(buffer, Message::SequencePaxos);
         buffer.extend(self.ble.take_outgoing().map(Message::BLE));
@@ -159,6 +172,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// every `flush_batch_tick_timeout` ticks a partial batch is flushed.
     pub fn tick(&mut self) {
         if self.storage_error.is_some() {
+            return;
+        }
+        let result = self.seq_paxos.write_pending();
+        if self.check(result).is_none() {
             return;
         }
         if self.election_clock.tick_and_check_timeout() {
@@ -208,7 +225,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// The length of the written accepted log, compacted prefix and StopSign slot included;
     /// entries still in the batch are not counted.
     pub fn get_accepted_idx(&self) -> usize {
-        self.seq_paxos.internal_storage.accepted_idx()
+        self.seq_paxos.internal_storage.visible_accepted_idx()
     }
 
     /// The number of entries waiting in the batch.

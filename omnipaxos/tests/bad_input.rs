@@ -311,6 +311,7 @@ fn a_failing_leader_storage_hands_over_leadership() {
         .unwrap()
         .set_fault(FaultMode::FailWrites);
     let _ = sim.append(leader, 10);
+    sim.step(); // the leader writes what it appended before any message leaves: the write fails
     assert!(sim.server(leader).unwrap().get_storage_error().is_some());
     let next = sim
         .run_until(20 * ELECTION_TICKS, |s| {

@@ -92,10 +92,24 @@ fn a_one_node_cluster_leads_itself_and_decides_alone() {
     for v in 0..5 {
         sim.append(1, v).unwrap();
     }
+    let writes_before = sim.storage(1).unwrap().write_count();
+    let server = sim.server_mut(1).unwrap();
     assert_eq!(
-        sim.server(1).unwrap().get_decided_idx(),
+        server.get_accepted_idx(),
         5,
-        "decided without any message"
+        "appended entries are visible at once"
+    );
+    assert_eq!(
+        server.get_decided_idx(),
+        0,
+        "but written only when messages are taken"
+    );
+    server.take_outgoing_messages(&mut Vec::new());
+    assert_eq!(server.get_decided_idx(), 5, "decided without any message");
+    let writes = sim.storage(1).unwrap().write_count() - writes_before;
+    assert_eq!(
+        writes, 2,
+        "group commit: one write for the 5 entries, one for the decided index"
     );
 }
 

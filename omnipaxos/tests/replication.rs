@@ -263,3 +263,44 @@ fn ui_states_show_leader_ballot_heartbeats_and_accepted_indexes() {
         "only the leader knows"
     );
 }
+
+#[test]
+fn group_commit_a_burst_of_appends_is_one_write_and_one_message_per_follower() {
+    let mut sim = cluster(3, 16);
+    let leader = sim.run_until_stable_leader(50).unwrap();
+    let writes = |sim: &Sim| -> Vec<u64> {
+        (1..=3)
+            .map(|p| sim.storage(p).unwrap().write_count())
+            .collect()
+    };
+    let before = writes(&sim);
+    for v in 0..1000 {
+        sim.append(leader, v).unwrap();
+    }
+    let mut out = Vec::new();
+    sim.server_mut(leader)
+        .unwrap()
+        .take_outgoing_messages(&mut out);
+    let accept_decides = out
+        .iter()
+        .filter(|m| m.to_string().contains("AcceptDecide"))
+        .count();
+    assert_eq!(
+        accept_decides, 2,
+        "one AcceptDecide per follower for the whole burst"
+    );
+    for m in out {
+        sim.inject(m);
+    }
+    decide_all(&mut sim, 1000, 10);
+    let after = writes(&sim);
+    for pid in 1..=3u64 {
+        let used = after[pid as usize - 1] - before[pid as usize - 1];
+        // Leader: the entries, then the decided index. Followers: the entries, the decided
+        // index when the Decide arrives.
+        assert!(
+            used <= 3,
+            "server {pid} made {used} storage writes for 1000 entries"
+        );
+    }
+}

@@ -40,15 +40,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(super) fn propose_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
         match (self.role, self.phase) {
             (Role::Leader, Phase::Accept) => {
-                let written = if entries.len() == 1 {
+                // Written (and replicated) by `write_pending`, together with everything else
+                // appended in this burst of input.
+                if entries.len() == 1 {
                     let entry = entries.pop().expect("len checked to be 1");
-                    self.internal_storage.append_entry(entry)?
+                    self.internal_storage.append_entry(entry);
                 } else {
-                    self.internal_storage.append_entries(entries)?
-                };
-                if !written.is_empty() {
-                    self.send_accept_decide(written);
-                    self.try_decide()?;
+                    self.internal_storage.append_entries(entries);
                 }
             }
             (Role::Follower, Phase::Accept) if self.known_leader().is_some() => {

@@ -209,7 +209,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.internal_storage.stopsign().is_none() {
             let pending = std::mem::take(&mut self.pending_proposals);
             if !pending.is_empty() {
-                self.internal_storage.append_entries(pending)?;
+                self.internal_storage.append_entries(pending);
             }
             self.internal_storage.flush_batch()?;
             if let Some(ss) = self.pending_stopsign.take() {

@@ -237,6 +237,21 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(())
     }
 
+    /// Group commit: writes the complete batches appended since the last call in one storage
+    /// write, then replicates them. Called before messages leave (`take_outgoing_messages`) and
+    /// on every tick, so no message ever depends on an unwritten entry.
+    pub(crate) fn write_pending(&mut self) -> StorageResult<()> {
+        if !self.is_accepting_leader() {
+            return Ok(());
+        }
+        let written = self.internal_storage.write_pending()?;
+        if !written.is_empty() {
+            self.send_accept_decide(written);
+            self.try_decide()?;
+        }
+        Ok(())
+    }
+
     /// Flush timer: write and replicate a partial batch.
     pub(crate) fn flush_batch_timeout(&mut self) -> StorageResult<()> {
         if self.phase != Phase::Accept {

@@ -11,7 +11,7 @@ use std::ops::{Bound, RangeBounds};
 
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(crate) fn read_entries<R: RangeBounds<usize>>(&self, range: R) -> Option<Vec<LogEntry<T>>> {
-        let accepted_idx = self.internal_storage.accepted_idx();
+        let accepted_idx = self.internal_storage.visible_accepted_idx();
         let from = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.checked_add(1)?,
@@ -57,6 +57,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     LogEntry::Undecided(e)
                 }
             }));
+        }
+        let unwritten_end = s.log_end() + s.unwritten().len();
+        let tail_start = start.max(s.log_end());
+        if tail_start < to.min(unwritten_end) {
+            let tail =
+                &s.unwritten()[tail_start - s.log_end()..to.min(unwritten_end) - s.log_end()];
+            out.extend(tail.iter().cloned().map(LogEntry::Undecided));
         }
         if let Some(ss) = s.stopsign() {
             if to > s.log_end() {

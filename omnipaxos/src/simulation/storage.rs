@@ -20,7 +20,10 @@ pub enum FaultMode {
 struct Shared<B> {
     store: B,
     mode: FaultMode,
+    /// Writes since the fault mode was last set (drives `FailWritesAfter`).
     writes: u64,
+    /// Successful writes since the store was created.
+    total_writes: u64,
 }
 
 /// A cloneable handle to a storage `B`: clones share the same store. Writes can be made to fail
@@ -50,6 +53,7 @@ impl<B> SimStorage<B> {
                 store,
                 mode: FaultMode::Healthy,
                 writes: 0,
+                total_writes: 0,
             })),
         }
     }
@@ -64,6 +68,11 @@ impl<B> SimStorage<B> {
         let mut shared = self.lock();
         shared.mode = mode;
         shared.writes = 0;
+    }
+
+    /// How many writes (each a storage call that changes state) succeeded so far.
+    pub fn write_count(&self) -> u64 {
+        self.lock().total_writes
     }
 
     /// Runs `f` on the store (for assertions in tests).
@@ -82,7 +91,11 @@ impl<B> SimStorage<B> {
             return Err(Box::new(InjectedFault));
         }
         shared.writes += 1;
-        f(&mut shared.store)
+        let result = f(&mut shared.store);
+        if result.is_ok() {
+            shared.total_writes += 1;
+        }
+        result
     }
 }
 

@@ -20,7 +20,12 @@ pub(crate) struct InternalStorage<T: Entry, B: Storage<T>> {
     log_end: usize,
     compacted_idx: usize,
     stopsign: Option<StopSign>,
-    /// Entries accepted in memory but not yet written; invisible to reads and indices.
+    /// Complete batches accepted in memory, written by the next `write_pending` (group commit:
+    /// everything appended in one burst of input reaches storage as one write). Visible to reads
+    /// and the public accepted index, never counted in a quorum before it is written.
+    unwritten: Vec<T>,
+    /// A partial batch (fewer than `batch_size` entries); invisible until it is complete or
+    /// flushed.
     batch: Vec<T>,
     batch_size: usize,
     _entry: PhantomData<T>,
@@ -59,6 +64,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             log_end: compacted_idx + log_len,
             compacted_idx,
             stopsign,
+            unwritten: Vec::new(),
             batch: Vec::new(),
             batch_size,
             _entry: PhantomData,
@@ -87,9 +93,20 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.log_end
     }
 
-    /// Length of the accepted log: written entries plus the StopSign slot.
+    /// Length of the written accepted log: written entries plus the StopSign slot. This is what
+    /// the protocol reports and counts.
     pub(crate) fn accepted_idx(&self) -> usize {
         self.log_end + usize::from(self.stopsign.is_some())
+    }
+
+    /// The accepted log as users see it: also the complete batches waiting for the next write.
+    pub(crate) fn visible_accepted_idx(&self) -> usize {
+        self.accepted_idx() + self.unwritten.len()
+    }
+
+    /// The complete batches waiting for the next write, starting at `log_end`.
+    pub(crate) fn unwritten(&self) -> &[T] {
+        &self.unwritten
     }
 
     pub(crate) fn stopsign(&self) -> Option<&StopSign> {
@@ -133,35 +150,58 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         Ok(())
     }
 
-    /// Adds `entry` to the batch. When the batch is full it is written, and the written entries
-    /// are returned (empty otherwise).
-    pub(crate) fn append_entry(&mut self, entry: T) -> StorageResult<Vec<T>> {
+    /// Adds `entry` to the batch; a complete batch joins the entries waiting for the next write.
+    pub(crate) fn append_entry(&mut self, entry: T) {
         self.batch.push(entry);
-        if self.batch.len() >= self.batch_size {
-            self.flush_batch()
+        self.seal_full_batch();
+    }
+
+    /// Adds `entries` to the batch; a complete batch joins the entries waiting for the next write.
+    pub(crate) fn append_entries(&mut self, entries: Vec<T>) {
+        if self.batch.is_empty() {
+            self.batch = entries;
         } else {
-            Ok(Vec::new())
+            self.batch.extend(entries);
+        }
+        self.seal_full_batch();
+    }
+
+    fn seal_full_batch(&mut self) {
+        if self.batch.len() >= self.batch_size {
+            if self.unwritten.is_empty() {
+                std::mem::swap(&mut self.unwritten, &mut self.batch);
+            } else {
+                self.unwritten.append(&mut self.batch);
+            }
         }
     }
 
-    /// Adds `entries` to the batch; writes and returns the batch once it is full.
-    pub(crate) fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<Vec<T>> {
-        if self.batch.is_empty() && entries.len() >= self.batch_size {
-            return self.write_entries(entries).map_err(|(err, _)| err);
+    /// Writes the complete batches waiting since the last write, in one storage call, and
+    /// returns them (empty if there were none).
+    pub(crate) fn write_pending(&mut self) -> StorageResult<Vec<T>> {
+        if self.unwritten.is_empty() {
+            return Ok(Vec::new());
         }
-        self.batch.extend(entries);
-        if self.batch.len() >= self.batch_size {
-            self.flush_batch()
-        } else {
-            Ok(Vec::new())
-        }
+        let entries = std::mem::take(&mut self.unwritten);
+        self.write_entries(entries).map_err(|(err, entries)| {
+            self.unwritten = entries; // nothing was written: keep them as they were
+            err
+        })
+    }
+
+    /// Writes everything accepted in memory, the partial batch included, and returns it.
+    pub(crate) fn flush_batch(&mut self) -> StorageResult<Vec<T>> {
+        let batch = std::mem::take(&mut self.batch);
+        self.unwritten.extend(batch);
+        self.write_pending()
     }
 
     /// Writes `entries` at once, after anything still in the batch. Followers use this: the
     /// leader already batched the entries into one message, batching again only adds latency.
     pub(crate) fn append_entries_now(&mut self, mut entries: Vec<T>) -> StorageResult<usize> {
-        if !self.batch.is_empty() {
-            let mut all = std::mem::take(&mut self.batch);
+        if !self.batch.is_empty() || !self.unwritten.is_empty() {
+            let mut all = std::mem::take(&mut self.unwritten);
+            all.append(&mut self.batch);
             all.append(&mut entries);
             entries = all;
         }
@@ -172,21 +212,12 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         Ok(count)
     }
 
-    /// Removes the unwritten batch (a deposed leader hands it back to its pending proposals).
+    /// Removes everything accepted in memory but not written (a deposed leader hands it back to
+    /// its pending proposals: it was never sent).
     pub(crate) fn take_batch(&mut self) -> Vec<T> {
-        std::mem::take(&mut self.batch)
-    }
-
-    /// Writes the batch (possibly partial) and returns what was written.
-    pub(crate) fn flush_batch(&mut self) -> StorageResult<Vec<T>> {
-        if self.batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entries = std::mem::take(&mut self.batch);
-        self.write_entries(entries).map_err(|(err, entries)| {
-            self.batch = entries; // nothing was written: keep the batch as it was
-            err
-        })
+        let mut entries = std::mem::take(&mut self.unwritten);
+        entries.append(&mut self.batch);
+        entries
     }
 
     /// Writes `entries` at the end of the log; on error hands them back unwritten.
