@@ -1,6 +1,11 @@
-//! Storage implementations for [`omnipaxos`]: [`memory_storage::MemoryStorage`] keeps
-//! everything in memory (tests, caches, or servers that recover from peers).
+//! Storage implementations for [`omnipaxos`]:
+//! - [`memory_storage::MemoryStorage`] keeps everything in memory (tests, caches, or servers
+//!   that recover from their peers);
+//! - `persistent_storage::PersistentStorage` (feature `persistent_storage`, on by default)
+//!   keeps it in a sled database on disk, for fail-recovery.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod memory_storage;
+#[cfg(feature = "persistent_storage")]
+pub mod persistent_storage;

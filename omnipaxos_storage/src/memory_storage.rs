@@ -56,9 +56,11 @@ impl<T: Entry> MemoryStorage<T> {
             StorageOp::AppendEntry(e) => self.log.push(e),
             StorageOp::AppendEntries(mut es) => self.log.append(&mut es),
             StorageOp::AppendOnPrefix(from, mut es) => {
+                // Entries below the trimmed prefix are not held: skip those the prefix covers.
+                let skip = self.trimmed_idx.saturating_sub(from).min(es.len());
                 let at = self.physical(from);
                 self.log.truncate(at);
-                self.log.append(&mut es);
+                self.log.extend(es.drain(skip..));
             }
             StorageOp::SetPromise(b) => self.n_prom = Some(b),
             StorageOp::SetDecidedIndex(i) => self.ld = i,

@@ -1,0 +1,87 @@
+//! [`PersistentStorageConfig`]: where the store lives, the sled settings, and durability.
+
+/// Where and how a [`super::PersistentStorage`] keeps its data.
+#[derive(Clone, Debug)]
+pub struct PersistentStorageConfig {
+    path: String,
+    sled_config: sled::Config,
+    sync_writes: bool,
+}
+
+impl Default for PersistentStorageConfig {
+    /// The directory `omnipaxos-storage` under the working directory, default sled settings,
+    /// and durable writes.
+    fn default() -> Self {
+        Self::with_path("omnipaxos-storage".to_string())
+    }
+}
+
+impl PersistentStorageConfig {
+    /// A configuration for a store at `path`, with default sled settings and durable writes.
+    pub fn with_path(path: String) -> Self {
+        Self {
+            path,
+            sled_config: sled::Config::new(),
+            sync_writes: true,
+        }
+    }
+
+    /// A configuration for a store at `path` with custom sled settings (cache capacity, mode,
+    /// background flush interval, ...); sled's own path setting is ignored in favour of `path`.
+    pub fn with(path: String, sled_config: sled::Config) -> Self {
+        Self {
+            path,
+            sled_config,
+            sync_writes: true,
+        }
+    }
+
+    /// The directory of the store.
+    pub fn get_path(&self) -> &String {
+        &self.path
+    }
+
+    /// Sets the directory of the store.
+    pub fn set_path(&mut self, path: String) {
+        self.path = path;
+    }
+
+    /// The sled settings.
+    pub fn get_database_options(&self) -> sled::Config {
+        self.sled_config.clone()
+    }
+
+    /// Replaces the sled settings (their path is replaced by the store's path at open).
+    pub fn set_database_options(&mut self, sled_config: sled::Config) {
+        self.sled_config = sled_config;
+    }
+
+    /// Whether every write is flushed to disk before it returns (default `true`).
+    pub fn get_sync_writes(&self) -> bool {
+        self.sync_writes
+    }
+
+    /// With `true` (the default) a write returns only once it is on disk, so an acknowledged
+    /// write survives a crash or power cut. With `false` sled flushes in the background (every
+    /// 500 ms by default): a crash of the process loses nothing, a power cut may lose the last
+    /// writes.
+    pub fn set_sync_writes(&mut self, sync_writes: bool) {
+        self.sync_writes = sync_writes;
+    }
+
+    /// A fresh sled configuration with the store's path and the user's settings. (sled's own
+    /// `path` setter panics on a shared configuration, and clones share it, so the settings are
+    /// copied onto a new one instead.)
+    pub(super) fn sled_config(&self) -> sled::Config {
+        let user = &self.sled_config;
+        sled::Config::new()
+            .path(&self.path)
+            .cache_capacity(user.cache_capacity)
+            .mode(user.mode)
+            .use_compression(user.use_compression)
+            .compression_factor(user.compression_factor)
+            .temporary(user.temporary)
+            .create_new(user.create_new)
+            .flush_every_ms(user.flush_every_ms)
+    }
+}

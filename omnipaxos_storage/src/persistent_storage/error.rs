@@ -1,0 +1,31 @@
+//! The errors of [`super::PersistentStorage`].
+
+/// A failure of the persistent store.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistentStorageError {
+    /// sled failed (I/O, corruption it detected).
+    #[error("sled: {0}")]
+    Db(#[from] sled::Error),
+    /// A value could not be encoded.
+    #[error("encoding {what}: {message}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// bincode's message.
+        message: String,
+    },
+    /// A stored value could not be decoded.
+    #[error("decoding {what}: {message}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// bincode's message.
+        message: String,
+    },
+    /// The stored log is not consistent (a missing chunk, a bad chunk header).
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// `new` was asked to create a store where one already exists.
+    #[error("a store already exists at {0}")]
+    AlreadyExists(String),
+}

@@ -1,0 +1,482 @@
+//! [`PersistentStorage`]: the [`Storage`] trait on a sled database, for fail-recovery.
+//!
+//! A store is one directory. Every method maps a failure to an `Err` and never panics
+//! ([`PersistentStorage::open`] is the one documented exception: it panics if the store cannot be
+//! opened, as the published API returns `Self`; use [`PersistentStorage::try_open`] to get the
+//! error instead). A batch of operations is one atomic sled batch followed by at most one flush.
+//! See `docs/storage.md` for the layout and the durability promises.
+
+mod config;
+mod error;
+mod layout;
+
+pub use config::PersistentStorageConfig;
+pub use error::PersistentStorageError;
+
+use layout::*;
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::Path;
+
+/// A durable store for one server, in a sled database at the configured path.
+///
+/// Reopening the same path (after a crash or a restart) finds everything that was written
+/// before; with `sync_writes` on (the default) that includes every write that returned `Ok`.
+pub struct PersistentStorage<T: Entry> {
+    db: sled::Db,
+    path: String,
+    sync_writes: bool,
+    /// First absolute index of every log chunk, and its number of entries.
+    chunks: BTreeMap<usize, usize>,
+    /// First absolute index held (everything below was trimmed).
+    log_start: usize,
+    /// Absolute index after the last entry.
+    log_end: usize,
+    flushes: u64,
+    _entry: PhantomData<T>,
+}
+
+impl<T> PersistentStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    /// Opens the store at the configured path, creating it if needed.
+    ///
+    /// # Panics
+    /// If the store cannot be opened or is corrupt; the message names the path and the cause.
+    /// Use [`PersistentStorage::try_open`] to handle that case.
+    pub fn open(config: PersistentStorageConfig) -> Self {
+        let path = config.get_path().clone();
+        Self::try_open(config)
+            .unwrap_or_else(|e| panic!("could not open the persistent storage at {path:?}: {e}"))
+    }
+
+    /// Opens the store at the configured path, creating it if needed.
+    pub fn try_open(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
+        let db = config.sled_config().open()?;
+        let log_start = match db.get(LOG_START)? {
+            Some(bytes) => decode_usize(&bytes, "log start")?,
+            None => 0,
+        };
+        let mut chunks = BTreeMap::new();
+        for item in db.scan_prefix([CHUNK_PREFIX]) {
+            let (key, value) = item?;
+            chunks.insert(chunk_first_idx(&key)?, chunk_len(&value)?);
+        }
+        let mut expected = None;
+        for (&first, &len) in &chunks {
+            if expected.is_some_and(|e| e != first) {
+                return Err(PersistentStorageError::Corrupt(format!(
+                    "log chunks are not contiguous at index {first}"
+                )));
+            }
+            expected = Some(first + len);
+        }
+        let log_end = expected.unwrap_or(log_start).max(log_start);
+        Ok(Self {
+            db,
+            path: config.get_path().clone(),
+            sync_writes: config.get_sync_writes(),
+            chunks,
+            log_start,
+            log_end,
+            flushes: 0,
+            _entry: PhantomData,
+        })
+    }
+
+    /// Creates a new store at the configured path.
+    ///
+    /// # Panics
+    /// If something already exists at the path, or the store cannot be created.
+    pub fn new(config: PersistentStorageConfig) -> Self {
+        let path = config.get_path().clone();
+        Self::try_new(config)
+            .unwrap_or_else(|e| panic!("could not create the persistent storage at {path:?}: {e}"))
+    }
+
+    /// Creates a new store at the configured path; refuses a path that already exists.
+    pub fn try_new(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
+        if Path::new(config.get_path()).exists() {
+            return Err(PersistentStorageError::AlreadyExists(
+                config.get_path().clone(),
+            ));
+        }
+        Self::try_open(config)
+    }
+
+    /// The directory of the store.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// How many times the store flushed to disk since it was opened (one per durable write with
+    /// `sync_writes` on).
+    pub fn flush_count(&self) -> u64 {
+        self.flushes
+    }
+
+    fn flush_if_sync(&mut self) -> Result<(), PersistentStorageError> {
+        if self.sync_writes {
+            self.db.flush()?;
+            self.flushes += 1;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: &[u8], value: Vec<u8>) -> StorageResult<()> {
+        self.db
+            .insert(key, value)
+            .map_err(PersistentStorageError::from)?;
+        self.flush_if_sync()?;
+        Ok(())
+    }
+
+    fn put_optional<V: Serialize>(
+        &mut self,
+        key: &[u8],
+        value: Option<&V>,
+        what: &'static str,
+    ) -> StorageResult<()> {
+        match value {
+            Some(v) => self.put(key, encode(v, what)?),
+            None => {
+                self.db.remove(key).map_err(PersistentStorageError::from)?;
+                self.flush_if_sync()?;
+                Ok(())
+            }
+        }
+    }
+
+    fn get_decoded<V: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> StorageResult<Option<V>> {
+        match self.db.get(key).map_err(PersistentStorageError::from)? {
+            Some(bytes) => Ok(Some(decode(&bytes, what)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_usize(&self, key: &[u8], what: &'static str) -> StorageResult<usize> {
+        match self.db.get(key).map_err(PersistentStorageError::from)? {
+            Some(bytes) => Ok(decode_usize(&bytes, what)?),
+            None => Ok(0),
+        }
+    }
+
+    fn read_chunk(&self, first: usize) -> Result<Vec<T>, PersistentStorageError> {
+        match self.db.get(chunk_key(first))? {
+            Some(value) => decode_chunk(&value),
+            None => Err(PersistentStorageError::Corrupt(format!(
+                "missing log chunk at {first}"
+            ))),
+        }
+    }
+
+    /// Applies `txn` as one sled batch (and one flush), then adopts its log bookkeeping.
+    fn commit(&mut self, txn: Txn<T>) -> StorageResult<()> {
+        let Txn {
+            batch,
+            chunks,
+            log_start,
+            log_end,
+            ..
+        } = txn;
+        self.db
+            .apply_batch(batch)
+            .map_err(PersistentStorageError::from)?;
+        self.flush_if_sync()?;
+        self.chunks = chunks;
+        self.log_start = log_start;
+        self.log_end = log_end;
+        Ok(())
+    }
+}
+
+/// A batch of changes being prepared: the sled batch plus the log bookkeeping as it will be
+/// once the batch is applied. Nothing touches the database until `commit`.
+struct Txn<T> {
+    batch: sled::Batch,
+    chunks: BTreeMap<usize, usize>,
+    /// Chunks written by this batch, so later operations of the same batch read them.
+    written: BTreeMap<usize, Vec<T>>,
+    log_start: usize,
+    log_end: usize,
+}
+
+impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
+    fn begin(store: &PersistentStorage<T>) -> Self {
+        Self {
+            batch: sled::Batch::default(),
+            chunks: store.chunks.clone(),
+            written: BTreeMap::new(),
+            log_start: store.log_start,
+            log_end: store.log_end,
+        }
+    }
+
+    fn chunk(
+        &self,
+        store: &PersistentStorage<T>,
+        first: usize,
+    ) -> Result<Vec<T>, PersistentStorageError> {
+        match self.written.get(&first) {
+            Some(entries) => Ok(entries.clone()),
+            None => store.read_chunk(first),
+        }
+    }
+
+    fn put_chunk(&mut self, first: usize, entries: Vec<T>) -> Result<(), PersistentStorageError> {
+        self.batch
+            .insert(&chunk_key(first), encode_chunk(&entries)?);
+        self.chunks.insert(first, entries.len());
+        self.written.insert(first, entries);
+        Ok(())
+    }
+
+    fn remove_chunk(&mut self, first: usize) {
+        self.batch.remove(&chunk_key(first));
+        self.chunks.remove(&first);
+        self.written.remove(&first);
+    }
+
+    fn append(&mut self, entries: Vec<T>) -> Result<(), PersistentStorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let first = self.log_end;
+        self.log_end += entries.len();
+        self.put_chunk(first, entries)
+    }
+
+    /// Drops every entry at or after `from` (rewriting at most the one chunk that straddles it).
+    fn truncate(
+        &mut self,
+        store: &PersistentStorage<T>,
+        from: usize,
+    ) -> Result<(), PersistentStorageError> {
+        let from = from.max(self.log_start);
+        if from >= self.log_end {
+            return Ok(());
+        }
+        let doomed: Vec<usize> = self.chunks.range(from..).map(|(first, _)| *first).collect();
+        for first in doomed {
+            self.remove_chunk(first);
+        }
+        if let Some((&first, &len)) = self.chunks.range(..from).next_back() {
+            if first + len > from {
+                let mut entries = self.chunk(store, first)?;
+                entries.truncate(from - first);
+                self.put_chunk(first, entries)?;
+            }
+        }
+        self.log_end = from;
+        Ok(())
+    }
+
+    fn append_on_prefix(
+        &mut self,
+        store: &PersistentStorage<T>,
+        from: usize,
+        mut entries: Vec<T>,
+    ) -> Result<(), PersistentStorageError> {
+        // Entries below the trimmed prefix are not held: skip those the prefix covers.
+        let skip = self.log_start.saturating_sub(from).min(entries.len());
+        entries.drain(..skip);
+        self.truncate(store, from)?;
+        if from > self.log_end {
+            return Err(PersistentStorageError::Corrupt(format!(
+                "append at {from} would leave a gap after the log end {}",
+                self.log_end
+            )));
+        }
+        self.append(entries)
+    }
+
+    /// Drops the entries below `idx`: whole chunks go, a straddling chunk stays (the log start
+    /// hides its first entries).
+    fn trim(&mut self, idx: usize) {
+        if idx <= self.log_start {
+            return;
+        }
+        let doomed: Vec<usize> = self
+            .chunks
+            .iter()
+            .take_while(|(first, len)| *first + *len <= idx)
+            .map(|(first, _)| *first)
+            .collect();
+        for first in doomed {
+            self.remove_chunk(first);
+        }
+        self.log_start = idx;
+        self.log_end = self.log_end.max(idx);
+        self.batch.insert(LOG_START, &encode_usize(idx));
+    }
+
+    fn set(&mut self, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(key, value);
+    }
+
+    fn set_optional<V: Serialize>(
+        &mut self,
+        key: &[u8],
+        value: Option<&V>,
+        what: &'static str,
+    ) -> Result<(), PersistentStorageError> {
+        match value {
+            Some(v) => self.batch.insert(key, encode(v, what)?),
+            None => self.batch.remove(key),
+        }
+        Ok(())
+    }
+}
+
+impl<T> Storage<T> for PersistentStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        let mut txn = Txn::begin(self);
+        for op in ops {
+            match op {
+                StorageOp::AppendEntry(e) => txn.append(vec![e])?,
+                StorageOp::AppendEntries(es) => txn.append(es)?,
+                StorageOp::AppendOnPrefix(from, es) => txn.append_on_prefix(self, from, es)?,
+                StorageOp::SetPromise(b) => txn.set(PROMISE, encode(&b, "promise")?),
+                StorageOp::SetDecidedIndex(i) => txn.set(DECIDED_IDX, encode_usize(i).to_vec()),
+                StorageOp::SetAcceptedRound(b) => {
+                    txn.set(ACCEPTED_ROUND, encode(&b, "accepted round")?)
+                }
+                StorageOp::SetCompactedIdx(i) => txn.set(COMPACTED_IDX, encode_usize(i).to_vec()),
+                StorageOp::Trim(idx) => txn.trim(idx),
+                StorageOp::SetStopsign(ss) => {
+                    txn.set_optional(STOPSIGN, ss.as_ref(), "stopsign")?
+                }
+                StorageOp::SetSnapshot(s) => txn.set_optional(SNAPSHOT, s.as_ref(), "snapshot")?,
+            }
+        }
+        self.commit(txn)
+    }
+
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.append_entries(vec![entry])
+    }
+
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        // The hot path: one insert of one chunk, without copying the chunk index.
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let first = self.log_end;
+        let value = encode_chunk(&entries)?;
+        self.db
+            .insert(chunk_key(first), value)
+            .map_err(PersistentStorageError::from)?;
+        self.flush_if_sync()?;
+        self.chunks.insert(first, entries.len());
+        self.log_end += entries.len();
+        Ok(())
+    }
+
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        let mut txn = Txn::begin(self);
+        txn.append_on_prefix(self, from_idx, entries)?;
+        self.commit(txn)
+    }
+
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.put(PROMISE, encode(&n_prom, "promise")?)
+    }
+
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.put(DECIDED_IDX, encode_usize(ld).to_vec())
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        self.get_usize(DECIDED_IDX, "decided index")
+    }
+
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.put(ACCEPTED_ROUND, encode(&na, "accepted round")?)
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        self.get_decoded(ACCEPTED_ROUND, "accepted round")
+    }
+
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        if from >= to || from < self.log_start || to > self.log_end {
+            return Ok(Vec::new());
+        }
+        let start = self
+            .chunks
+            .range(..=from)
+            .next_back()
+            .map(|(first, _)| *first)
+            .unwrap_or(from);
+        let mut out = Vec::with_capacity(to - from);
+        for (&first, &len) in self.chunks.range(start..) {
+            if first >= to {
+                break;
+            }
+            let lo = from.max(first) - first;
+            let hi = to.min(first + len) - first;
+            out.extend(self.read_chunk(first)?.into_iter().skip(lo).take(hi - lo));
+        }
+        if out.len() != to - from {
+            return Err(Box::new(PersistentStorageError::Corrupt(format!(
+                "read [{from}, {to}) found {} entries",
+                out.len()
+            ))));
+        }
+        Ok(out)
+    }
+
+    fn get_log_len(&self) -> StorageResult<usize> {
+        Ok(self.log_end - self.log_start)
+    }
+
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        self.get_entries(from, self.log_end)
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        self.get_decoded(PROMISE, "promise")
+    }
+
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.put_optional(STOPSIGN, s.as_ref(), "stopsign")
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        self.get_decoded(STOPSIGN, "stopsign")
+    }
+
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        let mut txn = Txn::begin(self);
+        txn.trim(idx);
+        self.commit(txn)
+    }
+
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.put(COMPACTED_IDX, encode_usize(idx).to_vec())
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        self.get_usize(COMPACTED_IDX, "compacted index")
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.put_optional(SNAPSHOT, snapshot.as_ref(), "snapshot")
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.get_decoded(SNAPSHOT, "snapshot")
+    }
+}
