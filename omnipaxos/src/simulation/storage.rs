@@ -5,6 +5,9 @@ use crate::ballot_leader_election::Ballot;
 use crate::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Invariant: the store is only taken out of its slot inside `reopen`, under the lock.
+const TAKEN: &str = "SimStorage: store taken while reopening";
+
 /// When the storage fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FaultMode {
@@ -18,7 +21,8 @@ pub enum FaultMode {
 }
 
 struct Shared<B> {
-    store: B,
+    /// Always `Some` outside `reopen` (taken only while the closure runs).
+    store: Option<B>,
     mode: FaultMode,
     /// Writes since the fault mode was last set (drives `FailWritesAfter`).
     writes: u64,
@@ -50,7 +54,7 @@ impl<B> SimStorage<B> {
     pub fn new(store: B) -> Self {
         Self {
             shared: Arc::new(Mutex::new(Shared {
-                store,
+                store: Some(store),
                 mode: FaultMode::Healthy,
                 writes: 0,
                 total_writes: 0,
@@ -77,7 +81,16 @@ impl<B> SimStorage<B> {
 
     /// Runs `f` on the store (for assertions in tests).
     pub fn with_store<R>(&self, f: impl FnOnce(&B) -> R) -> R {
-        f(&self.lock().store)
+        f(self.lock().store.as_ref().expect(TAKEN))
+    }
+
+    /// Replaces the store by what `reopen` makes of it: typically it drops the old store and
+    /// opens the same files again, as a restarted process would. Every clone of this handle sees
+    /// the new store.
+    pub fn reopen(&self, reopen: impl FnOnce(B) -> B) {
+        let mut shared = self.lock();
+        let old = shared.store.take().expect(TAKEN);
+        shared.store = Some(reopen(old));
     }
 
     fn write<R>(&mut self, f: impl FnOnce(&mut B) -> StorageResult<R>) -> StorageResult<R> {
@@ -91,7 +104,7 @@ impl<B> SimStorage<B> {
             return Err(Box::new(InjectedFault));
         }
         shared.writes += 1;
-        let result = f(&mut shared.store);
+        let result = f(shared.store.as_mut().expect(TAKEN));
         if result.is_ok() {
             shared.total_writes += 1;
         }
@@ -119,31 +132,39 @@ impl<T: Entry, B: Storage<T>> Storage<T> for SimStorage<B> {
         self.write(|s| s.set_decided_idx(ld))
     }
     fn get_decided_idx(&self) -> StorageResult<usize> {
-        self.lock().store.get_decided_idx()
+        self.lock().store.as_ref().expect(TAKEN).get_decided_idx()
     }
     fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
         self.write(|s| s.set_accepted_round(na))
     }
     fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
-        self.lock().store.get_accepted_round()
+        self.lock()
+            .store
+            .as_ref()
+            .expect(TAKEN)
+            .get_accepted_round()
     }
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
-        self.lock().store.get_entries(from, to)
+        self.lock()
+            .store
+            .as_ref()
+            .expect(TAKEN)
+            .get_entries(from, to)
     }
     fn get_log_len(&self) -> StorageResult<usize> {
-        self.lock().store.get_log_len()
+        self.lock().store.as_ref().expect(TAKEN).get_log_len()
     }
     fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
-        self.lock().store.get_suffix(from)
+        self.lock().store.as_ref().expect(TAKEN).get_suffix(from)
     }
     fn get_promise(&self) -> StorageResult<Option<Ballot>> {
-        self.lock().store.get_promise()
+        self.lock().store.as_ref().expect(TAKEN).get_promise()
     }
     fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
         self.write(|st| st.set_stopsign(s))
     }
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
-        self.lock().store.get_stopsign()
+        self.lock().store.as_ref().expect(TAKEN).get_stopsign()
     }
     fn trim(&mut self, idx: usize) -> StorageResult<()> {
         self.write(|s| s.trim(idx))
@@ -152,12 +173,12 @@ impl<T: Entry, B: Storage<T>> Storage<T> for SimStorage<B> {
         self.write(|s| s.set_compacted_idx(idx))
     }
     fn get_compacted_idx(&self) -> StorageResult<usize> {
-        self.lock().store.get_compacted_idx()
+        self.lock().store.as_ref().expect(TAKEN).get_compacted_idx()
     }
     fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
         self.write(|s| s.set_snapshot(snapshot))
     }
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
-        self.lock().store.get_snapshot()
+        self.lock().store.as_ref().expect(TAKEN).get_snapshot()
     }
 }
