@@ -13,7 +13,7 @@
 //! scenarios of the paper).
 //!
 //! The user guide is in [`docs`]: getting started, when an appended entry can be lost,
-//! reconfiguration, log compaction and flexible quorums.
+//! reconfiguration, log compaction, flexible quorums and storage.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -67,4 +67,6 @@ pub mod docs {
     pub mod compaction {}
     #[doc = include_str!("../../docs/flexible_quorums.md")]
     pub mod flexible_quorums {}
+    #[doc = include_str!("../../docs/storage.md")]
+    pub mod storage {}
 }
