@@ -1,228 +1,199 @@
-//! The benchmark of DESIGN.md §4: N servers in one process and one thread, messages moved
-//! through in-memory queues until none remain; the leader appends windows of W entries and each
-//! window is drained until every server decided it. Prints one JSON line per run.
+//! The benchmark of DESIGN.md §4. N servers in one process and one thread, messages moved
+//! through in-memory queues until none remain, `MemoryStorage` (or `PersistentStorage`). The
+//! leader appends windows of W entries; each window is drained until every server decided it.
+//! Latency mode: W = 1, the time from `append` to decided on the leader.
 //!
+//! One run prints one JSON line:
 //! ```text
-//! cargo run --release -p bench -- [--nodes 3] [--window 1000] [--entries 100000]
-//!                                 [--storage memory|persistent] [--sync on|off] [--runs 3]
+//! cargo run --release -p bench -- [--impl ours|upstream] [--mode throughput|latency]
+//!     [--nodes 3] [--window 1000] [--entries 1000000] [--payload 8|100]
+//!     [--storage memory|persistent] [--sync on|off] [--samples 100000]
 //! ```
+//! `--table [--reps 3]` runs the whole matrix, each run in its own process (so peak memory is
+//! per run), implementations interleaved, and prints a Markdown table of medians. Build with
+//! `--features upstream` to include crates.io omnipaxos 0.2.4.
 
-use omnipaxos::messages::Message;
-use omnipaxos::simulation::SimStorage;
-use omnipaxos::storage::{Entry, Storage};
-use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
-use omnipaxos_storage::memory_storage::MemoryStorage;
-use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
-use std::time::Instant;
+mod driver;
+mod persistent;
+mod table;
 
-/// An 8-byte entry.
-#[derive(Clone, Debug, omnipaxos::macros::Entry, serde::Serialize, serde::Deserialize)]
-struct Small(u64);
+use std::collections::BTreeMap;
 
+/// Command-line options of one run.
 #[derive(Clone, Debug)]
-struct Args {
-    nodes: u64,
-    window: usize,
-    entries: usize,
-    storage: String,
-    sync: bool,
-    runs: usize,
+pub struct Run {
+    pub implementation: String,
+    pub mode: String,
+    pub nodes: u64,
+    pub window: usize,
+    pub entries: usize,
+    pub payload: usize,
+    pub storage: String,
+    pub sync: bool,
+    pub samples: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        nodes: 3,
-        window: 1000,
-        entries: 100_000,
-        storage: "memory".into(),
-        sync: true,
-        runs: 1,
-    };
-    let mut it = std::env::args().skip(1);
+impl Default for Run {
+    fn default() -> Self {
+        Self {
+            implementation: "ours".into(),
+            mode: "throughput".into(),
+            nodes: 3,
+            window: 1000,
+            entries: 1_000_000,
+            payload: 8,
+            storage: "memory".into(),
+            sync: true,
+            samples: 100_000,
+        }
+    }
+}
+
+impl Run {
+    /// The arguments that reproduce this run in a child process.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--impl",
+            &self.implementation,
+            "--mode",
+            &self.mode,
+            "--storage",
+            &self.storage,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        for (flag, value) in [
+            ("--nodes", self.nodes.to_string()),
+            ("--window", self.window.to_string()),
+            ("--entries", self.entries.to_string()),
+            ("--payload", self.payload.to_string()),
+            ("--samples", self.samples.to_string()),
+            ("--sync", if self.sync { "on".into() } else { "off".into() }),
+        ] {
+            args.push(flag.into());
+            args.push(value);
+        }
+        args
+    }
+}
+
+fn parse(args: &[String]) -> Result<(Run, Option<usize>), String> {
+    let mut run = Run::default();
+    let mut table = None;
+    let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
-            "--nodes" => args.nodes = value()?.parse().map_err(|e| format!("--nodes: {e}"))?,
-            "--window" => args.window = value()?.parse().map_err(|e| format!("--window: {e}"))?,
-            "--entries" => {
-                args.entries = value()?.parse().map_err(|e| format!("--entries: {e}"))?
-            }
-            "--storage" => args.storage = value()?,
-            "--sync" => args.sync = value()? == "on",
-            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--impl" => run.implementation = value()?,
+            "--mode" => run.mode = value()?,
+            "--nodes" => run.nodes = number(value()?)? as u64,
+            "--window" => run.window = number(value()?)?,
+            "--entries" => run.entries = number(value()?)?,
+            "--payload" => run.payload = number(value()?)?,
+            "--storage" => run.storage = value()?,
+            "--sync" => run.sync = value()? == "on",
+            "--samples" => run.samples = number(value()?)?,
+            "--table" => table = Some(table.unwrap_or(3)),
+            "--reps" => table = Some(number(value()?)?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if args.window == 0 || args.nodes == 0 {
-        return Err("--window and --nodes must be positive".into());
+    if run.window == 0 || run.nodes == 0 || run.entries == 0 || run.samples == 0 {
+        return Err("--nodes, --window, --entries and --samples must be positive".into());
     }
-    Ok(args)
-}
-
-/// What one run measured.
-struct Outcome {
-    seconds: f64,
-    messages: u64,
-    writes: u64,
-}
-
-fn build<T: Entry, B: Storage<T>>(nodes: u64, storage: impl Fn(u64) -> B) -> Vec<OmniPaxos<T, B>> {
-    let cluster = ClusterConfig {
-        configuration_id: 1,
-        nodes: (1..=nodes).collect(),
-        ..Default::default()
-    };
-    (1..=nodes)
-        .map(|pid| {
-            let server = ServerConfig {
-                pid,
-                ..Default::default()
-            };
-            cluster
-                .clone()
-                .build_for_server(server, storage(pid))
-                .expect("valid config")
-        })
-        .collect()
-}
-
-/// Moves messages between the servers until none remain; returns how many moved.
-fn drain<T: Entry, B: Storage<T>>(
-    servers: &mut [OmniPaxos<T, B>],
-    queue: &mut Vec<Message<T>>,
-) -> u64 {
-    let mut moved = 0;
-    loop {
-        for s in servers.iter_mut() {
-            s.take_outgoing_messages(queue);
-        }
-        if queue.is_empty() {
-            return moved;
-        }
-        moved += queue.len() as u64;
-        for m in queue.drain(..) {
-            let to = m.get_receiver() as usize - 1;
-            servers[to].handle_incoming(m);
-        }
-    }
-}
-
-fn run<T: Entry, B: Storage<T>>(
-    args: &Args,
-    storage: impl Fn(u64) -> B,
-    entry: impl Fn(u64) -> T,
-) -> Outcome {
-    let mut servers: Vec<OmniPaxos<T, B>> = build(args.nodes, storage);
-    let mut queue = Vec::new();
-    let leader = loop {
-        for s in servers.iter_mut() {
-            s.tick();
-        }
-        drain(&mut servers, &mut queue);
-        if let Some((pid, true)) = servers[0].get_current_leader() {
-            if servers
-                .iter()
-                .all(|s| s.get_current_leader() == Some((pid, true)))
-            {
-                break pid as usize - 1;
-            }
-        }
-    };
-    let start = Instant::now();
-    let mut messages = 0;
-    let mut appended = 0;
-    while appended < args.entries {
-        let n = args.window.min(args.entries - appended);
-        for i in 0..n {
-            servers[leader]
-                .append(entry((appended + i) as u64))
-                .expect("leader accepts");
-        }
-        appended += n;
-        messages += drain(&mut servers, &mut queue);
-        if let Some(s) = servers.iter().find(|s| s.get_decided_idx() < appended) {
-            panic!(
-                "window not decided everywhere: server {} at {}",
-                s.get_pid(),
-                s.get_decided_idx()
-            );
-        }
-    }
-    Outcome {
-        seconds: start.elapsed().as_secs_f64(),
-        messages,
-        writes: 0,
-    }
+    Ok((run, table))
 }
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
 }
 
+/// Runs one configuration in this process and returns its JSON result.
+fn run_once(run: &Run) -> Result<serde_json::Value, String> {
+    let mut result: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    macro_rules! measure {
+        ($module:path) => {{
+            use $module as imp;
+            let payload = run.payload;
+            match run.mode.as_str() {
+                "throughput" => {
+                    let t = if payload <= 8 {
+                        imp::throughput(run.nodes, run.window, run.entries, imp::Small)
+                    } else {
+                        imp::throughput(run.nodes, run.window, run.entries, |i| {
+                            imp::Payload(vec![i as u8; payload])
+                        })
+                    };
+                    result.insert("entries_per_sec", (run.entries as f64 / t.seconds).round().into());
+                    result.insert("messages_per_entry", (t.messages as f64 / run.entries as f64).into());
+                }
+                "latency" => {
+                    let l = if payload <= 8 {
+                        imp::latency(run.nodes, run.samples, imp::Small)
+                    } else {
+                        imp::latency(run.nodes, run.samples, |i| imp::Payload(vec![i as u8; payload]))
+                    };
+                    let at = |q: f64| l.samples[((l.samples.len() - 1) as f64 * q) as usize];
+                    result.insert("latency_median_ns", at(0.5).into());
+                    result.insert("latency_p99_ns", at(0.99).into());
+                }
+                other => return Err(format!("unknown mode {other}")),
+            }
+        }};
+    }
+    match (run.implementation.as_str(), run.storage.as_str()) {
+        ("ours", "memory") => measure!(driver::ours),
+        ("ours", "persistent") => {
+            let p = persistent::throughput(run)?;
+            result.insert("entries_per_sec", (run.entries as f64 / p.seconds).round().into());
+            result.insert("messages_per_entry", (p.messages as f64 / run.entries as f64).into());
+            result.insert("flushes_per_entry", (p.flushes as f64 / run.entries as f64).into());
+        }
+        #[cfg(feature = "upstream")]
+        ("upstream", "memory") => measure!(driver::upstream),
+        (i, s) => return Err(format!("cannot run implementation {i} on storage {s} (build with --features upstream for upstream)")),
+    }
+    result.insert("impl", run.implementation.clone().into());
+    result.insert("mode", run.mode.clone().into());
+    result.insert("storage", run.storage.clone().into());
+    result.insert("nodes", run.nodes.into());
+    result.insert("payload_bytes", run.payload.into());
+    if run.mode == "throughput" {
+        result.insert("window", run.window.into());
+        result.insert("entries", run.entries.into());
+    } else {
+        result.insert("samples", run.samples.into());
+    }
+    if run.storage == "persistent" {
+        result.insert("sync", run.sync.into());
+    }
+    result.insert("peak_rss_kib", peak_rss_kib().into());
+    Ok(serde_json::to_value(result).expect("a map of JSON values"))
+}
+
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (run, table) = match parse(&args) {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("bench: {e}");
             std::process::exit(2);
         }
     };
-    for _ in 0..args.runs {
-        let outcome = match args.storage.as_str() {
-            "memory" => run(&args, |_| MemoryStorage::default(), Small),
-            "persistent" => {
-                let dir = tempfile::tempdir().expect("a temporary directory");
-                let handles: Vec<SimStorage<PersistentStorage<Small>>> = (1..=args.nodes)
-                    .map(|pid| {
-                        let mut config = PersistentStorageConfig::with_path(
-                            dir.path()
-                                .join(format!("node-{pid}"))
-                                .to_string_lossy()
-                                .into(),
-                        );
-                        config.set_sync_writes(args.sync);
-                        SimStorage::new(PersistentStorage::open(config))
-                    })
-                    .collect();
-                let before: u64 = handles
-                    .iter()
-                    .map(|h| h.with_store(|s| s.flush_count()))
-                    .sum();
-                let writes_before: u64 = handles.iter().map(|h| h.write_count()).sum();
-                let mut outcome = run(&args, |pid| handles[pid as usize - 1].clone(), Small);
-                let flushes: u64 = handles
-                    .iter()
-                    .map(|h| h.with_store(|s| s.flush_count()))
-                    .sum();
-                let writes: u64 = handles.iter().map(|h| h.write_count()).sum();
-                outcome.writes = writes - writes_before;
-                eprintln!("flushes: {}", flushes - before);
-                outcome
-            }
-            other => {
-                eprintln!("bench: unknown storage {other}");
-                std::process::exit(2);
-            }
-        };
-        let per_entry = |x: u64| x as f64 / args.entries as f64;
-        println!(
-            "{{\"storage\":\"{}\",\"sync\":{},\"nodes\":{},\"window\":{},\"entries\":{},\"entries_per_sec\":{:.0},\"messages_per_entry\":{:.4},\"writes_per_entry\":{:.5},\"peak_rss_kib\":{}}}",
-            args.storage,
-            args.sync,
-            args.nodes,
-            args.window,
-            args.entries,
-            args.entries as f64 / outcome.seconds,
-            per_entry(outcome.messages),
-            per_entry(outcome.writes),
-            peak_rss_kib()
-        );
+    let outcome = match table {
+        Some(reps) => table::run_matrix(reps),
+        None => run_once(&run).map(|json| println!("{json}")),
+    };
+    if let Err(e) = outcome {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
     }
 }

@@ -37,6 +37,17 @@ impl ForwardState {
 }
 
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
+    /// One entry: the hot path of `append`, without a vector per entry.
+    pub(super) fn propose_entry(&mut self, entry: T) {
+        match (self.role, self.phase) {
+            (Role::Leader, Phase::Accept) => self.internal_storage.append_entry(entry),
+            (Role::Follower, Phase::Accept) if self.known_leader().is_some() => {
+                self.forward_proposals(vec![entry]);
+            }
+            _ => self.pending_proposals.push(entry),
+        }
+    }
+
     pub(super) fn propose_entries(&mut self, mut entries: Vec<T>) -> StorageResult<()> {
         match (self.role, self.phase) {
             (Role::Leader, Phase::Accept) => {

@@ -279,8 +279,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.internal_storage.stopsign().is_some() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
-        self.propose_entries(vec![entry])
-            .map_err(ProposeErr::StorageFailed)
+        self.propose_entry(entry);
+        Ok(())
     }
 
     /// Proposes a StopSign for `new_configuration`.

@@ -206,9 +206,14 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             entries = all;
         }
         let count = entries.len();
-        if count > 0 {
-            self.write_entries(entries).map_err(|(err, _)| err)?;
+        if count == 0 {
+            return Ok(0);
         }
+        // The follower does not need the entries back: hand the vector itself to storage.
+        self.storage
+            .append_entries(entries)
+            .map_err(|e| StorageError::new("append_entries", e))?;
+        self.log_end += count;
         Ok(count)
     }
 
