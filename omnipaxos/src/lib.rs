@@ -69,4 +69,6 @@ pub mod docs {
     pub mod flexible_quorums {}
     #[doc = include_str!("../../docs/storage.md")]
     pub mod storage {}
+    #[doc = include_str!("../../docs/performance.md")]
+    pub mod performance {}
 }
