@@ -1,0 +1,156 @@
+//! `kv_store`: a replicated key-value service on OmniPaxos.
+//!
+//! ```text
+//! kv_store node --config node1.toml        run one node
+//! kv_store client --addr 127.0.0.1:8001 put KEY VALUE | get KEY | delete KEY | status
+//! kv_store demo                            a 3-process cluster on localhost, with a crash
+//! ```
+
+mod client;
+mod config;
+mod demo;
+mod entry;
+mod http;
+mod net;
+mod node;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "A replicated key-value service on OmniPaxos")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Node {
+        /// The node's TOML config file.
+        #[arg(long)]
+        config: String,
+    },
+    /// Talk to a node's HTTP API.
+    Client {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: SocketAddr,
+        #[command(subcommand)]
+        op: ClientOp,
+    },
+    /// Start a 3-node cluster on localhost (three processes), write through it, kill the
+    /// leader, restart it, and check every acknowledged write.
+    Demo {
+        /// Keys to write in each phase.
+        #[arg(long, default_value_t = 300)]
+        keys: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientOp {
+    Put { key: String, value: String },
+    Get { key: String },
+    Delete { key: String },
+    Status,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Node { config } => run_node(&config),
+        Command::Client { addr, op } => run_client(addr, op),
+        Command::Demo { keys } => demo::run(keys),
+    };
+    std::process::exit(code);
+}
+
+fn run_node(path: &str) -> i32 {
+    let config = match config::NodeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kv_store: {e}");
+            return 2;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kv_store: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kv_store: {e}");
+            1
+        }
+    }
+}
+
+async fn serve(config: config::NodeConfig) -> Result<(), String> {
+    let pid = config.omnipaxos.server_config.pid;
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.peer_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.http_addr))?;
+    let (net_tx, net_rx) = tokio::sync::mpsc::channel(10_000);
+    let (req_tx, req_rx) = tokio::sync::mpsc::channel(10_000);
+    let peers = net::connect_peers(pid, &config.peers, net_tx.clone());
+    let node = node::Node::open(&config, peers)?;
+    tokio::spawn(net::listen(
+        peer_listener,
+        pid,
+        config.peers.keys().copied().collect(),
+        net_tx,
+    ));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http::router(req_tx)).await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
+    node.run(Duration::from_millis(config.tick_ms), net_rx, req_rx)
+        .await;
+    Ok(())
+}
+
+fn run_client(addr: SocketAddr, op: ClientOp) -> i32 {
+    let (method, path, body) = match &op {
+        ClientOp::Put { key, value } => ("PUT", client::key_path(key), value.clone()),
+        ClientOp::Get { key } => ("GET", client::key_path(key), String::new()),
+        ClientOp::Delete { key } => ("DELETE", client::key_path(key), String::new()),
+        ClientOp::Status => ("GET", "/status".to_string(), String::new()),
+    };
+    match client::request(addr, method, &path, &body, Duration::from_secs(15)) {
+        Ok(r) => {
+            println!("{} {}", r.status, r.body);
+            if r.status == 200 {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("kv_store: {addr}: {e}");
+            1
+        }
+    }
+}
