@@ -18,7 +18,14 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(keys: usize) -> i32 {
     let started = Instant::now();
-    match Demo::start().and_then(|mut demo| demo.script(keys, started)) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("demo FAILED: {e}");
+            return 1;
+        }
+    };
+    match Demo::start(exe).and_then(|mut demo| demo.script(keys, started)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("\ndemo FAILED: {e}");
@@ -34,10 +41,13 @@ fn free_addr() -> Result<SocketAddr, String> {
 
 /// A local cluster of node processes; dropping it kills them all.
 pub struct Demo {
+    exe: std::path::PathBuf,
     dir: tempfile::TempDir,
-    http: BTreeMap<u64, SocketAddr>,
+    /// The HTTP address of every node.
+    pub http: BTreeMap<u64, SocketAddr>,
     children: BTreeMap<u64, Child>,
-    acknowledged: BTreeMap<String, String>,
+    /// Every write a node acknowledged, by key.
+    pub acknowledged: BTreeMap<String, String>,
 }
 
 impl Drop for Demo {
@@ -50,7 +60,8 @@ impl Drop for Demo {
 }
 
 impl Demo {
-    pub fn start() -> Result<Self, String> {
+    /// Starts nodes 1, 2, 3 as processes of the `kv_store` binary `exe`.
+    pub fn start(exe: std::path::PathBuf) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peer = BTreeMap::new();
         let mut http = BTreeMap::new();
@@ -65,6 +76,7 @@ impl Demo {
                 .map_err(|e| e.to_string())?;
         }
         let mut demo = Demo {
+            exe,
             dir,
             http,
             children: BTreeMap::new(),
@@ -76,8 +88,9 @@ impl Demo {
         Ok(demo)
     }
 
-    fn spawn(&mut self, pid: u64) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    /// Starts (or restarts) node `pid` from its config and data directory.
+    pub fn spawn(&mut self, pid: u64) -> Result<(), String> {
+        let exe = self.exe.clone();
         let config = self.dir.path().join(format!("node{pid}.toml"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -131,7 +144,8 @@ impl Demo {
         (agreed && self.children.contains_key(&leader)).then_some(leader)
     }
 
-    fn wait_for<T>(
+    /// Polls `check` every 50 ms until it returns a value, for at most 20 s.
+    pub fn wait_for<T>(
         &self,
         what: &str,
         mut check: impl FnMut(&Self) -> Option<T>,
@@ -146,9 +160,19 @@ impl Demo {
         Err(format!("timed out waiting for {what}"))
     }
 
+    /// The live nodes.
+    pub fn live(&self) -> Vec<u64> {
+        self.children.keys().copied().collect()
+    }
+
+    /// The directory holding the configs, logs and data.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Writes `count` keys round-robin through the live nodes, showing progress; a write that
     /// fails on one node is retried on the next.
-    fn write_keys(&mut self, phase: &str, first: usize, count: usize) -> Result<(), String> {
+    pub fn write_keys(&mut self, phase: &str, first: usize, count: usize) -> Result<(), String> {
         let started = Instant::now();
         let live: Vec<u64> = self.children.keys().copied().collect();
         for i in first..first + count {
@@ -191,7 +215,7 @@ impl Demo {
     }
 
     /// Reads every acknowledged key from node `pid` (linearizable reads).
-    fn verify_on(&self, pid: u64) -> Result<(), String> {
+    pub fn verify_on(&self, pid: u64) -> Result<(), String> {
         for (key, value) in &self.acknowledged {
             let r = request(
                 self.http[&pid],

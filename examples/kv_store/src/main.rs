@@ -6,13 +6,7 @@
 //! kv_store demo                            a 3-process cluster on localhost, with a crash
 //! ```
 
-mod client;
-mod config;
-mod demo;
-mod entry;
-mod http;
-mod net;
-mod node;
+use kv_store::{client, config, demo, serve};
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -94,42 +88,13 @@ fn run_node(path: &str) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve::serve(config)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("kv_store: {e}");
             1
         }
     }
-}
-
-async fn serve(config: config::NodeConfig) -> Result<(), String> {
-    let pid = config.omnipaxos.server_config.pid;
-    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.peer_addr))?;
-    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.http_addr))?;
-    let (net_tx, net_rx) = tokio::sync::mpsc::channel(10_000);
-    let (req_tx, req_rx) = tokio::sync::mpsc::channel(10_000);
-    let peers = net::connect_peers(pid, &config.peers, net_tx.clone());
-    let node = node::Node::open(&config, peers)?;
-    tokio::spawn(net::listen(
-        peer_listener,
-        pid,
-        config.peers.keys().copied().collect(),
-        net_tx,
-    ));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(req_tx)).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
-    tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
-    node.run(Duration::from_millis(config.tick_ms), net_rx, req_rx)
-        .await;
-    Ok(())
 }
 
 fn run_client(addr: SocketAddr, op: ClientOp) -> i32 {

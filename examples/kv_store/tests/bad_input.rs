@@ -1,0 +1,154 @@
+//! Bad input: malformed requests, unknown keys and routes, a request when no quorum can decide,
+//! frames from unknown peers and oversized frames, and broken config files.
+
+use kv_store::client::{key_path, request};
+use kv_store::demo::Demo;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kv_store"))
+}
+
+#[test]
+fn malformed_requests_and_unknown_keys() {
+    let cluster = Demo::start(exe()).unwrap();
+    cluster.wait_for("a leader", |d| d.leader()).unwrap();
+    let addr = cluster.http[&1];
+    let t = Duration::from_secs(10);
+    let r = request(addr, "GET", &key_path("missing"), "", t).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.body["error"].as_str().unwrap().contains("no such key"));
+    let r = request(addr, "DELETE", &key_path("missing"), "", t).unwrap();
+    assert_eq!(r.status, 404);
+    let r = request(addr, "GET", "/nothing/here", "", t).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.body["error"].is_string());
+    let long = "k".repeat(2000);
+    let r = request(addr, "PUT", &key_path(&long), "v", t).unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A body that is not UTF-8.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"PUT /kv/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n\xff\xfe",
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("UTF-8"));
+    // And the cluster still works.
+    let r = request(addr, "PUT", &key_path("fine"), "yes", t).unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_request_without_a_quorum_gets_503_in_bounded_time() {
+    let mut cluster = Demo::start(exe()).unwrap();
+    cluster.wait_for("a leader", |d| d.leader()).unwrap();
+    cluster.kill(2);
+    cluster.kill(3);
+    let started = std::time::Instant::now();
+    let r = request(
+        cluster.http[&1],
+        "PUT",
+        &key_path("k"),
+        "v",
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body["error"].as_str().unwrap().contains("not decided"));
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn unknown_peers_and_oversized_frames_are_disconnected() {
+    let cluster = Demo::start(exe()).unwrap();
+    cluster.wait_for("a leader", |d| d.leader()).unwrap();
+    let config = std::fs::read_to_string(cluster.dir().join("node1.toml")).unwrap();
+    let peer_addr: std::net::SocketAddr = config
+        .lines()
+        .find_map(|l| l.strip_prefix("peer_addr = "))
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    let closed = |hello: u64, frame: &[u8]| {
+        let mut s = TcpStream::connect(peer_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&8u32.to_be_bytes()).unwrap();
+        s.write_all(&hello.to_be_bytes()).unwrap();
+        let _ = s.write_all(frame);
+        let mut buf = [0u8; 1];
+        matches!(s.read(&mut buf), Ok(0) | Err(_))
+    };
+    assert!(closed(99, &[]), "a hello from pid 99 closes the connection");
+    assert!(
+        closed(2, &u32::MAX.to_be_bytes()),
+        "an oversized frame closes the connection"
+    );
+    assert!(
+        closed(2, &[0, 0, 0, 3, 1, 2, 3]),
+        "an undecodable frame closes the connection"
+    );
+    let log = std::fs::read_to_string(cluster.dir().join("node1.log")).unwrap();
+    assert!(log.contains("unknown pid 99"), "logged: {log}");
+    // The cluster is unaffected.
+    let r = request(
+        cluster.http[&1],
+        "PUT",
+        &key_path("ok"),
+        "1",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn broken_config_files_exit_2_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |path: &std::path::Path| {
+        let out = Command::new(exe())
+            .args(["node", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let missing = dir.path().join("missing.toml");
+    let (code, err) = run(&missing);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("missing.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2]\n[server_config]\npid = 1\n\
+         [node]\npeer_addr = \"not an address\"\nhttp_addr = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[peers]\n2 = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&bad);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("bad.toml") && err.contains("node.peer_addr"),
+        "{err}"
+    );
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[cluster_config]\nconfiguration_id = \"one\"\n").unwrap();
+    let (code, err) = run(&typo);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("typo.toml"), "{err}");
+}
