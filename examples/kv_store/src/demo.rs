@@ -200,7 +200,7 @@ impl Demo {
             }
             self.acknowledged.insert(key, value);
             let n = i + 1 - first;
-            if n % 25 == 0 || n == count {
+            if n.is_multiple_of(25) || n == count {
                 let status = self.status(live[0]).unwrap_or_default();
                 let rate = n as f64 / started.elapsed().as_secs_f64();
                 print!(

@@ -23,7 +23,7 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// What the transport tells the node.
 pub enum NetEvent {
-    Message(Msg),
+    Message(Box<Msg>),
     Reconnected(u64),
 }
 
@@ -192,7 +192,7 @@ async fn inbound(
                 msg.get_receiver()
             ));
         }
-        if events.send(NetEvent::Message(msg)).await.is_err() {
+        if events.send(NetEvent::Message(Box::new(msg))).await.is_err() {
             return Ok(());
         }
     }

@@ -114,7 +114,7 @@ impl Node {
                     self.expire_waiters();
                 }
                 event = net.recv() => match event {
-                    Some(NetEvent::Message(m)) => self.server.handle_incoming(m),
+                    Some(NetEvent::Message(m)) => self.server.handle_incoming(*m),
                     Some(NetEvent::Reconnected(pid)) => self.server.reconnected(pid),
                     None => return,
                 },
