@@ -27,6 +27,10 @@ struct NodeSection {
     data_dir: String,
     #[serde(default = "default_tick_ms")]
     tick_ms: u64,
+    /// For a node that joins in a reconfiguration: the HTTP address of a node of the previous
+    /// configuration to fetch the state (`GET /handover`) from.
+    #[serde(default)]
+    join_from: Option<String>,
 }
 
 fn default_tick_ms() -> u64 {
@@ -41,6 +45,7 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub tick_ms: u64,
+    pub join_from: Option<SocketAddr>,
     /// Addresses of the other nodes, by pid.
     pub peers: BTreeMap<u64, SocketAddr>,
 }
@@ -118,27 +123,53 @@ impl NodeConfig {
             http_addr: addr("node.http_addr", &file.node.http_addr)?,
             data_dir: PathBuf::from(file.node.data_dir),
             tick_ms: file.node.tick_ms,
+            join_from: match &file.node.join_from {
+                Some(a) => Some(addr("node.join_from", a)?),
+                None => None,
+            },
             peers,
             omnipaxos,
         })
     }
+}
 
-    /// The TOML text of a config (used by the demo to write its files).
-    pub fn to_toml(
-        pid: u64,
-        nodes: &[u64],
-        peer_addrs: &BTreeMap<u64, SocketAddr>,
-        http_addr: SocketAddr,
-        data_dir: &str,
-    ) -> String {
+/// What a config file says, for writing one (the demo writes its nodes' files with it).
+pub struct NodeFile<'a> {
+    pub pid: u64,
+    pub configuration_id: u32,
+    pub nodes: &'a [u64],
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub data_dir: &'a str,
+    /// The other nodes' peer addresses.
+    pub peers: &'a BTreeMap<u64, SocketAddr>,
+    /// Set for a node that joins a later configuration.
+    pub join_from: Option<SocketAddr>,
+}
+
+impl NodeFile<'_> {
+    /// The file's TOML text.
+    pub fn to_toml(&self) -> String {
+        let NodeFile {
+            pid,
+            configuration_id,
+            nodes,
+            peer_addr,
+            http_addr,
+            data_dir,
+            ..
+        } = self;
         let mut text = format!(
-            "[cluster_config]\nconfiguration_id = 1\nnodes = {nodes:?}\n\n\
+            "[cluster_config]\nconfiguration_id = {configuration_id}\nnodes = {nodes:?}\n\n\
              [server_config]\npid = {pid}\nelection_tick_timeout = 10\nresend_message_tick_timeout = 40\n\n\
-             [node]\npeer_addr = \"{}\"\nhttp_addr = \"{http_addr}\"\ndata_dir = {data_dir:?}\n\n[peers]\n",
-            peer_addrs[&pid]
+             [node]\npeer_addr = \"{peer_addr}\"\nhttp_addr = \"{http_addr}\"\ndata_dir = {data_dir:?}\n"
         );
-        for (p, a) in peer_addrs {
-            if *p != pid {
+        if let Some(from) = self.join_from {
+            text.push_str(&format!("join_from = \"{from}\"\n"));
+        }
+        text.push_str("\n[peers]\n");
+        for (p, a) in self.peers {
+            if p != pid {
                 text.push_str(&format!("{p} = \"{a}\"\n"));
             }
         }

@@ -6,7 +6,7 @@
 //! behind (the children are killed on every exit path).
 
 use crate::client::{key_path, request};
-use crate::config::NodeConfig;
+use crate::config::NodeFile;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NODES: [u64; 3] = [1, 2, 3];
+/// The node that replaces node 3 in configuration 2.
+const NEW_NODE: u64 = 4;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(keys: usize) -> i32 {
@@ -34,17 +36,23 @@ pub fn run(keys: usize) -> i32 {
     }
 }
 
-fn free_addr() -> Result<SocketAddr, String> {
+/// Picks a free port on localhost. The probe listener is kept in `held` until every address is
+/// chosen, so the OS cannot hand out the same port twice.
+fn free_addr(held: &mut Vec<TcpListener>) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener.local_addr().map_err(|e| e.to_string())
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    held.push(listener);
+    Ok(addr)
 }
 
 /// A local cluster of node processes; dropping it kills them all.
 pub struct Demo {
     exe: std::path::PathBuf,
     dir: tempfile::TempDir,
-    /// The HTTP address of every node.
+    /// The HTTP address of every node (node 4 included).
     pub http: BTreeMap<u64, SocketAddr>,
+    /// The peer address of every node.
+    pub peer: BTreeMap<u64, SocketAddr>,
     children: BTreeMap<u64, Child>,
     /// Every write a node acknowledged, by key.
     pub acknowledged: BTreeMap<String, String>,
@@ -65,20 +73,50 @@ impl Demo {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peer = BTreeMap::new();
         let mut http = BTreeMap::new();
-        for pid in NODES {
-            peer.insert(pid, free_addr()?);
-            http.insert(pid, free_addr()?);
+        let mut held = Vec::new();
+        for pid in NODES.iter().chain([&NEW_NODE]) {
+            peer.insert(*pid, free_addr(&mut held)?);
+            http.insert(*pid, free_addr(&mut held)?);
         }
+        drop(held);
+        let first: BTreeMap<u64, SocketAddr> = NODES.iter().map(|p| (*p, peer[p])).collect();
         for pid in NODES {
             let data = dir.path().join(format!("node{pid}-data"));
-            let text = NodeConfig::to_toml(pid, &NODES, &peer, http[&pid], &data.to_string_lossy());
+            let text = NodeFile {
+                pid,
+                configuration_id: 1,
+                nodes: &NODES,
+                peer_addr: peer[&pid],
+                http_addr: http[&pid],
+                data_dir: &data.to_string_lossy(),
+                peers: &first,
+                join_from: None,
+            }
+            .to_toml();
             std::fs::write(dir.path().join(format!("node{pid}.toml")), text)
                 .map_err(|e| e.to_string())?;
         }
+        // Node 4 belongs to configuration 2 and fetches the state from node 1 when it starts.
+        let next: BTreeMap<u64, SocketAddr> = [1, 2].iter().map(|p| (*p, peer[p])).collect();
+        let data = dir.path().join(format!("node{NEW_NODE}-data"));
+        let text = NodeFile {
+            pid: NEW_NODE,
+            configuration_id: 2,
+            nodes: &[1, 2, NEW_NODE],
+            peer_addr: peer[&NEW_NODE],
+            http_addr: http[&NEW_NODE],
+            data_dir: &data.to_string_lossy(),
+            peers: &next,
+            join_from: Some(http[&1]),
+        }
+        .to_toml();
+        std::fs::write(dir.path().join(format!("node{NEW_NODE}.toml")), text)
+            .map_err(|e| e.to_string())?;
         let mut demo = Demo {
             exe,
             dir,
             http,
+            peer,
             children: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
         };
@@ -158,6 +196,43 @@ impl Demo {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!("timed out waiting for {what}"))
+    }
+
+    /// Starts node 4 (configuration 2, joining from node 1), proposes configuration 2 =
+    /// [1, 2, 4] on node 1, waits until it runs, and stops the retired node 3.
+    pub fn replace_node_3(&mut self) -> Result<(), String> {
+        self.spawn(NEW_NODE)?;
+        let body = format!(
+            r#"{{"configuration_id": 2, "nodes": [1, 2, {NEW_NODE}], "new_peers": {{"{NEW_NODE}": "{}"}}}}"#,
+            self.peer[&NEW_NODE]
+        );
+        let r = request(
+            self.http[&1],
+            "POST",
+            "/reconfigure",
+            &body,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| format!("reconfigure: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("reconfigure: {} {}", r.status, r.body));
+        }
+        self.wait_for("configuration 2 on nodes 1, 2 and 4, node 3 retired", |d| {
+            let in_two = [1, 2, NEW_NODE]
+                .iter()
+                .all(|p| d.status(*p).is_some_and(|s| s["configuration_id"] == 2));
+            let retired = d.status(3).is_some_and(|s| s["retired"] == true);
+            (in_two && retired).then_some(())
+        })
+        .map_err(|e| {
+            let statuses: Vec<String> = [1, 2, 3, NEW_NODE]
+                .iter()
+                .map(|p| format!("node {p}: {}", self.status(*p).unwrap_or_default()))
+                .collect();
+            format!("{e}\n  {}", statuses.join("\n  "))
+        })?;
+        self.kill(3);
+        Ok(())
     }
 
     /// The live nodes.
@@ -273,12 +348,22 @@ impl Demo {
             s["keys"]
         );
 
+        println!("{} replacing node 3 by a new node {NEW_NODE}", t(started));
+        self.replace_node_3()?;
+        println!(
+            "{} configuration 2 = nodes [1, 2, {NEW_NODE}] runs; node {NEW_NODE} joined with the state of configuration 1; node 3 retired and was stopped",
+            t(started)
+        );
+        let leader2 = self.wait_for("a leader in configuration 2", |d| d.leader())?;
+        println!("{} node {leader2} leads configuration 2", t(started));
+        self.write_keys("phase 3", 2 * keys, keys)?;
+
         println!(
             "{} reading all {} acknowledged writes back from every node",
             t(started),
             self.acknowledged.len()
         );
-        for pid in NODES {
+        for pid in [1, 2, NEW_NODE] {
             self.verify_on(pid)?;
             println!(
                 "  node {pid}: all {} keys present with their acknowledged values",
@@ -286,7 +371,7 @@ impl Demo {
             );
         }
         println!(
-            "{} summary: {} writes acknowledged, leader {leader} killed and replaced by {new_leader}, node {leader} recovered; nothing lost",
+            "{} summary: {} writes acknowledged; leader {leader} killed and replaced by {new_leader}; node {leader} recovered; node 3 replaced by node {NEW_NODE}; nothing lost",
             t(started),
             self.acknowledged.len()
         );

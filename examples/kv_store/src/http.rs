@@ -22,6 +22,8 @@ pub fn router(requests: mpsc::Sender<Request>) -> Router {
     Router::new()
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/status", get(status))
+        .route("/handover", get(handover))
+        .route("/reconfigure", axum::routing::post(reconfigure))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(requests)
 }
@@ -121,6 +123,58 @@ async fn status(State(requests): State<mpsc::Sender<Request>>) -> Response {
     }
     match rx.await {
         Ok(status) => Json(status).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no answer from the node"),
+    }
+}
+
+async fn handover(State(requests): State<mpsc::Sender<Request>>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if requests.send(Request::Handover(tx)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    }
+    match rx.await {
+        Ok(Some(h)) => Json(h).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no configuration has ended on this node yet",
+        ),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no answer from the node"),
+    }
+}
+
+/// The body of `POST /reconfigure`.
+#[derive(serde::Deserialize)]
+struct Reconfigure {
+    configuration_id: u32,
+    nodes: Vec<u64>,
+    /// Peer addresses of the nodes that join.
+    #[serde(default)]
+    new_peers: std::collections::BTreeMap<u64, std::net::SocketAddr>,
+}
+
+async fn reconfigure(State(requests): State<mpsc::Sender<Request>>, body: Bytes) -> Response {
+    let Ok(r) = serde_json::from_slice::<Reconfigure>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            r#"expected {"configuration_id": 2, "nodes": [1, 2, 4], "new_peers": {"4": "host:port"}}"#,
+        );
+    };
+    let next = omnipaxos::ClusterConfig {
+        configuration_id: r.configuration_id,
+        nodes: r.nodes,
+        flexible_quorum: None,
+    };
+    let (tx, rx) = oneshot::channel();
+    if requests
+        .send(Request::Reconfigure(next, r.new_peers, tx))
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+    }
+    match rx.await {
+        Ok(Ok(())) => Json(json!({ "proposed": true })).into_response(),
+        Ok(Err(message)) => error(StatusCode::CONFLICT, message),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "no answer from the node"),
     }
 }

@@ -1,5 +1,6 @@
 //! The peer transport: one TCP connection per direction and peer, frames of a 4-byte
-//! big-endian length and the bincode encoding of a `Message`. A connection starts with a hello
+//! big-endian length, the 4-byte configuration id the message belongs to, and the bincode
+//! encoding of the `Message`. A connection starts with a hello
 //! frame carrying the sender's pid; a frame from a pid that is not a peer, a frame whose sender
 //! does not match, an oversized frame or a frame that does not decode closes the connection
 //! (logged). Outbound connections reconnect with backoff and report the reconnection, so the
@@ -7,10 +8,10 @@
 
 use crate::entry::KvCommand;
 use omnipaxos::messages::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,22 +24,49 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// What the transport tells the node.
 pub enum NetEvent {
-    Message(Box<Msg>),
+    /// A message of the configuration with this id.
+    Message(u32, Box<Msg>),
     Reconnected(u64),
 }
 
+/// The pids allowed to connect; grows when a reconfiguration adds nodes.
+pub type Allowed = Arc<RwLock<BTreeSet<u64>>>;
+
 /// Handles to the outbound connections, and which peers are connected.
 pub struct Peers {
-    pub senders: BTreeMap<u64, mpsc::Sender<Msg>>,
-    pub connected: BTreeMap<u64, Arc<AtomicBool>>,
+    me: u64,
+    events: mpsc::Sender<NetEvent>,
+    allowed: Allowed,
+    senders: BTreeMap<u64, mpsc::Sender<(u32, Msg)>>,
+    connected: BTreeMap<u64, Arc<AtomicBool>>,
 }
 
 impl Peers {
-    pub fn send(&self, msg: Msg) {
+    /// Sends `msg` of configuration `config_id` to its receiver, if that is a known peer.
+    pub fn send(&self, config_id: u32, msg: Msg) {
         if let Some(tx) = self.senders.get(&msg.get_receiver()) {
             // A full queue drops the message: the protocol repairs losses.
-            let _ = tx.try_send(msg);
+            let _ = tx.try_send((config_id, msg));
         }
+    }
+
+    /// Connects to a new peer (a node that joins in a reconfiguration).
+    pub fn add(&mut self, pid: u64, addr: SocketAddr) {
+        if self.senders.contains_key(&pid) || pid == self.me {
+            return;
+        }
+        if let Ok(mut allowed) = self.allowed.write() {
+            allowed.insert(pid);
+        }
+        let (tx, rx) = mpsc::channel(10_000);
+        let flag = Arc::new(AtomicBool::new(false));
+        self.senders.insert(pid, tx);
+        self.connected.insert(pid, flag.clone());
+        tokio::spawn(outbound(self.me, pid, addr, rx, self.events.clone(), flag));
+    }
+
+    pub fn allowed(&self) -> Allowed {
+        self.allowed.clone()
     }
 
     pub fn connected(&self) -> Vec<u64> {
@@ -50,14 +78,17 @@ impl Peers {
     }
 }
 
-fn encode(msg: &Msg) -> Option<Vec<u8>> {
-    bincode::serde::encode_to_vec(msg, bincode::config::standard()).ok()
+fn encode(config_id: u32, msg: &Msg) -> Option<Vec<u8>> {
+    let mut body = config_id.to_be_bytes().to_vec();
+    body.extend(bincode::serde::encode_to_vec(msg, bincode::config::standard()).ok()?);
+    Some(body)
 }
 
-fn decode(bytes: &[u8]) -> Option<Msg> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+fn decode(bytes: &[u8]) -> Option<(u32, Msg)> {
+    let config_id = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+    bincode::serde::decode_from_slice(&bytes[4..], bincode::config::standard())
         .ok()
-        .map(|(m, _)| m)
+        .map(|(m, _)| (config_id, m))
 }
 
 async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
@@ -86,23 +117,24 @@ pub fn connect_peers(
     peers: &BTreeMap<u64, SocketAddr>,
     events: mpsc::Sender<NetEvent>,
 ) -> Peers {
-    let mut senders = BTreeMap::new();
-    let mut connected = BTreeMap::new();
+    let mut handle = Peers {
+        me,
+        events,
+        allowed: Arc::new(RwLock::new(BTreeSet::new())),
+        senders: BTreeMap::new(),
+        connected: BTreeMap::new(),
+    };
     for (&pid, &addr) in peers {
-        let (tx, rx) = mpsc::channel(10_000);
-        let flag = Arc::new(AtomicBool::new(false));
-        senders.insert(pid, tx);
-        connected.insert(pid, flag.clone());
-        tokio::spawn(outbound(me, pid, addr, rx, events.clone(), flag));
+        handle.add(pid, addr);
     }
-    Peers { senders, connected }
+    handle
 }
 
 async fn outbound(
     me: u64,
     pid: u64,
     addr: SocketAddr,
-    mut rx: mpsc::Receiver<Msg>,
+    mut rx: mpsc::Receiver<(u32, Msg)>,
     events: mpsc::Sender<NetEvent>,
     connected: Arc<AtomicBool>,
 ) {
@@ -130,8 +162,10 @@ async fn outbound(
         }
         ever_connected = true;
         let _ = events.send(NetEvent::Reconnected(pid)).await;
-        while let Some(msg) = rx.recv().await {
-            let Some(body) = encode(&msg) else { continue };
+        while let Some((config_id, msg)) = rx.recv().await {
+            let Some(body) = encode(config_id, &msg) else {
+                continue;
+            };
             if write_frame(&mut stream, &body).await.is_err() {
                 break;
             }
@@ -147,7 +181,7 @@ async fn outbound(
 pub async fn listen(
     listener: TcpListener,
     me: u64,
-    peers: Vec<u64>,
+    allowed: Allowed,
     events: mpsc::Sender<NetEvent>,
 ) {
     loop {
@@ -155,9 +189,9 @@ pub async fn listen(
             continue;
         };
         let events = events.clone();
-        let peers = peers.clone();
+        let allowed = allowed.clone();
         tokio::spawn(async move {
-            if let Err(reason) = inbound(stream, me, &peers, events).await {
+            if let Err(reason) = inbound(stream, me, &allowed, events).await {
                 tracing::warn!(%remote, "closed a peer connection: {reason}");
             }
         });
@@ -167,7 +201,7 @@ pub async fn listen(
 async fn inbound(
     mut stream: TcpStream,
     me: u64,
-    peers: &[u64],
+    allowed: &Allowed,
     events: mpsc::Sender<NetEvent>,
 ) -> Result<(), String> {
     let hello = read_frame(&mut stream).await.map_err(|e| e.to_string())?;
@@ -175,7 +209,7 @@ async fn inbound(
         Ok(bytes) => u64::from_be_bytes(bytes),
         Err(_) => return Err("malformed hello frame".into()),
     };
-    if !peers.contains(&pid) {
+    if !allowed.read().map(|a| a.contains(&pid)).unwrap_or(false) {
         return Err(format!("hello from unknown pid {pid}"));
     }
     loop {
@@ -184,7 +218,8 @@ async fn inbound(
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(format!("from {pid}: {e}")),
         };
-        let msg = decode(&body).ok_or_else(|| format!("undecodable frame from {pid}"))?;
+        let (config_id, msg) =
+            decode(&body).ok_or_else(|| format!("undecodable frame from {pid}"))?;
         if msg.get_sender() != pid || msg.get_receiver() != me {
             return Err(format!(
                 "frame from {pid} claims {} -> {}",
@@ -192,7 +227,11 @@ async fn inbound(
                 msg.get_receiver()
             ));
         }
-        if events.send(NetEvent::Message(Box::new(msg))).await.is_err() {
+        if events
+            .send(NetEvent::Message(config_id, Box::new(msg)))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
     }

@@ -2,14 +2,23 @@
 //! it), fed by the peer transport, a tick every `tick_ms`, and client requests. A request is
 //! answered when its entry is decided and applied here; if that takes longer than
 //! `REQUEST_TIMEOUT` (an election, a partition) it is answered with an error.
+//!
+//! Reconfiguration: when the current configuration's StopSign is decided, the node keeps the
+//! `Handover` (served at `GET /handover` to nodes that join), and if it belongs to the next
+//! configuration it starts that configuration's instance on a new store directory, keeping the
+//! map; otherwise it retires. Every configuration has its own directory `data_dir/config-<id>`,
+//! so a restart replays them in order.
 
 use crate::config::NodeConfig;
 use crate::entry::{KvCommand, KvState, Outcome, RequestId};
 use crate::net::{self, NetEvent, Peers};
-use omnipaxos::OmniPaxos;
+use omnipaxos::reconfiguration::Handover;
+use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,13 +26,23 @@ use tokio::sync::{mpsc, oneshot};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Compact the log into a snapshot every this many applied entries.
 const SNAPSHOT_EVERY: usize = 1000;
+/// How long a joining node tries to fetch the handover.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Server = OmniPaxos<KvCommand, PersistentStorage<KvCommand>>;
+pub type KvHandover = Handover<KvCommand>;
 
 /// A client request and where to send its outcome.
 pub enum Request {
     Propose(KvCommandKind, oneshot::Sender<Result<Outcome, String>>),
     Status(oneshot::Sender<Status>),
+    /// Propose the next configuration; the metadata carries the new nodes' peer addresses.
+    Reconfigure(
+        ClusterConfig,
+        BTreeMap<u64, SocketAddr>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    Handover(oneshot::Sender<Option<KvHandover>>),
 }
 
 /// A request before it gets its id.
@@ -43,6 +62,8 @@ pub struct Status {
     pub applied_idx: usize,
     pub compacted_idx: usize,
     pub configuration_id: u32,
+    pub nodes: Vec<u64>,
+    pub retired: bool,
     pub peers_connected: Vec<u64>,
     pub keys: usize,
 }
@@ -54,48 +75,119 @@ struct Waiter {
 
 pub struct Node {
     server: Server,
+    server_config: ServerConfig,
+    cluster: ClusterConfig,
+    data_dir: PathBuf,
     state: KvState,
     peers: Peers,
-    configuration_id: u32,
     next_request: u64,
     waiters: HashMap<RequestId, Waiter>,
     outgoing: Vec<net::Msg>,
     last_leader: Option<u64>,
     last_snapshot: usize,
+    handover: Option<KvHandover>,
+    retired: bool,
+    /// The instance of the configuration this node ended last, kept running (sealed: it takes
+    /// no entries) so that nodes which missed the StopSign still learn it from us.
+    previous: Option<(u32, Server)>,
+}
+
+fn open_instance(
+    data_dir: &Path,
+    cluster: &ClusterConfig,
+    server: &ServerConfig,
+) -> Result<Server, String> {
+    let dir = data_dir.join(format!("config-{}", cluster.configuration_id));
+    let storage = PersistentStorage::try_open(PersistentStorageConfig::with_path(
+        dir.to_string_lossy().to_string(),
+    ))
+    .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    cluster
+        .clone()
+        .build_for_server(server.clone(), storage)
+        .map_err(|e| e.to_string())
+}
+
+/// Fetches the handover from a node of the previous configuration (blocking, with retries),
+/// or reads the copy saved when this node first joined.
+fn join_state(data_dir: &Path, from: SocketAddr) -> Result<KvHandover, String> {
+    let saved = data_dir.join("handover.json");
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", saved.display()));
+    }
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    loop {
+        if let Ok(r) = crate::client::request(from, "GET", "/handover", "", Duration::from_secs(5))
+        {
+            if r.status == 200 {
+                let handover: KvHandover = serde_json::from_value(r.body)
+                    .map_err(|e| format!("handover from {from}: {e}"))?;
+                std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+                let text = serde_json::to_string(&handover).map_err(|e| e.to_string())?;
+                std::fs::write(&saved, text).map_err(|e| format!("{}: {e}", saved.display()))?;
+                return Ok(handover);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no handover from {from} within {} s",
+                JOIN_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 impl Node {
     pub fn open(config: &NodeConfig, peers: Peers) -> Result<Self, String> {
-        let storage_config =
-            PersistentStorageConfig::with_path(config.data_dir.to_string_lossy().to_string());
-        let storage = PersistentStorage::try_open(storage_config)
-            .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
-        let server = config
-            .omnipaxos
-            .clone()
-            .build(storage)
-            .map_err(|e| e.to_string())?;
+        let mut state = KvState::default();
+        if let Some(from) = config.join_from {
+            let handover = join_state(&config.data_dir, from)?;
+            if let Some(snapshot) = handover.complete_snapshot() {
+                state.map = snapshot
+                    .map
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect();
+            }
+            tracing::info!(keys = state.map.len(), %from, "joined with the state of the previous configuration");
+        }
+        let cluster = config.omnipaxos.cluster_config.clone();
+        let server_config = config.omnipaxos.server_config.clone();
+        let server = open_instance(&config.data_dir, &cluster, &server_config)?;
         let mut node = Node {
             server,
-            state: KvState::default(),
+            server_config,
+            cluster,
+            data_dir: config.data_dir.clone(),
+            state,
             peers,
-            configuration_id: config.omnipaxos.cluster_config.configuration_id,
             next_request: 0,
             waiters: HashMap::new(),
             outgoing: Vec::new(),
             last_leader: None,
             last_snapshot: 0,
+            handover: None,
+            retired: false,
+            previous: None,
         };
-        node.apply_decided();
-        if node.state.applied_idx > 0 {
+        node.apply_decided()?;
+        if node.state.applied_idx > 0
+            || node.cluster.configuration_id != config.omnipaxos.cluster_config.configuration_id
+        {
             tracing::info!(
-                applied = node.state.applied_idx,
+                configuration = node.cluster.configuration_id,
                 keys = node.state.map.len(),
                 "recovered the state from storage"
             );
         }
         node.last_snapshot = node.state.applied_idx;
         Ok(node)
+    }
+
+    /// The pids the transport accepts connections from.
+    pub fn allowed_peers(&self) -> net::Allowed {
+        self.peers.allowed()
     }
 
     /// The node's loop; returns when every input is closed.
@@ -111,11 +203,28 @@ impl Node {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.server.tick();
+                    if let Some((_, previous)) = &mut self.previous {
+                        previous.tick();
+                    }
                     self.expire_waiters();
                 }
                 event = net.recv() => match event {
-                    Some(NetEvent::Message(m)) => self.server.handle_incoming(*m),
-                    Some(NetEvent::Reconnected(pid)) => self.server.reconnected(pid),
+                    Some(NetEvent::Message(config_id, m)) => {
+                        if config_id == self.cluster.configuration_id {
+                            self.server.handle_incoming(*m);
+                        } else if let Some((previous_id, previous)) = &mut self.previous {
+                            // A node still in the configuration we ended: answer it from there.
+                            if *previous_id == config_id {
+                                previous.handle_incoming(*m);
+                            }
+                        }
+                    }
+                    Some(NetEvent::Reconnected(pid)) => {
+                        self.server.reconnected(pid);
+                        if let Some((_, previous)) = &mut self.previous {
+                            previous.reconnected(pid);
+                        }
+                    }
                     None => return,
                 },
                 request = requests.recv() => match request {
@@ -125,9 +234,18 @@ impl Node {
             }
             self.server.take_outgoing_messages(&mut self.outgoing);
             for msg in self.outgoing.drain(..) {
-                self.peers.send(msg);
+                self.peers.send(self.cluster.configuration_id, msg);
             }
-            self.apply_decided();
+            if let Some((previous_id, previous)) = &mut self.previous {
+                previous.take_outgoing_messages(&mut self.outgoing);
+                for msg in self.outgoing.drain(..) {
+                    self.peers.send(*previous_id, msg);
+                }
+            }
+            if let Err(e) = self.apply_decided() {
+                tracing::error!("stopping: {e}");
+                return;
+            }
             self.log_leader_change();
         }
     }
@@ -137,7 +255,25 @@ impl Node {
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Request::Handover(reply) => {
+                let _ = reply.send(self.handover.clone());
+            }
+            Request::Reconfigure(next, new_peers, reply) => {
+                let metadata = serde_json::to_vec(&new_peers).ok();
+                let result = self
+                    .server
+                    .reconfigure(next, metadata)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
             Request::Propose(kind, reply) => {
+                if self.retired {
+                    let _ = reply.send(Err(format!(
+                        "this node left the cluster when configuration {} ended",
+                        self.cluster.configuration_id
+                    )));
+                    return;
+                }
                 self.next_request += 1;
                 let id = (self.server.get_pid(), self.next_request);
                 let cmd = match kind {
@@ -151,28 +287,73 @@ impl Node {
                         self.waiters.insert(id, Waiter { reply, deadline });
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(format!("not accepted: {e}")));
+                        let _ = reply.send(Err(format!("not accepted: {e:?}")));
                     }
                 }
             }
         }
     }
 
-    fn apply_decided(&mut self) {
-        let Some(entries) = self.server.read_decided_suffix(self.state.applied_idx) else {
-            return;
-        };
-        for (id, outcome) in self.state.apply(entries) {
-            if let Some(w) = self.waiters.remove(&id) {
-                let _ = w.reply.send(Ok(outcome));
+    /// Applies what was decided since the last call; moves to the next configuration when the
+    /// current one ended.
+    fn apply_decided(&mut self) -> Result<(), String> {
+        loop {
+            if let Some(entries) = self.server.read_decided_suffix(self.state.applied_idx) {
+                for (id, outcome) in self.state.apply(entries) {
+                    if let Some(w) = self.waiters.remove(&id) {
+                        let _ = w.reply.send(Ok(outcome));
+                    }
+                }
+            }
+            if self.state.applied_idx >= self.last_snapshot + SNAPSHOT_EVERY {
+                if let Err(e) = self.server.snapshot(Some(self.state.applied_idx), true) {
+                    tracing::warn!("snapshot failed: {e}");
+                }
+                self.last_snapshot = self.state.applied_idx;
+            }
+            match self.server.is_reconfigured() {
+                Some(ss) if !self.retired => self.next_configuration(ss)?,
+                _ => return Ok(()),
+            }
+            if self.retired {
+                return Ok(());
             }
         }
-        if self.state.applied_idx >= self.last_snapshot + SNAPSHOT_EVERY {
-            if let Err(e) = self.server.snapshot(Some(self.state.applied_idx), true) {
-                tracing::warn!("snapshot failed: {e}");
-            }
-            self.last_snapshot = self.state.applied_idx;
+    }
+
+    fn next_configuration(&mut self, ss: omnipaxos::storage::StopSign) -> Result<(), String> {
+        self.handover = self.server.handover();
+        let next = ss.next_config;
+        let me = self.server.get_pid();
+        tracing::info!(
+            ended = self.cluster.configuration_id,
+            next = next.configuration_id,
+            nodes = ?next.nodes,
+            "reconfiguration: configuration ended"
+        );
+        if !next.nodes.contains(&me) {
+            tracing::info!("this node is not part of the next configuration: retiring");
+            self.retired = true;
+            return Ok(());
         }
+        if let Some(peers) = ss
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_slice::<BTreeMap<u64, SocketAddr>>(m).ok())
+        {
+            for (pid, addr) in peers {
+                self.peers.add(pid, addr);
+            }
+        }
+        let ended = std::mem::replace(
+            &mut self.server,
+            open_instance(&self.data_dir, &next, &self.server_config)?,
+        );
+        self.previous = Some((self.cluster.configuration_id, ended));
+        self.cluster = next;
+        self.state.applied_idx = 0;
+        self.last_snapshot = 0;
+        Ok(())
     }
 
     fn expire_waiters(&mut self) {
@@ -200,7 +381,11 @@ impl Node {
             .filter(|(_, ready)| *ready)
             .map(|(pid, _)| pid);
         if leader.is_some() && leader != self.last_leader {
-            tracing::info!(leader = leader.unwrap_or(0), "leader change");
+            tracing::info!(
+                leader = leader.unwrap_or(0),
+                configuration = self.cluster.configuration_id,
+                "leader change"
+            );
             self.last_leader = leader;
         }
     }
@@ -216,7 +401,9 @@ impl Node {
             decided_idx: self.server.get_decided_idx(),
             applied_idx: self.state.applied_idx,
             compacted_idx: self.server.get_compacted_idx(),
-            configuration_id: self.configuration_id,
+            configuration_id: self.cluster.configuration_id,
+            nodes: self.cluster.nodes.clone(),
+            retired: self.retired,
             peers_connected: self.peers.connected(),
             keys: self.state.map.len(),
         }

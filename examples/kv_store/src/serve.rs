@@ -20,7 +20,7 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     tokio::spawn(net::listen(
         peer_listener,
         pid,
-        config.peers.keys().copied().collect(),
+        node.allowed_peers(),
         net_tx,
     ));
     tokio::spawn(async move {
