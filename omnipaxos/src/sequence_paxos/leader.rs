@@ -36,6 +36,16 @@ struct PeerProgress<T: Entry> {
     resend_needed: bool,
 }
 
+impl<T: Entry> PeerProgress<T> {
+    /// Numbers the next message of this follower's session. `merge_slot` is where the message
+    /// will sit in `outgoing` if later entries may be merged into it (an `AcceptDecide`).
+    fn next_message(&mut self, merge_slot: Option<usize>) -> SequenceNumber {
+        self.seq = self.seq.next();
+        self.pending_msg = merge_slot;
+        self.seq
+    }
+}
+
 impl<T: Entry> Default for PeerProgress<T> {
     fn default() -> Self {
         Self {
@@ -314,9 +324,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     continue;
                 }
             }
-            progress.seq = progress.seq.next();
-            progress.pending_msg = Some(self.outgoing.len());
-            let seq_num = progress.seq;
+            let seq_num = progress.next_message(Some(self.outgoing.len()));
             let peer = self.peers[i];
             self.send(
                 peer,
@@ -394,8 +402,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                     continue;
                 }
             }
-            progress.seq = progress.seq.next();
-            let seq_num = progress.seq;
+            let seq_num = progress.next_message(progress.pending_msg);
             let peer = self.peers[i];
             self.send(
                 peer,
@@ -422,10 +429,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             if !progress.synced {
                 continue;
             }
-            progress.seq = progress.seq.next();
-            progress.pending_msg = None;
             progress.resend_needed = true;
-            let seq_num = progress.seq;
+            let seq_num = progress.next_message(None);
             let peer = self.peers[i];
             self.send(
                 peer,
@@ -488,9 +493,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 && (progress.resend_needed || progress.accepted_idx < own_accepted)
             {
                 progress.resend_needed = false;
-                progress.seq = progress.seq.next();
-                progress.pending_msg = None;
-                let seq_num = progress.seq;
+                let seq_num = progress.next_message(None);
                 self.send(
                     peer,
                     PaxosMsg::Decide(Decide {
