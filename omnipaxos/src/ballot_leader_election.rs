@@ -160,10 +160,16 @@ impl BallotLeaderElection {
         self.quorum_connected = self.replies.len() + 1 >= needed;
         let mut elected = None;
         if self.quorum_connected {
+            // Before any leader exists nobody is known to be quorum-connected yet (everyone
+            // computes it at the same round end), so repliers that have no leader either count
+            // as candidates: all servers then pick the same top ballot instead of all standing.
+            // A pick that is not really quorum-connected is not happy the next round and is
+            // replaced as any lost leader is.
+            let starting = self.leader == Ballot::default();
             let top = self
                 .replies
                 .iter()
-                .filter(|(_, r)| r.happy)
+                .filter(|(_, r)| r.happy || (starting && r.leader == Ballot::default()))
                 .map(|(_, r)| r.ballot)
                 .chain(std::iter::once(self.current_ballot))
                 .max()
