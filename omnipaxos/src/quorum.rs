@@ -43,10 +43,6 @@ impl Quorum {
     pub(crate) fn is_read_quorum(&self, count: usize) -> bool {
         count >= self.read
     }
-
-    pub(crate) fn is_write_quorum(&self, count: usize) -> bool {
-        count >= self.write
-    }
 }
 
 #[cfg(test)]
@@ -68,6 +64,6 @@ mod tests {
         };
         let q = Quorum::new(7, Some(fq));
         assert!(q.is_read_quorum(5) && !q.is_read_quorum(4));
-        assert!(q.is_write_quorum(3) && !q.is_write_quorum(2));
+        assert_eq!(q.write, 3);
     }
 }

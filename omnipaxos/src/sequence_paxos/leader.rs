@@ -65,6 +65,8 @@ pub(super) struct LeaderState<T: Entry> {
     progress: Vec<PeerProgress<T>>,
     /// The promise whose log the leader adopted.
     max_promise: PromiseMeta,
+    /// Reused by `quorum_accepted`, so deciding allocates nothing per `Accepted`.
+    scratch: Vec<usize>,
 }
 
 impl<T: Entry> LeaderState<T> {
@@ -72,6 +74,7 @@ impl<T: Entry> LeaderState<T> {
         Self {
             progress: (0..num_peers).map(|_| PeerProgress::default()).collect(),
             max_promise: PromiseMeta::default(),
+            scratch: Vec::with_capacity(num_peers + 1),
         }
     }
 
@@ -98,6 +101,23 @@ impl<T: Entry> LeaderState<T> {
 
     fn promised_count(&self) -> usize {
         self.progress.iter().filter(|p| p.promise.is_some()).count()
+    }
+
+    /// The highest index that `write` servers (the leader, accepting `own`, included) have
+    /// accepted in this ballot, if that many servers are synchronised.
+    fn quorum_accepted(&mut self, own: usize, write: usize) -> Option<usize> {
+        self.scratch.clear();
+        self.scratch.push(own);
+        for p in &self.progress {
+            if p.synced {
+                self.scratch.push(p.accepted_idx);
+            }
+        }
+        if write == 0 || self.scratch.len() < write {
+            return None;
+        }
+        self.scratch.sort_unstable_by(|a, b| b.cmp(a));
+        Some(self.scratch[write - 1])
     }
 
     /// Accepted indexes of every server as known here, `None` for those not synchronised.
@@ -365,17 +385,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if !self.is_accepting_leader() {
             return Ok(());
         }
-        let mut accepted: Vec<usize> = self
-            .leader_state
-            .accepted_indexes()
-            .flatten()
-            .chain(std::iter::once(self.internal_storage.accepted_idx()))
-            .collect();
-        if !self.quorum.is_write_quorum(accepted.len()) {
+        let own = self.internal_storage.accepted_idx();
+        let Some(quorum_accepted) = self.leader_state.quorum_accepted(own, self.quorum.write)
+        else {
             return Ok(());
-        }
-        accepted.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_accepted = accepted[self.quorum.write - 1];
+        };
         if quorum_accepted > self.internal_storage.decided_idx() {
             self.internal_storage.set_decided_idx(quorum_accepted)?;
             self.send_decide();
