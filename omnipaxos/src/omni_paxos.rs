@@ -301,7 +301,9 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     }
 
     /// Leader only: drops the log up to `trim_index` (default: as far as every server has
-    /// accepted) here and on the peers.
+    /// accepted) here and on the peers. The prefix's state is gone, with or without snapshots:
+    /// reads below the index return [`LogEntry::Trimmed`](crate::util::LogEntry::Trimmed) (use
+    /// [`OmniPaxos::snapshot`] to keep it).
     pub fn trim(&mut self, trim_index: Option<usize>) -> Result<(), CompactionErr> {
         if self.storage_error.is_some() {
             return Err(CompactionErr::StorageFailed);

@@ -151,20 +151,52 @@ fn snapshots_compact_everywhere_and_keep_the_state() {
 }
 
 #[test]
-fn trim_with_snapshots_on_keeps_a_snapshot() {
+fn trim_with_snapshots_on_reads_trimmed_on_every_server() {
+    // The published behaviour: a trim drops the prefix's state even when the entry type has a
+    // snapshot, and the prefix reads as `Trimmed`, not `Snapshotted`, on every server. An
+    // earlier snapshot below the trim index goes with it.
     let mut sim = add_cluster(3, 35);
     let leader = sim.run_until_stable_leader(50).unwrap();
-    for v in 1..=4 {
+    for v in 1..=6 {
         sim.append(leader, Add(v)).unwrap();
     }
-    sim.run_until(50, |s| s.all_decided(4)).unwrap();
-    sim.server_mut(leader).unwrap().trim(None).unwrap();
+    sim.run_until(50, |s| s.all_decided(6)).unwrap();
+    sim.server_mut(leader)
+        .unwrap()
+        .snapshot(Some(2), false)
+        .unwrap();
+    sim.step();
+    sim.server_mut(leader).unwrap().trim(Some(4)).unwrap();
     sim.step();
     for pid in 1..=3 {
+        let s = sim.server(pid).unwrap();
+        assert_eq!(s.get_compacted_idx(), 4, "server {pid}");
+        for idx in 0..4 {
+            assert_eq!(s.read(idx), Some(LogEntry::Trimmed(4)), "server {pid}");
+        }
         assert_eq!(
-            total_of(sim.server(pid).unwrap()),
-            Total { sum: 10, count: 4 }
+            s.read_entries(0..6),
+            Some(vec![
+                LogEntry::Trimmed(4),
+                LogEntry::Decided(Add(5)),
+                LogEntry::Decided(Add(6))
+            ]),
+            "server {pid}"
         );
+    }
+    // The log goes on, and a later snapshot compacts what follows the trim.
+    sim.append(leader, Add(7)).unwrap();
+    sim.run_until(50, |s| s.all_decided(7)).unwrap();
+    sim.server_mut(leader)
+        .unwrap()
+        .snapshot(None, false)
+        .unwrap();
+    sim.step();
+    for pid in 1..=3 {
+        match sim.server(pid).unwrap().read(0) {
+            Some(LogEntry::Snapshotted(e)) => assert_eq!(e.trimmed_idx, 7),
+            other => panic!("server {pid}: expected the snapshot, got {other:?}"),
+        }
     }
 }
 

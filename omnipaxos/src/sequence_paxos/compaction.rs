@@ -1,5 +1,6 @@
-//! Log compaction: `trim` drops a decided prefix that every server has accepted; `snapshot`
-//! replaces a decided prefix by a snapshot of it. Both are atomic storage writes.
+//! Log compaction: `trim` drops a decided prefix that every server has accepted (its state is
+//! gone: reads say `Trimmed`); `snapshot` replaces a decided prefix by a snapshot of it. Both are
+//! atomic storage writes.
 
 use super::{Role, SequencePaxos};
 use crate::errors::CompactionErr;
@@ -39,12 +40,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(Ok(()))
     }
 
+    /// Drops `[0, idx)` without keeping its state: reads below `idx` become `Trimmed(idx)`, with
+    /// or without snapshots (the published behaviour). A stored snapshot no longer describes the
+    /// compacted prefix after that, so it goes too.
     fn trim_locally(&mut self, idx: usize) -> CompactionResult {
-        if T::Snapshot::use_snapshots() {
-            // Dropping entries behind a snapshot's back would leave a snapshot that no longer
-            // covers the compacted prefix: with snapshots on, a trim compacts into the snapshot.
-            return self.snapshot_locally(Some(idx));
-        }
         let idx = match self.compactable(idx)? {
             Ok(Some(idx)) => idx,
             Ok(None) => return Ok(Ok(())),

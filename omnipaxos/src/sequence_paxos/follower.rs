@@ -9,7 +9,7 @@ use crate::messages::sequence_paxos::{
     PaxosMsg, Prepare, PrepareReq, Promise,
 };
 use crate::storage::internal_storage::{StorageResult, SyncOutcome};
-use crate::storage::{Entry, Snapshot, SnapshotType, Storage};
+use crate::storage::{Entry, Storage};
 use crate::util::{LogSync, NodeId, SequenceNumber};
 
 pub(super) struct FollowerState<T: Entry> {
@@ -83,7 +83,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     fn promise_sync(&self, prep: &Prepare) -> StorageResult<Option<LogSync<T>>> {
         let s = &self.internal_storage;
         let na = s.accepted_round();
-        let mut sync_idx = if na > prep.n_accepted {
+        let sync_idx = if na > prep.n_accepted {
             // Accepted in a later round: everything after the leader's decided prefix may differ.
             prep.decided_idx
         } else if na == prep.n_accepted && s.accepted_idx() > prep.accepted_idx {
@@ -94,22 +94,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         };
         // Indices count the StopSign's slot, which is not an entry: the entries to send end at
         // our log end, and the StopSign travels in its own field.
-        sync_idx = sync_idx.min(s.log_end());
-        let mut decided_snapshot = None;
-        if sync_idx < s.compacted_idx() {
-            if T::Snapshot::use_snapshots() {
-                decided_snapshot = Some(SnapshotType::Complete(
-                    s.complete_snapshot(s.compacted_idx())?,
-                ));
-            }
-            sync_idx = s.compacted_idx();
-        }
-        Ok(Some(LogSync {
-            decided_snapshot,
-            suffix: s.get_entries(sync_idx, s.log_end())?,
-            sync_idx,
-            stopsign: s.stopsign().cloned(),
-        }))
+        s.log_sync_from(sync_idx).map(Some)
     }
 
     pub(super) fn handle_accept_sync(

@@ -9,7 +9,7 @@ use crate::messages::sequence_paxos::{
     Promise,
 };
 use crate::storage::internal_storage::{StorageResult, SyncOutcome};
-use crate::storage::{Entry, Snapshot, SnapshotType, StopSign, Storage};
+use crate::storage::{Entry, StopSign, Storage};
 use crate::util::{LogSync, NodeId, SequenceNumber};
 
 /// What a follower's promise said about its log.
@@ -278,25 +278,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         } else {
             meta.decided_idx
         };
-        let mut sync_idx = shared.min(storage.log_end());
-        let mut decided_snapshot = None;
-        let compacted = storage.compacted_idx();
-        if sync_idx < compacted {
-            if T::Snapshot::use_snapshots() {
-                decided_snapshot = Some(SnapshotType::Complete(
-                    storage.complete_snapshot(compacted)?,
-                ));
-            }
-            // Without snapshots the trimmed prefix is held by every server (trim waits for all).
-            sync_idx = compacted;
-        }
-        let suffix = storage.get_entries(sync_idx, storage.log_end())?;
-        let log_sync = LogSync {
-            decided_snapshot,
-            suffix,
-            sync_idx,
-            stopsign: storage.stopsign().cloned(),
-        };
+        let log_sync = storage.log_sync_from(shared)?;
         let decided_idx = storage.decided_idx();
         let progress = &mut self.leader_state.progress[i];
         progress.seq = progress.seq.new_session();

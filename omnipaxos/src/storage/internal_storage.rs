@@ -336,15 +336,41 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         })
     }
 
-    /// Compacts `[0, idx)` away, keeping a snapshot of it when `snapshot` is given.
+    /// The written log from `from` on, as a [`LogSync`]. A compacted part travels as the stored
+    /// snapshot (the complete state of the prefix); a trimmed prefix without a snapshot is not
+    /// sent at all, as every server holds it (a trim waits until all servers accepted it), so the
+    /// sync then starts at the compacted index.
+    pub(crate) fn log_sync_from(&self, from: usize) -> StorageResult<LogSync<T>> {
+        let mut sync_idx = from.min(self.log_end);
+        let mut decided_snapshot = None;
+        if sync_idx < self.compacted_idx {
+            if T::Snapshot::use_snapshots() {
+                decided_snapshot = self.get_snapshot()?.map(SnapshotType::Complete);
+            }
+            sync_idx = self.compacted_idx;
+        }
+        Ok(LogSync {
+            decided_snapshot,
+            suffix: self.get_entries(sync_idx, self.log_end)?,
+            sync_idx,
+            stopsign: self.stopsign.clone(),
+        })
+    }
+
+    /// Compacts `[0, idx)` away, keeping a snapshot of it when `snapshot` is given. Without one
+    /// (a trim), an older snapshot is dropped as well when snapshots are in use: a stored
+    /// snapshot always covers the whole compacted prefix, so whoever finds one may send it as the
+    /// complete state.
     pub(crate) fn compact(
         &mut self,
         idx: usize,
         snapshot: Option<T::Snapshot>,
     ) -> StorageResult<()> {
         let mut ops = vec![StorageOp::Trim(idx), StorageOp::SetCompactedIdx(idx)];
-        if let Some(s) = snapshot {
-            ops.push(StorageOp::SetSnapshot(Some(s)));
+        match snapshot {
+            Some(s) => ops.push(StorageOp::SetSnapshot(Some(s))),
+            None if T::Snapshot::use_snapshots() => ops.push(StorageOp::SetSnapshot(None)),
+            None => {}
         }
         self.storage
             .write_atomically(ops)
