@@ -25,6 +25,17 @@ pub enum PersistentStorageError {
     /// The stored log is not consistent (a missing chunk, a bad chunk header).
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// Another live instance, in this process or another one, holds the store at this path.
+    #[error("the store at {0} is in use by another instance")]
+    Locked(String),
+    /// A file operation of the store's own failed (the durability sync, the lock check).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// `new` was asked to create a store where one already exists.
     #[error("a store already exists at {0}")]
     AlreadyExists(String),

@@ -7,12 +7,14 @@
 //! See `docs/storage.md` for the layout and the durability promises.
 
 mod config;
+mod disk;
 mod error;
 mod layout;
 
 pub use config::PersistentStorageConfig;
 pub use error::PersistentStorageError;
 
+use disk::{DiskSync, LockRelease};
 use layout::*;
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
@@ -24,20 +26,23 @@ use std::path::Path;
 
 /// A durable store for one server, in a sled database at the configured path.
 ///
-/// Reopening the same path (after a crash or a restart) finds everything that was written
-/// before; with `sync_writes` on (the default) that includes every write that returned `Ok`.
+/// Reopening the same path (after a crash, a power cut or a restart) finds everything that was
+/// written before; with `sync_writes` on (the default) that includes every write that returned
+/// `Ok`. Dropping the store flushes it and returns once the path can be opened again.
 pub struct PersistentStorage<T: Entry> {
     db: sled::Db,
     path: String,
-    sync_writes: bool,
+    /// `Some` with `sync_writes` on: the `fdatasync` that follows every flush.
+    disk_sync: Option<DiskSync>,
     /// First absolute index of every log chunk, and its number of entries.
     chunks: BTreeMap<usize, usize>,
     /// First absolute index held (everything below was trimmed).
     log_start: usize,
     /// Absolute index after the last entry.
     log_end: usize,
-    flushes: u64,
     _entry: PhantomData<T>,
+    /// Declared after `db`, so dropped after it: waits until sled released the file lock.
+    _lock_release: LockRelease,
 }
 
 impl<T> PersistentStorage<T>
@@ -56,8 +61,21 @@ where
     }
 
     /// Opens the store at the configured path, creating it if needed.
+    ///
+    /// Returns [`PersistentStorageError::Locked`] at once if another live instance (in this
+    /// process or another) holds the store.
     pub fn try_open(config: PersistentStorageConfig) -> Result<Self, PersistentStorageError> {
+        let dir = Path::new(config.get_path());
+        let io = |what| move |source| PersistentStorageError::Io { what, source };
+        if disk::is_locked(dir).map_err(io("checking the store's lock"))? {
+            return Err(PersistentStorageError::Locked(config.get_path().clone()));
+        }
         let db = config.sled_config().open()?;
+        let lock_release = LockRelease::new(dir);
+        let disk_sync = match config.get_sync_writes() {
+            true => Some(DiskSync::open(dir).map_err(io("opening the store for syncs"))?),
+            false => None,
+        };
         let log_start = match db.get(LOG_START)? {
             Some(bytes) => decode_usize(&bytes, "log start")?,
             None => 0,
@@ -80,12 +98,12 @@ where
         Ok(Self {
             db,
             path: config.get_path().clone(),
-            sync_writes: config.get_sync_writes(),
+            disk_sync,
             chunks,
             log_start,
             log_end,
-            flushes: 0,
             _entry: PhantomData,
+            _lock_release: lock_release,
         })
     }
 
@@ -114,16 +132,22 @@ where
         &self.path
     }
 
-    /// How many times the store flushed to disk since it was opened (one per durable write with
-    /// `sync_writes` on).
+    /// How many times the store made its writes durable (sled's flush followed by an
+    /// `fdatasync`) since it was opened: one per write call with `sync_writes` on (so one per
+    /// group-committed batch of the protocol), none with it off.
     pub fn flush_count(&self) -> u64 {
-        self.flushes
+        self.disk_sync.as_ref().map_or(0, DiskSync::syncs)
     }
 
     fn flush_if_sync(&mut self) -> Result<(), PersistentStorageError> {
-        if self.sync_writes {
+        if let Some(disk_sync) = &mut self.disk_sync {
             self.db.flush()?;
-            self.flushes += 1;
+            disk_sync
+                .sync()
+                .map_err(|source| PersistentStorageError::Io {
+                    what: "fdatasync after a write",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -196,6 +220,14 @@ where
         self.log_start = log_start;
         self.log_end = log_end;
         Ok(())
+    }
+}
+
+impl<T: Entry> Drop for PersistentStorage<T> {
+    /// Flushes what sled still buffers (with `sync_writes` off), so a clean drop loses nothing;
+    /// then `db` and the lock release drop, in that order.
+    fn drop(&mut self) {
+        let _ = self.db.flush();
     }
 }
 
