@@ -31,6 +31,8 @@ pub(crate) struct BallotLeaderElection {
     current_ballot: Ballot,
     /// The ballot this server follows; `Ballot::default()` while undecided.
     leader: Ballot,
+    /// A ballot Sequence Paxos promised above `leader`, seen at the end of the last round.
+    watched_promise: Ballot,
     /// Whether this server heard from a quorum in its last round.
     quorum_connected: bool,
     current_round: u32,
@@ -59,6 +61,7 @@ impl BallotLeaderElection {
             quorum,
             current_ballot: Ballot::with(config_id, 1, priority, pid),
             leader: Ballot::default(),
+            watched_promise: Ballot::default(),
             quorum_connected: false,
             current_round: 0,
             replies: Vec::new(),
@@ -158,6 +161,19 @@ impl BallotLeaderElection {
             self.quorum.read
         };
         self.quorum_connected = self.replies.len() + 1 >= needed;
+        if promise > self.leader {
+            // Sequence Paxos promised a ballot this election never saw win (a Prepare outran
+            // the heartbeats, or `try_become_leader`). That ballot is who the servers follow
+            // now, so it is the leader to watch: if its owner is not a connected candidate, the
+            // check below stands above it instead of following a ballot that can never lead.
+            // The owner first gets one full round to show up with it (this round's replies may
+            // predate the Prepare).
+            if self.watched_promise == promise {
+                self.leader = promise;
+            } else {
+                self.watched_promise = promise;
+            }
+        }
         let mut elected = None;
         if self.quorum_connected {
             // Before any leader exists nobody is known to be quorum-connected yet (everyone

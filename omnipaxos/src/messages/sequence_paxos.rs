@@ -124,8 +124,9 @@ pub struct AcceptStopSign {
 pub struct ForwardedEntries<T: Entry> {
     /// The ballot the sender has promised (its leader's).
     pub n: Ballot,
-    /// Grows with every forward of the sender within `n`: the session is the sender's current
-    /// synchronisation session with its leader, the counter counts forwards in it.
+    /// The forward's identity: `session` is the sender's incarnation (random, drawn when the
+    /// instance was built, so a restarted sender never repeats an identity), `counter` numbers
+    /// the forwards of that incarnation.
     pub seq_num: SequenceNumber,
     /// The proposed entries, in proposal order.
     pub entries: Vec<T>,
@@ -229,9 +230,9 @@ impl<T: Entry> fmt::Display for PaxosMessage<T> {
             PaxosMsg::ProposalForward(entries) => write!(f, "ProposalForward +{}", entries.len()),
             PaxosMsg::ForwardedEntries(m) => write!(
                 f,
-                "ForwardedEntries n={} seq={} +{}",
+                "ForwardedEntries n={} #{} +{}",
                 m.n,
-                fmt_seq(m.seq_num),
+                m.seq_num.counter,
                 m.entries.len()
             ),
             PaxosMsg::Compaction(Compaction::Trim(idx)) => write!(f, "Compaction Trim({idx})"),

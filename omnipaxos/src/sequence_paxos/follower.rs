@@ -19,8 +19,9 @@ pub(super) struct FollowerState<T: Entry> {
     cached_promise: Option<Promise<T>>,
     /// Index in `outgoing` of a not-yet-taken `Accepted`, so acknowledgements merge.
     pub(super) pending_accepted: Option<usize>,
-    /// An `Accepted` was sent since the last resend check and may have been lost.
-    accepted_needs_resend: bool,
+    /// A `Promise` or `Accepted` was sent since the last resend check: the leader's answer may
+    /// still be on its way, so the check leaves it alone this time.
+    sent_since_check: bool,
 }
 
 impl<T: Entry> Default for FollowerState<T> {
@@ -29,7 +30,7 @@ impl<T: Entry> Default for FollowerState<T> {
             seq: SequenceNumber::default(),
             cached_promise: None,
             pending_accepted: None,
-            accepted_needs_resend: false,
+            sent_since_check: false,
         }
     }
 }
@@ -75,6 +76,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             log_sync,
         };
         self.follower_state.cached_promise = Some(promise.clone());
+        self.follower_state.sent_since_check = true;
         self.send(from, PaxosMsg::Promise(promise));
         Ok(())
     }
@@ -110,6 +112,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         {
             return Ok(()); // not waiting for a sync, or a duplicate of an older session
         }
+        if self.is_stale_sync_of_this_round(&acc) {
+            log!(
+                debug,
+                self.pid,
+                "dropped a stale AcceptSync from {from}: shorter than the log accepted in {}",
+                acc.n
+            );
+            return Ok(());
+        }
         let outcome = self
             .internal_storage
             .sync_log(acc.n, acc.decided_idx, Some(acc.log_sync))?;
@@ -131,6 +142,21 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(())
     }
 
+    /// Within one round the leader's log only grows, and its sync to a follower starts from
+    /// what the follower promised to hold, so a genuine sync of the round this log was accepted
+    /// in always ends at or beyond it. One that ends before it is a duplicate from earlier in the
+    /// round: the session check cannot tell after a restart (sessions live in memory), and
+    /// applying it would cut entries this server already acknowledged, which may be decided.
+    fn is_stale_sync_of_this_round(&self, acc: &AcceptSync<T>) -> bool {
+        let s = &self.internal_storage;
+        let sync = &acc.log_sync;
+        let sync_end = sync
+            .sync_idx
+            .saturating_add(sync.suffix.len())
+            .saturating_add(usize::from(sync.stopsign.is_some()));
+        acc.n == s.accepted_round() && sync_end < s.accepted_idx()
+    }
+
     pub(super) fn handle_accept_decide(
         &mut self,
         acc: AcceptDecide<T>,
@@ -139,12 +165,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if !self.accept_stream_message(acc.n, acc.seq_num, from) {
             return Ok(());
         }
-        if self.internal_storage.stopsign().is_some() {
-            return Ok(()); // invariant of the leader: nothing follows a StopSign
-        }
-        let written = self.internal_storage.append_entries_now(acc.entries)?;
+        // An empty one is the leader's resend check (it has not seen us acknowledge its whole
+        // log): always answered.
+        let probe = acc.entries.is_empty();
+        let written = if self.internal_storage.stopsign().is_some() {
+            0 // invariant of the leader: nothing follows a StopSign
+        } else {
+            self.internal_storage.append_entries_now(acc.entries)?
+        };
         let flushed = self.learn_decided(acc.decided_idx)?;
-        if written > 0 || flushed {
+        if written > 0 || flushed || probe {
             self.send_accepted();
         }
         Ok(())
@@ -249,7 +279,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(super) fn send_accepted(&mut self) {
         let n = self.promise();
         let accepted_idx = self.internal_storage.accepted_idx();
-        self.follower_state.accepted_needs_resend = true;
+        self.follower_state.sent_since_check = true;
         if let Some(pos) = self.follower_state.pending_accepted {
             if let Some(PaxosMessage {
                 msg: PaxosMsg::Accepted(acc),
@@ -266,14 +296,25 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.send(n.pid, PaxosMsg::Accepted(Accepted { n, accepted_idx }));
     }
 
+    /// Resend check in the Accept phase: while something this server accepted is not known to
+    /// be decided, it repeats its acknowledgement every period (unless it sent one in this
+    /// period). The leader counts it if it was lost, and answers with its decided index if it
+    /// was not, so neither a lost `Accepted` nor a lost `Decide` can stall an entry or a
+    /// StopSign. Once everything accepted is decided, it stays quiet.
     pub(super) fn resend_accepted(&mut self) {
-        if std::mem::take(&mut self.follower_state.accepted_needs_resend) {
+        let recent = std::mem::take(&mut self.follower_state.sent_since_check);
+        let s = &self.internal_storage;
+        if !recent && s.accepted_idx() > s.decided_idx() {
             self.send_accepted();
-            self.follower_state.accepted_needs_resend = false;
+            self.follower_state.sent_since_check = false;
         }
     }
 
+    /// Resend check in the Prepare phase: the promise again, unless it was sent in this period.
     pub(super) fn resend_promise(&mut self) {
+        if std::mem::take(&mut self.follower_state.sent_since_check) {
+            return;
+        }
         match self.follower_state.cached_promise.clone() {
             Some(promise) => self.send(promise.n.pid, PaxosMsg::Promise(promise)),
             None => self.phase = Phase::Recover,

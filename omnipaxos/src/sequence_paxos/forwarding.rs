@@ -2,8 +2,14 @@
 //! kept locally while neither is possible (no leader known, or the leader is not ready), to be
 //! handed over as soon as this server is synchronised or becomes leader.
 //!
-//! Forwards carry an identity (the sender's promised ballot, its sync session and a counter) that
-//! only grows, so a receiver drops a duplicated or stale forward instead of appending it twice.
+//! Forwards carry an identity: the ballot of the leader they are for, the sender's incarnation
+//! and a counter. The incarnation is drawn at random when the instance is built (from the
+//! standard library's per-process hash keys), so a server that restarts never reuses an
+//! identity of an earlier life, without any storage. The leader takes a forward only for its own
+//! current ballot and only once per identity; its table of identities lives as long as the ballot
+//! does on that leader (a restarted leader leads with a higher ballot), so a duplicate can never
+//! be appended twice, however late it arrives. A forward that reaches a server which no longer
+//! leads that ballot is dropped (see `docs/lost_appends.md`).
 
 use super::{Phase, Role, SequencePaxos};
 use crate::ballot_leader_election::Ballot;
@@ -12,27 +18,59 @@ use crate::messages::sequence_paxos::{ForwardedEntries, PaxosMessage, PaxosMsg};
 use crate::storage::internal_storage::StorageResult;
 use crate::storage::{Entry, StopSign, Storage};
 use crate::util::{NodeId, SequenceNumber};
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 
 pub(super) struct ForwardState {
-    /// Identity of the last forward this server sent.
-    sent: SequenceNumber,
+    /// This instance's incarnation: random, so no restart of this server reuses it.
+    incarnation: u64,
+    /// Forwards sent by this instance.
+    sent: u64,
     /// Index in `outgoing` of a not-yet-taken forward, so forwards merge into one message.
     pending: Option<usize>,
-    /// The newest forward identity received from each peer (aligned with `peers`).
-    received: Vec<Option<(Ballot, SequenceNumber)>>,
+    /// The ballot `received` is about: this server's ballot as leader.
+    received_in: Ballot,
+    /// The highest forward counter taken from each (sender, incarnation) in `received_in`.
+    received: BTreeMap<(NodeId, u64), u64>,
 }
 
 impl ForwardState {
-    pub(super) fn new(num_nodes: usize) -> Self {
+    pub(super) fn new(pid: NodeId) -> Self {
         Self {
-            sent: SequenceNumber::default(),
+            incarnation: RandomState::new().hash_one(pid),
+            sent: 0,
             pending: None,
-            received: vec![None; num_nodes.saturating_sub(1)],
+            received_in: Ballot::default(),
+            received: BTreeMap::new(),
         }
     }
 
     pub(super) fn close_merge_window(&mut self) {
         self.pending = None;
+    }
+
+    /// The identity of the next forward.
+    fn next_identity(&mut self) -> SequenceNumber {
+        self.sent += 1;
+        SequenceNumber {
+            session: self.incarnation,
+            counter: self.sent,
+        }
+    }
+
+    /// Records a forward for ballot `n` from `from`; false if it was taken before.
+    fn take_once(&mut self, n: Ballot, from: NodeId, id: SequenceNumber) -> bool {
+        if self.received_in != n {
+            self.received_in = n;
+            self.received.clear();
+        }
+        let seen = self.received.entry((from, id.session)).or_insert(0);
+        if id.counter <= *seen {
+            return false;
+        }
+        *seen = id.counter;
+        true
     }
 }
 
@@ -93,20 +131,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 }
             }
         }
-        let session = self.follower_state.seq.session;
         let n = self.promise();
-        let sent = &mut self.forward_state.sent;
-        *sent = if sent.session == session {
-            sent.next()
-        } else {
-            SequenceNumber {
-                session,
-                counter: 1,
-            }
-        };
+        let seq_num = self.forward_state.next_identity();
         let fwd = ForwardedEntries {
             n,
-            seq_num: *sent,
+            seq_num,
             entries,
         };
         self.forward_state.pending = Some(self.outgoing.len());
@@ -118,20 +147,24 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         fwd: ForwardedEntries<T>,
         from: NodeId,
     ) -> StorageResult<()> {
-        let Some(i) = self.peers.iter().position(|p| *p == from) else {
-            return Ok(());
-        };
-        let id = (fwd.n, fwd.seq_num);
-        let last = &mut self.forward_state.received[i];
-        if last.is_some_and(|seen| id <= seen) {
+        if self.role != Role::Leader || fwd.n != self.promise() {
             log!(
                 debug,
                 self.pid,
-                "dropped a duplicate or stale forward from {from}"
+                "dropped a forward from {from} for ballot {}: this server does not lead it",
+                fwd.n
             );
             return Ok(());
         }
-        *last = Some(id);
+        if !self.forward_state.take_once(fwd.n, from, fwd.seq_num) {
+            log!(
+                debug,
+                self.pid,
+                "dropped a duplicate forward from {from} (#{})",
+                fwd.seq_num.counter
+            );
+            return Ok(());
+        }
         self.handle_forwarded_proposals(fwd.entries)
     }
 

@@ -32,8 +32,9 @@ struct PeerProgress<T: Entry> {
     seq: SequenceNumber,
     /// Index in `outgoing` of a not-yet-taken `AcceptDecide` to this follower.
     pending_msg: Option<usize>,
-    /// Something was sent since the last resend check and may have been lost.
-    resend_needed: bool,
+    /// Something was sent to this follower since the last resend check: an answer may still be
+    /// on its way, so the check leaves it alone this time.
+    sent_since_check: bool,
 }
 
 impl<T: Entry> PeerProgress<T> {
@@ -42,6 +43,7 @@ impl<T: Entry> PeerProgress<T> {
     fn next_message(&mut self, merge_slot: Option<usize>) -> SequenceNumber {
         self.seq = self.seq.next();
         self.pending_msg = merge_slot;
+        self.sent_since_check = true;
         self.seq
     }
 }
@@ -55,7 +57,7 @@ impl<T: Entry> Default for PeerProgress<T> {
             accepted_idx: 0,
             seq: SequenceNumber::default(),
             pending_msg: None,
-            resend_needed: false,
+            sent_since_check: false,
         }
     }
 }
@@ -152,10 +154,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.role = Role::Leader;
         self.phase = Phase::Prepare;
         self.leader_state.reset(self.peers.len());
-        let prepare = self.prepare_message();
         for i in 0..self.peers.len() {
-            let peer = self.peers[i];
-            self.send(peer, prepare.clone());
+            self.send_prepare(i);
         }
         if self.quorum.is_read_quorum(1) {
             self.handle_majority_promises()?;
@@ -285,7 +285,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         progress.synced = true;
         progress.accepted_idx = 0;
         progress.pending_msg = None;
-        progress.resend_needed = true;
+        progress.sent_since_check = true;
         let seq_num = progress.seq;
         let peer = self.peers[i];
         self.send(
@@ -300,14 +300,43 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(())
     }
 
-    /// Streams newly written entries to every synchronised follower, merging into an
-    /// `AcceptDecide` that is still waiting in `outgoing`.
+    /// The `AcceptDecide` to follower `i` still waiting in `outgoing`: later entries and
+    /// decisions merge into it instead of making new messages.
+    fn pending_accept_decide(&mut self, i: usize) -> Option<&mut AcceptDecide<T>> {
+        let pos = self.leader_state.progress[i].pending_msg?;
+        match self.outgoing.get_mut(pos).map(|m| &mut m.msg) {
+            Some(PaxosMsg::AcceptDecide(acc)) => Some(acc),
+            _ => None,
+        }
+    }
+
+    /// Sends follower `i` the next message of its session, built from its sequence number.
+    /// A `mergeable` message (an `AcceptDecide`) takes later entries and decisions until
+    /// `outgoing` is taken.
+    fn send_in_session(
+        &mut self,
+        i: usize,
+        mergeable: bool,
+        msg: impl FnOnce(SequenceNumber) -> PaxosMsg<T>,
+    ) {
+        let slot = mergeable.then_some(self.outgoing.len());
+        let seq_num = self.leader_state.progress[i].next_message(slot);
+        let peer = self.peers[i];
+        self.send(peer, msg(seq_num));
+    }
+
+    /// The synchronised followers: those that receive the entry stream.
+    fn synced_followers(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|&i| self.leader_state.progress[i].synced)
+            .collect()
+    }
+
+    /// Streams newly written entries to every synchronised follower.
     pub(super) fn send_accept_decide(&mut self, mut entries: Vec<T>) {
         let n = self.promise();
         let decided_idx = self.internal_storage.decided_idx();
-        let synced: Vec<usize> = (0..self.peers.len())
-            .filter(|&i| self.leader_state.progress[i].synced)
-            .collect();
+        let synced = self.synced_followers();
         for (k, &i) in synced.iter().enumerate() {
             // The last follower takes the entries themselves; the others get a copy.
             let batch = if k + 1 == synced.len() {
@@ -315,28 +344,19 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             } else {
                 entries.clone()
             };
-            let progress = &mut self.leader_state.progress[i];
-            progress.resend_needed = true;
-            if let Some(pos) = progress.pending_msg {
-                if let Some(PaxosMsg::AcceptDecide(acc)) =
-                    self.outgoing.get_mut(pos).map(|m| &mut m.msg)
-                {
-                    acc.entries.extend(batch);
-                    acc.decided_idx = decided_idx;
-                    continue;
-                }
+            if let Some(acc) = self.pending_accept_decide(i) {
+                acc.entries.extend(batch);
+                acc.decided_idx = decided_idx;
+                continue;
             }
-            let seq_num = progress.next_message(Some(self.outgoing.len()));
-            let peer = self.peers[i];
-            self.send(
-                peer,
+            self.send_in_session(i, true, |seq_num| {
                 PaxosMsg::AcceptDecide(AcceptDecide {
                     n,
                     seq_num,
                     decided_idx,
                     entries: batch,
-                }),
-            );
+                })
+            });
         }
     }
 
@@ -353,9 +373,19 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return Ok(());
         }
         // A follower cannot have accepted more than we sent; cap what a faulty peer claims.
-        progress.accepted_idx = progress
-            .accepted_idx
-            .max(acc.accepted_idx.min(own_accepted));
+        let claimed = acc.accepted_idx.min(own_accepted);
+        if claimed <= progress.accepted_idx {
+            if self.internal_storage.decided_idx() == 0 {
+                return Ok(()); // nothing decided yet: nothing to tell
+            }
+            // Nothing new: the follower is waiting for a decision it may have missed (it repeats
+            // its acknowledgement on its resend timer until it learns one), or this is a
+            // duplicate. Tell it where we are; followers never answer a `Decide`, so this
+            // cannot turn into an exchange.
+            self.send_decide_to(i);
+            return Ok(());
+        }
+        progress.accepted_idx = claimed;
         if progress.accepted_idx > self.internal_storage.decided_idx() {
             self.try_decide()?;
         }
@@ -382,33 +412,25 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Tells every synchronised follower the decided index, piggybacked on a pending
     /// `AcceptDecide` when there is one.
     fn send_decide(&mut self) {
+        for i in self.synced_followers() {
+            self.send_decide_to(i);
+        }
+    }
+
+    fn send_decide_to(&mut self, i: usize) {
         let n = self.promise();
         let decided_idx = self.internal_storage.decided_idx();
-        for i in 0..self.peers.len() {
-            let progress = &mut self.leader_state.progress[i];
-            if !progress.synced {
-                continue;
-            }
-            progress.resend_needed = true;
-            if let Some(pos) = progress.pending_msg {
-                if let Some(PaxosMsg::AcceptDecide(acc)) =
-                    self.outgoing.get_mut(pos).map(|m| &mut m.msg)
-                {
-                    acc.decided_idx = decided_idx;
-                    continue;
-                }
-            }
-            let seq_num = progress.next_message(progress.pending_msg);
-            let peer = self.peers[i];
-            self.send(
-                peer,
-                PaxosMsg::Decide(Decide {
-                    n,
-                    seq_num,
-                    decided_idx,
-                }),
-            );
+        if let Some(acc) = self.pending_accept_decide(i) {
+            acc.decided_idx = decided_idx;
+            return;
         }
+        self.send_in_session(i, false, |seq_num| {
+            PaxosMsg::Decide(Decide {
+                n,
+                seq_num,
+                decided_idx,
+            })
+        });
     }
 
     /// Seals the log with `ss` and asks the followers to accept it.
@@ -420,22 +442,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.internal_storage.set_stopsign(Some(ss.clone()))?;
         log!(info, self.pid, "accepted {ss}");
         let n = self.promise();
-        for i in 0..self.peers.len() {
-            let progress = &mut self.leader_state.progress[i];
-            if !progress.synced {
-                continue;
-            }
-            progress.resend_needed = true;
-            let seq_num = progress.next_message(None);
-            let peer = self.peers[i];
-            self.send(
-                peer,
-                PaxosMsg::AcceptStopSign(AcceptStopSign {
-                    n,
-                    seq_num,
-                    ss: ss.clone(),
-                }),
-            );
+        for i in self.synced_followers() {
+            let ss = ss.clone();
+            self.send_in_session(i, false, |seq_num| {
+                PaxosMsg::AcceptStopSign(AcceptStopSign { n, seq_num, ss })
+            });
         }
         self.try_decide()
     }
@@ -455,8 +466,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             seq,
             ..PeerProgress::default()
         };
+        self.send_prepare(i);
+    }
+
+    fn send_prepare(&mut self, i: usize) {
         let prepare = self.prepare_message();
-        self.send(from, prepare);
+        self.leader_state.progress[i].sent_since_check = true;
+        let peer = self.peers[i];
+        self.send(peer, prepare);
     }
 
     pub(super) fn handle_not_accepted(&mut self, n: Ballot) {
@@ -465,40 +482,36 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
     }
 
-    /// Resend check: Prepare to peers that have not promised; to followers that may have
-    /// missed something, a `Decide` with the next sequence number. It either brings them up to
-    /// date or reveals a gap, which makes them ask for a fresh sync.
+    /// Resend check, on the resend timer, for each follower nothing was sent to since the last
+    /// check (an answer to that may still be on its way): a `Prepare` while it has not
+    /// promised; while it has not acknowledged the whole log (an `AcceptDecide` or its
+    /// `Accepted` was lost), an empty `AcceptDecide` with the next sequence number, a probe that
+    /// it always answers, or that reveals a gap and makes it ask for a fresh sync. The check
+    /// repeats every period until answered: one message per follower per period at most.
     pub(super) fn resend_as_leader(&mut self) {
-        let prepare = self.prepare_message();
         let n = self.promise();
         let own_accepted = self.internal_storage.accepted_idx();
         let decided_idx = self.internal_storage.decided_idx();
         let in_accept = self.phase == Phase::Accept;
         for i in 0..self.peers.len() {
-            let peer = self.peers[i];
             let progress = &mut self.leader_state.progress[i];
+            if std::mem::take(&mut progress.sent_since_check) {
+                continue;
+            }
             if progress.promise.is_none() {
-                self.outgoing
-                    .push(crate::messages::sequence_paxos::PaxosMessage {
-                        from: self.pid,
-                        to: peer,
-                        msg: prepare.clone(),
-                    });
-            } else if in_accept
-                && progress.synced
-                && (progress.resend_needed || progress.accepted_idx < own_accepted)
-            {
-                progress.resend_needed = false;
-                let seq_num = progress.next_message(None);
-                self.send(
-                    peer,
-                    PaxosMsg::Decide(Decide {
+                self.send_prepare(i);
+            } else if in_accept && progress.synced && progress.accepted_idx < own_accepted {
+                self.send_in_session(i, false, |seq_num| {
+                    PaxosMsg::AcceptDecide(AcceptDecide {
                         n,
                         seq_num,
                         decided_idx,
-                    }),
-                );
+                        entries: Vec::new(),
+                    })
+                });
             }
+            // What the check itself sent is not "recent": the next check may repeat it.
+            self.leader_state.progress[i].sent_since_check = false;
         }
     }
 

@@ -89,7 +89,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             outgoing: Vec::with_capacity(buffer_size.min(1024)),
             pending_proposals: Vec::new(),
             pending_stopsign: None,
-            forward_state: forwarding::ForwardState::new(nodes.len()),
+            forward_state: forwarding::ForwardState::new(pid),
         }
     }
 
