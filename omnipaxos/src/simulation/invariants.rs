@@ -1,6 +1,7 @@
 //! The safety invariants of DESIGN.md §2, checked by the simulator after every step:
 //! agreement, validity, stability, a unique leader per ballot, the finality of a StopSign, and
-//! safe compaction. Checks are incremental: each step reads only what was decided since.
+//! safe compaction. Checks after a step are incremental (they read only what was decided since);
+//! every few steps, and on demand, the whole decided log of every server is read again.
 
 use crate::ballot_leader_election::Ballot;
 use crate::storage::{Entry, StopSign, Storage};
@@ -49,6 +50,19 @@ impl<T: Entry + Eq + Hash> InvariantChecker<T> {
     /// The decided log as far as any server has decided it.
     pub(crate) fn chosen(&self) -> &[Option<T>] {
         &self.chosen
+    }
+
+    /// Like [`Self::check_server`], but re-reads the whole decided log of the server, so an
+    /// entry changed below what was checked before is caught too.
+    pub(crate) fn check_server_fully<B: Storage<T>>(
+        &mut self,
+        pid: NodeId,
+        op: &OmniPaxos<T, B>,
+    ) -> Result<(), String> {
+        if let Some(progress) = self.servers.get_mut(&pid) {
+            progress.checked_idx = 0;
+        }
+        self.check_server(pid, op)
     }
 
     pub(crate) fn check_server<B: Storage<T>>(

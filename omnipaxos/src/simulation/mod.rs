@@ -33,6 +33,7 @@ pub use storage::{FaultMode, InjectedFault, SimStorage};
 use crate::errors::{ConfigError, ProposeErr};
 use crate::messages::Message;
 use crate::quorum::FlexibleQuorum;
+use crate::reconfiguration::Handover;
 use crate::storage::{Entry, Storage};
 use crate::util::NodeId;
 use crate::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig};
@@ -63,6 +64,10 @@ pub struct SimConfig {
     pub network: NetworkConfig,
     /// How many recent events to keep for failure reports.
     pub trace_len: usize,
+    /// Every this many steps the invariants are checked against the whole decided log of every
+    /// server, not only what was decided since the last step (0: never; see
+    /// [`Simulation::check_invariants_fully`]).
+    pub full_check_every: u64,
 }
 
 impl SimConfig {
@@ -82,6 +87,7 @@ impl SimConfig {
             flexible_quorum: None,
             network: NetworkConfig::reliable(),
             trace_len: 300,
+            full_check_every: 25,
         }
     }
 
@@ -142,6 +148,16 @@ pub struct Simulation<T: Entry + Eq + Hash, B: Storage<T>> {
     checker: InvariantChecker<T>,
     trace: VecDeque<String>,
     outgoing: Vec<Message<T>>,
+    intercepts: Vec<Intercept<T>>,
+    held: Vec<Message<T>>,
+}
+
+/// A test's rule for the next messages that match it.
+struct Intercept<T: Entry> {
+    remaining: usize,
+    matches: Box<dyn Fn(&Message<T>) -> bool>,
+    /// Whether the message also goes on to the network (a copy is held either way).
+    deliver: bool,
 }
 
 impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
@@ -159,6 +175,8 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
             checker: InvariantChecker::new(),
             trace: VecDeque::new(),
             outgoing: Vec::new(),
+            intercepts: Vec::new(),
+            held: Vec::new(),
             config,
         };
         for pid in sim.config.nodes.clone() {
@@ -240,6 +258,49 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         result
     }
 
+    /// Holds back the next `count` messages for which `matches` is true: they do not reach the
+    /// network, and [`Simulation::take_held`] hands them to the test, to drop or to
+    /// [`inject`](Simulation::inject) later (a message lost, or delayed without bound).
+    pub fn hold(&mut self, count: usize, matches: impl Fn(&Message<T>) -> bool + 'static) {
+        self.intercepts.push(Intercept {
+            remaining: count,
+            matches: Box::new(matches),
+            deliver: false,
+        });
+    }
+
+    /// Keeps a copy of the next `count` messages for which `matches` is true and sends them on
+    /// as usual; [`Simulation::take_held`] returns the copies, to inject as late duplicates.
+    pub fn copy(&mut self, count: usize, matches: impl Fn(&Message<T>) -> bool + 'static) {
+        self.intercepts.push(Intercept {
+            remaining: count,
+            matches: Box::new(matches),
+            deliver: true,
+        });
+    }
+
+    /// Drops every rule set by [`Simulation::hold`] and [`Simulation::copy`].
+    pub fn stop_intercepting(&mut self) {
+        self.intercepts.clear();
+    }
+
+    /// The messages held back or copied so far, oldest first.
+    pub fn take_held(&mut self) -> Vec<Message<T>> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// `Some(deliver)` if a rule takes `msg` (and counts it).
+    fn intercept(&mut self, msg: &Message<T>) -> Option<bool> {
+        let rule = self
+            .intercepts
+            .iter_mut()
+            .find(|r| r.remaining > 0 && (r.matches)(msg))?;
+        rule.remaining -= 1;
+        let deliver = rule.deliver;
+        self.intercepts.retain(|r| r.remaining > 0);
+        Some(deliver)
+    }
+
     /// Hands `msg` to its receiver directly, as if it came from the network (for bad-input
     /// tests). Dropped if the receiver is not live.
     pub fn inject(&mut self, msg: Message<T>) {
@@ -249,12 +310,13 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         }
     }
 
-    /// Crashes server `pid`: its in-memory state and the messages in flight to or from it are
-    /// lost (its connections die with it); its storage is kept.
+    /// Crashes server `pid`: its in-memory state is lost, its storage is kept. Messages in
+    /// flight to or from it are lost too, unless the network lets them survive crashes
+    /// ([`NetworkConfig::in_flight_survives_crash`]): then they may reach it after a restart.
     pub fn crash(&mut self, pid: NodeId) {
         if let Some(slot) = self.servers.get_mut(&pid) {
             *slot = None;
-            self.network.drop_involving(pid);
+            self.network.crashed(pid);
             self.record(format!("crash {pid}"));
         }
     }
@@ -400,7 +462,12 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
                 self.deliver(msg);
             }
         }
-        self.check_invariants()
+        let every = self.config.full_check_every;
+        if every > 0 && self.now % every == 0 {
+            self.check_invariants_fully()
+        } else {
+            self.check_invariants()
+        }
     }
 
     fn collect_outgoing(&mut self) {
@@ -409,6 +476,13 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
             server.take_outgoing_messages(&mut buffer);
         }
         for msg in buffer.drain(..) {
+            if let Some(deliver) = self.intercept(&msg) {
+                self.held.push(msg.clone());
+                self.record(format!("held {msg}"));
+                if !deliver {
+                    continue;
+                }
+            }
             self.network.send(msg, self.now, &mut self.rng);
         }
         self.outgoing = buffer;
@@ -434,6 +508,26 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
             }
         }
         Ok(())
+    }
+
+    /// Checks every invariant on every live server, reading each one's whole decided log again.
+    /// Run it at the end of a test: a decided entry rewritten below what the per-step checks
+    /// had read shows up here.
+    pub fn check_invariants_fully(&mut self) -> Result<(), String> {
+        for (pid, server) in &self.servers {
+            if let Some(server) = server {
+                self.checker.check_server_fully(*pid, server)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Simulation::check_invariants_fully`], but panics with the seed and the last
+    /// events on a violation.
+    pub fn assert_invariants_fully(&mut self) {
+        if let Err(violation) = self.check_invariants_fully() {
+            panic!("{}", self.report(&violation));
+        }
     }
 
     fn report(&self, violation: &str) -> String {
@@ -523,6 +617,31 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         pids.iter()
             .filter_map(|p| self.server(*p))
             .all(|s| s.get_decided_idx() >= idx)
+    }
+
+    /// Once this configuration ended (a live server decided its StopSign): a simulation of the
+    /// next configuration, with the same settings, every server on fresh storage from
+    /// `storage_for`, together with the [`Handover`] of this one, from which your test builds
+    /// the application state of every server of the next configuration (a server that joins
+    /// has nothing else). `None` while no live server has decided the StopSign.
+    ///
+    /// # Panics
+    /// If the next configuration cannot be built (it was validated when proposed).
+    pub fn next_configuration(
+        &self,
+        storage_for: impl FnMut(NodeId) -> B,
+    ) -> Option<(Simulation<T, B>, Handover<T>)> {
+        let handover = self.servers.values().flatten().find_map(|s| s.handover())?;
+        let next = handover.next_config();
+        let mut config = self.config.clone();
+        config.configuration_id = next.configuration_id;
+        config.nodes = next.nodes.clone();
+        config.flexible_quorum = next.flexible_quorum;
+        config.seed = self
+            .config
+            .seed
+            .wrapping_add(u64::from(next.configuration_id));
+        Some((Simulation::new(config, storage_for), handover))
     }
 
     /// The decided log as far as any server decided it (`None` where only compacted).

@@ -18,26 +18,54 @@ pub struct NetworkConfig {
     pub min_delay: u64,
     /// Largest delivery delay, in ticks. Random delays reorder messages.
     pub max_delay: u64,
+    /// Probability that a message is also delivered once more, much later (between
+    /// `max_delay` and `max_late_delay` ticks): a copy stuck in a queue or a retransmission.
+    /// Such copies outlive crashes and restarts of their sender and receiver.
+    pub late_duplicate_rate: f64,
+    /// Largest delay of a late copy, in ticks.
+    pub max_late_delay: u64,
+    /// Whether messages in flight survive a crash of their sender or receiver: those due while
+    /// the receiver is down are lost, the others are delivered, to the restarted receiver too.
+    /// With `false` a crash loses everything in flight to or from the server.
+    pub in_flight_survives_crash: bool,
 }
 
 impl NetworkConfig {
-    /// No loss, no duplication, delivery within the step.
+    /// No loss, no duplication, delivery within the step; a crash loses what is in flight to or
+    /// from the crashed server.
     pub fn reliable() -> Self {
         Self {
             drop_rate: 0.0,
             duplicate_rate: 0.0,
             min_delay: 0,
             max_delay: 0,
+            late_duplicate_rate: 0.0,
+            max_late_delay: 0,
+            in_flight_survives_crash: false,
         }
     }
 
-    /// Loss, duplication and reordering at the given rates, delays up to `max_delay` ticks.
+    /// Loss, duplication and reordering at the given rates, delays up to `max_delay` ticks;
+    /// messages in flight survive crashes.
     pub fn lossy(drop_rate: f64, duplicate_rate: f64, max_delay: u64) -> Self {
         Self {
             drop_rate,
             duplicate_rate,
             min_delay: 0,
             max_delay,
+            late_duplicate_rate: 0.0,
+            max_late_delay: 0,
+            in_flight_survives_crash: true,
+        }
+    }
+
+    /// Also delivers a fraction `rate` of the messages once more, up to `max_late_delay` ticks
+    /// later (across crashes and restarts).
+    pub fn with_late_duplicates(self, rate: f64, max_late_delay: u64) -> Self {
+        Self {
+            late_duplicate_rate: rate,
+            max_late_delay,
+            ..self
         }
     }
 }
@@ -97,6 +125,13 @@ impl<T: Entry> Network<T> {
                 msg: msg.clone(),
             });
         }
+        if rng.chance(self.config.late_duplicate_rate) {
+            let late_hi = self.config.max_late_delay.max(hi + 1);
+            self.in_flight.push(InFlight {
+                deliver_at: now + rng.range(hi + 1, late_hi),
+                msg: msg.clone(),
+            });
+        }
         self.in_flight.push(InFlight {
             deliver_at: now + rng.range(lo, hi),
             msg,
@@ -120,7 +155,15 @@ impl<T: Entry> Network<T> {
         due
     }
 
-    /// Drops the messages to or from `pid` (its connections died with it).
+    /// A crash of `pid`: unless messages survive crashes, drops those to or from it (its
+    /// connections died with it).
+    pub(crate) fn crashed(&mut self, pid: NodeId) {
+        if !self.config.in_flight_survives_crash {
+            self.drop_involving(pid);
+        }
+    }
+
+    /// Drops the messages to or from `pid`.
     pub(crate) fn drop_involving(&mut self, pid: NodeId) {
         self.in_flight
             .retain(|m| m.msg.get_sender() != pid && m.msg.get_receiver() != pid);
