@@ -13,7 +13,8 @@
 //! scenarios of the paper).
 //!
 //! The user guide is in [`docs`]: getting started, when an appended entry can be lost,
-//! reconfiguration, log compaction, flexible quorums and storage.
+//! reconfiguration, log compaction, flexible quorums, storage, and testing your application on
+//! the simulator.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -71,4 +72,7 @@ pub mod docs {
     pub mod storage {}
     #[doc = include_str!("../../docs/performance.md")]
     pub mod performance {}
+    #[cfg(feature = "simulation")]
+    #[doc = include_str!("../../docs/simulation.md")]
+    pub mod simulation {}
 }

@@ -87,7 +87,10 @@ fn finding_1_a_stale_accept_sync_after_a_follower_restart_cannot_cut_acknowledge
     assert_eq!(sim.server(2).unwrap().get_decided_idx(), 0);
     sim.stop_intercepting();
     let stale_sync = sim.take_held().remove(0);
-    assert!(stale_sync.to_string().contains("AcceptSync"), "{stale_sync}");
+    assert!(
+        stale_sync.to_string().contains("AcceptSync"),
+        "{stale_sync}"
+    );
 
     // 2 restarts and promises 3's ballot again; 3's fresh sync is held back while the stale copy
     // of the first one arrives.
@@ -159,7 +162,10 @@ fn finding_2_a_restarted_follower_never_reuses_a_forward_identity() {
 fn finding_3_a_duplicate_forward_reaching_a_restarted_leader_is_not_decided_again() {
     let mut sim = cluster_led_by(3, 103);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
-    sim.copy(1, paxos(2, 3, |m| matches!(m, PaxosMsg::ForwardedEntries(_))));
+    sim.copy(
+        1,
+        paxos(2, 3, |m| matches!(m, PaxosMsg::ForwardedEntries(_))),
+    );
     sim.append(2, 7).unwrap();
     decide_all(&mut sim, 1, 50);
     let duplicate = sim.take_held().remove(0);
@@ -268,9 +274,17 @@ fn finding_6_failover_sends_one_prepare_and_one_sync_per_follower() {
     let leader = sim.run_until_stable_leader(100).unwrap();
     assert_eq!(leader, 2);
     sim.append(2, 1).unwrap();
-    run_until(&mut sim, 50, "decided on 1 and 2", |s| s.decided_on(&[1, 2], 1));
+    run_until(&mut sim, 50, "decided on 1 and 2", |s| {
+        s.decided_on(&[1, 2], 1)
+    });
     let sent: Vec<String> = sim.take_held().iter().map(|m| m.to_string()).collect();
-    let prepares = sent.iter().filter(|m| m.starts_with("2->1 Prepare")).count();
-    let syncs = sent.iter().filter(|m| m.starts_with("2->1 AcceptSync")).count();
+    let prepares = sent
+        .iter()
+        .filter(|m| m.starts_with("2->1 Prepare"))
+        .count();
+    let syncs = sent
+        .iter()
+        .filter(|m| m.starts_with("2->1 AcceptSync"))
+        .count();
     assert_eq!((prepares, syncs), (1, 1), "failover traffic: {sent:#?}");
 }

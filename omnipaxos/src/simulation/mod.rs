@@ -152,10 +152,13 @@ pub struct Simulation<T: Entry + Eq + Hash, B: Storage<T>> {
     held: Vec<Message<T>>,
 }
 
+/// Which messages a test's rule applies to.
+type MessageFilter<T> = Box<dyn Fn(&Message<T>) -> bool>;
+
 /// A test's rule for the next messages that match it.
 struct Intercept<T: Entry> {
     remaining: usize,
-    matches: Box<dyn Fn(&Message<T>) -> bool>,
+    matches: MessageFilter<T>,
     /// Whether the message also goes on to the network (a copy is held either way).
     deliver: bool,
 }
