@@ -33,10 +33,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if let Err(refused) = self.trim_locally(idx)? {
             return Ok(Err(refused));
         }
-        for i in 0..self.peers.len() {
-            let peer = self.peers[i];
-            self.send(peer, PaxosMsg::Compaction(Compaction::Trim(idx)));
-        }
+        self.send_to_all_peers(PaxosMsg::Compaction(Compaction::Trim(idx)));
         Ok(Ok(()))
     }
 
@@ -68,13 +65,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return Ok(Err(refused));
         }
         if !local_only {
-            for i in 0..self.peers.len() {
-                let peer = self.peers[i];
-                self.send(
-                    peer,
-                    PaxosMsg::Compaction(Compaction::Snapshot(compact_idx)),
-                );
-            }
+            self.send_to_all_peers(PaxosMsg::Compaction(Compaction::Snapshot(compact_idx)));
         }
         Ok(Ok(()))
     }

@@ -198,9 +198,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     fn send_prepare_req_to_all(&mut self) {
         let n = self.promise();
+        self.send_to_all_peers(PaxosMsg::PrepareReq(PrepareReq { n }));
+    }
+
+    /// The one broadcast: `msg` to every peer of the configuration.
+    fn send_to_all_peers(&mut self, msg: PaxosMsg<T>) {
         for i in 0..self.peers.len() {
             let peer = self.peers[i];
-            self.send(peer, PaxosMsg::PrepareReq(PrepareReq { n }));
+            self.send(peer, msg.clone());
         }
     }
 
