@@ -2,10 +2,13 @@
 //! - [`memory_storage::MemoryStorage`] keeps everything in memory (tests, caches, or servers
 //!   that recover from their peers);
 //! - `persistent_storage::PersistentStorage` (feature `persistent_storage`, on by default)
-//!   keeps it in a sled database on disk, for fail-recovery.
+//!   keeps it in a sled database on disk, for fail-recovery;
+//! - `conformance` (feature `conformance`) checks that a `Storage` does what the core relies on.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod memory_storage;
 #[cfg(feature = "persistent_storage")]
 pub mod persistent_storage;

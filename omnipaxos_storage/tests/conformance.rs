@@ -1,246 +1,56 @@
-//! One conformance suite for every `Storage`: `MemoryStorage`, `PersistentStorage`, and a
-//! wrapper that fails its k-th write. Ordering, absolute indices after trim, `write_atomically`
-//! all-or-nothing, and every getter after reopen.
+//! The public conformance suite (`omnipaxos_storage::conformance`) on `MemoryStorage` and
+//! `PersistentStorage`, and a wrapper failing its k-th write: a failed write changes nothing.
 
 mod common;
 use common::*;
-use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::simulation::{FaultMode, SimStorage};
-use omnipaxos::storage::{StopSign, Storage, StorageOp};
-use omnipaxos::ClusterConfig;
+use omnipaxos::storage::{Storage, StorageOp};
+use omnipaxos_storage::conformance;
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 
-/// How a suite gets a fresh store and reopens it (a restart).
-trait Harness {
-    type S: Storage<E>;
-    fn fresh(&mut self) -> Self::S;
-    fn reopen(&mut self, store: Self::S) -> Self::S;
+#[test]
+fn memory_storage_conforms() {
+    conformance::run_all(MemoryStorage::default, |store| store);
 }
 
-struct Memory;
-
-impl Harness for Memory {
-    type S = MemoryStorage<E>;
-    fn fresh(&mut self) -> Self::S {
-        MemoryStorage::default()
-    }
-    fn reopen(&mut self, store: Self::S) -> Self::S {
-        store
-    }
+#[test]
+fn persistent_storage_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let mut next = 0;
+    conformance::run_all(
+        move || {
+            next += 1;
+            let path = root
+                .join(format!("store-{next}"))
+                .to_string_lossy()
+                .into_owned();
+            PersistentStorage::new(PersistentStorageConfig::with_path(path))
+        },
+        |store: PersistentStorage<E>| {
+            let path = store.path().to_string();
+            drop(store);
+            PersistentStorage::open(PersistentStorageConfig::with_path(path))
+        },
+    );
+    drop(dir);
 }
 
-struct Persistent {
-    dir: tempfile::TempDir,
-    next: usize,
-    current: String,
+fn ballot(n: u32) -> omnipaxos::ballot_leader_election::Ballot {
+    omnipaxos::ballot_leader_election::Ballot::with(1, n, 0, 2)
 }
 
-impl Persistent {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            next: 0,
-            current: String::new(),
-        }
-    }
-}
-
-impl Harness for Persistent {
-    type S = PersistentStorage<E>;
-    fn fresh(&mut self) -> Self::S {
-        self.next += 1;
-        self.current = self
-            .dir
-            .path()
-            .join(format!("store-{}", self.next))
-            .to_string_lossy()
-            .into();
-        PersistentStorage::new(PersistentStorageConfig::with_path(self.current.clone()))
-    }
-    fn reopen(&mut self, store: Self::S) -> Self::S {
-        drop(store);
-        PersistentStorage::open(PersistentStorageConfig::with_path(self.current.clone()))
-    }
-}
-
-fn ballot(n: u32) -> Ballot {
-    Ballot::with(1, n, 0, 2)
-}
-
-fn stopsign() -> StopSign {
-    StopSign::with(
-        ClusterConfig {
+fn stopsign() -> omnipaxos::storage::StopSign {
+    omnipaxos::storage::StopSign::with(
+        omnipaxos::ClusterConfig {
             configuration_id: 2,
             nodes: vec![1, 2, 4],
             flexible_quorum: None,
         },
-        Some(vec![9]),
+        None,
     )
 }
-
-fn fresh_store_reports_nothing(h: &mut impl Harness) {
-    let s = h.fresh();
-    assert_eq!(s.get_promise().unwrap(), None);
-    assert_eq!(s.get_accepted_round().unwrap(), None);
-    assert_eq!(s.get_decided_idx().unwrap(), 0);
-    assert_eq!(s.get_compacted_idx().unwrap(), 0);
-    assert_eq!(s.get_log_len().unwrap(), 0);
-    assert_eq!(s.get_stopsign().unwrap(), None);
-    assert_eq!(s.get_snapshot().unwrap(), None);
-    assert!(s.get_entries(0, 1).unwrap().is_empty());
-    assert!(s.get_suffix(0).unwrap().is_empty());
-}
-
-fn appends_keep_their_order(h: &mut impl Harness) {
-    let mut s = h.fresh();
-    s.append_entry(E(0)).unwrap();
-    s.append_entries(es(1..5)).unwrap();
-    s.append_entries(vec![]).unwrap();
-    s.append_entry(E(5)).unwrap();
-    assert_eq!(s.get_log_len().unwrap(), 6);
-    assert_eq!(s.get_entries(0, 6).unwrap(), es(0..6));
-    assert_eq!(
-        s.get_entries(2, 5).unwrap(),
-        es(2..5),
-        "across chunk boundaries"
-    );
-    assert!(s.get_entries(4, 7).unwrap().is_empty(), "all or nothing");
-    assert_eq!(s.get_suffix(3).unwrap(), es(3..6));
-    let s = h.reopen(s);
-    assert_eq!(s.get_entries(0, 6).unwrap(), es(0..6));
-}
-
-fn append_on_prefix_truncates_then_appends(h: &mut impl Harness) {
-    let mut s = h.fresh();
-    s.append_entries(es(0..4)).unwrap();
-    s.append_entries(es(4..8)).unwrap();
-    s.append_on_prefix(6, es(60..62)).unwrap(); // inside the second chunk
-    assert_eq!(s.get_suffix(0).unwrap(), [es(0..6), es(60..62)].concat());
-    s.append_on_prefix(4, es(40..41)).unwrap(); // at a chunk boundary
-    assert_eq!(s.get_suffix(0).unwrap(), [es(0..4), es(40..41)].concat());
-    s.append_on_prefix(5, vec![]).unwrap(); // at the end: nothing to drop
-    assert_eq!(s.get_log_len().unwrap(), 5);
-    let mut s = h.reopen(s);
-    assert_eq!(s.get_suffix(0).unwrap(), [es(0..4), es(40..41)].concat());
-    s.append_entry(E(99)).unwrap();
-    assert_eq!(s.get_entries(5, 6).unwrap(), vec![E(99)]);
-}
-
-fn indices_stay_absolute_after_trim(h: &mut impl Harness) {
-    let mut s = h.fresh();
-    s.append_entries(es(0..5)).unwrap();
-    s.append_entries(es(5..10)).unwrap();
-    s.trim(4).unwrap();
-    s.set_compacted_idx(4).unwrap();
-    assert_eq!(s.get_log_len().unwrap(), 6);
-    assert_eq!(s.get_entries(4, 7).unwrap(), es(4..7));
-    assert!(s.get_entries(3, 7).unwrap().is_empty(), "partly trimmed");
-    assert!(s.get_suffix(2).unwrap().is_empty());
-    s.trim(2).unwrap(); // lower than before: nothing changes
-    assert_eq!(s.get_log_len().unwrap(), 6);
-    let mut s = h.reopen(s);
-    assert_eq!(s.get_compacted_idx().unwrap(), 4);
-    assert_eq!(s.get_log_len().unwrap(), 6);
-    assert_eq!(s.get_suffix(4).unwrap(), es(4..10));
-    s.append_on_prefix(8, es(80..82)).unwrap();
-    assert_eq!(s.get_suffix(7).unwrap(), vec![E(7), E(80), E(81)]);
-    // Trimming past the end empties the log; appends continue at the trimmed index.
-    s.trim(20).unwrap();
-    assert_eq!(s.get_log_len().unwrap(), 0);
-    s.append_on_prefix(20, es(20..22)).unwrap();
-    let s = h.reopen(s);
-    assert_eq!(s.get_entries(20, 22).unwrap(), es(20..22));
-}
-
-fn write_atomically_applies_every_op_in_order(h: &mut impl Harness) {
-    let mut s = h.fresh();
-    s.write_atomically(vec![
-        StorageOp::AppendEntries(es(0..5)),
-        StorageOp::AppendOnPrefix(3, es(30..32)),
-        StorageOp::AppendEntry(E(99)),
-        StorageOp::SetAcceptedRound(ballot(3)),
-        StorageOp::SetPromise(ballot(4)),
-        StorageOp::SetDecidedIndex(4),
-        StorageOp::Trim(2),
-        StorageOp::SetCompactedIdx(2),
-        StorageOp::SetSnapshot(Some(Sum(1))),
-        StorageOp::SetStopsign(Some(stopsign())),
-    ])
-    .unwrap();
-    let expected = State {
-        promise: Some(ballot(4)),
-        accepted_round: Some(ballot(3)),
-        decided_idx: 4,
-        compacted_idx: 2,
-        log_len: 4,
-        entries: vec![E(2), E(30), E(31), E(99)],
-        stopsign: Some(stopsign()),
-        snapshot: Some(Sum(1)),
-    };
-    assert_eq!(state_of(&s, 2), expected);
-    let mut s = h.reopen(s);
-    assert_eq!(state_of(&s, 2), expected, "every getter after reopen");
-    s.write_atomically(vec![
-        StorageOp::SetStopsign(None),
-        StorageOp::SetSnapshot(None),
-    ])
-    .unwrap();
-    let s = h.reopen(s);
-    assert_eq!(s.get_stopsign().unwrap(), None);
-    assert_eq!(s.get_snapshot().unwrap(), None);
-}
-
-fn setters_survive_reopen(h: &mut impl Harness) {
-    let mut s = h.fresh();
-    s.set_promise(ballot(7)).unwrap();
-    s.set_accepted_round(ballot(6)).unwrap();
-    s.set_decided_idx(0).unwrap();
-    s.set_stopsign(Some(stopsign())).unwrap();
-    s.set_snapshot(Some(Sum(5))).unwrap();
-    s.set_compacted_idx(3).unwrap();
-    let s = h.reopen(s);
-    assert_eq!(s.get_promise().unwrap(), Some(ballot(7)));
-    assert_eq!(s.get_accepted_round().unwrap(), Some(ballot(6)));
-    assert_eq!(s.get_stopsign().unwrap(), Some(stopsign()));
-    assert_eq!(s.get_snapshot().unwrap(), Some(Sum(5)));
-    assert_eq!(s.get_compacted_idx().unwrap(), 3);
-}
-
-macro_rules! suite {
-    ($name:ident, $harness:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn fresh_store() {
-                fresh_store_reports_nothing(&mut $harness);
-            }
-            #[test]
-            fn ordering() {
-                appends_keep_their_order(&mut $harness);
-            }
-            #[test]
-            fn append_on_prefix() {
-                append_on_prefix_truncates_then_appends(&mut $harness);
-            }
-            #[test]
-            fn absolute_indices_after_trim() {
-                indices_stay_absolute_after_trim(&mut $harness);
-            }
-            #[test]
-            fn write_atomically() {
-                write_atomically_applies_every_op_in_order(&mut $harness);
-            }
-            #[test]
-            fn reopen() {
-                setters_survive_reopen(&mut $harness);
-            }
-        }
-    };
-}
-
-suite!(memory, Memory);
-suite!(persistent, Persistent::new());
 
 /// A failing write leaves the store exactly as it was, whichever write fails.
 #[test]
