@@ -1,6 +1,6 @@
 //! Ballots: the round numbers of leader election and Sequence Paxos.
 
-use crate::util::{ConfigurationId, NodeId};
+use crate::ids::{ConfigurationId, NodeId};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;

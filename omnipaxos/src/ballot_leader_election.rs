@@ -14,12 +14,12 @@
 
 pub use crate::ballot::Ballot;
 
+use crate::ids::{ConfigurationId, NodeId};
 use crate::logging::log;
 use crate::messages::ballot_leader_election::{
     BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest,
 };
 use crate::quorum::Quorum;
-use crate::util::{ConfigurationId, NodeId};
 
 /// The election state of one server.
 pub(crate) struct BallotLeaderElection {

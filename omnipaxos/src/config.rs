@@ -2,10 +2,8 @@
 //! is per server, and [`OmniPaxosConfig`] combines the two and builds an [`OmniPaxos`] instance.
 
 use crate::errors::ConfigError;
-use crate::omni_paxos::OmniPaxos;
+use crate::ids::{ConfigurationId, NodeId};
 use crate::quorum::FlexibleQuorum;
-use crate::storage::{Entry, Storage};
-use crate::util::{ConfigurationId, NodeId};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -52,18 +50,6 @@ impl OmniPaxosConfig {
         let config: OmniPaxosConfig = toml::from_str(&text)?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Validates the configuration and builds the server on `storage`.
-    ///
-    /// If `storage` holds state from an earlier run (a promise), the server starts in recovery
-    /// and resynchronises with the leader by itself.
-    pub fn build<T: Entry, B: Storage<T>>(
-        self,
-        storage: B,
-    ) -> Result<OmniPaxos<T, B>, ConfigError> {
-        self.validate()?;
-        OmniPaxos::new(self, storage)
     }
 }
 
@@ -127,20 +113,6 @@ impl ClusterConfig {
             }
         }
         Ok(())
-    }
-
-    /// Builds server `server_config.pid` of this configuration on `with_storage`; the same as
-    /// `OmniPaxosConfig { cluster_config: self, server_config }.build(with_storage)`.
-    pub fn build_for_server<T: Entry, B: Storage<T>>(
-        self,
-        server_config: ServerConfig,
-        with_storage: B,
-    ) -> Result<OmniPaxos<T, B>, ConfigError> {
-        OmniPaxosConfig {
-            cluster_config: self,
-            server_config,
-        }
-        .build(with_storage)
     }
 }
 

@@ -31,9 +31,11 @@
 
 mod ballot;
 pub mod ballot_leader_election;
+mod build;
 mod clock;
 mod config;
 pub mod errors;
+mod ids;
 mod logging;
 pub mod messages;
 mod omni_paxos;

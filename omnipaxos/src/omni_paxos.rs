@@ -1,10 +1,13 @@
 //! [`OmniPaxos`], the one type users drive: it owns Ballot Leader Election, Sequence Paxos and
 //! the three logical clocks, and turns storage failures into a fail-stop state.
 
-use crate::ballot_leader_election::{Ballot, BallotLeaderElection};
+use crate::ballot::Ballot;
+use crate::ballot_leader_election::BallotLeaderElection;
 use crate::clock::LogicalClock;
 use crate::config::{ClusterConfig, OmniPaxosConfig};
-use crate::errors::{CompactionErr, ConfigError, ProposeErr, StorageError};
+use crate::errors::propose::ProposeErr;
+use crate::errors::{CompactionErr, ConfigError, StorageError};
+use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::Message;
 use crate::quorum::Quorum;
@@ -12,7 +15,7 @@ use crate::reconfiguration::Handover;
 use crate::sequence_paxos::{Phase, Role, SequencePaxos};
 use crate::storage::internal_storage::{InternalStorage, StorageResult};
 use crate::storage::{Entry, Snapshot, StopSign, Storage};
-use crate::util::{LogEntry, NodeId};
+use crate::util::LogEntry;
 use crate::utils::ui::{ClusterState, OmniPaxosStates};
 use std::ops::RangeBounds;
 

@@ -7,10 +7,8 @@
 //! state from it, and builds its instance of the new configuration with
 //! [`Handover::build_for_server`].
 
-use crate::config::{ClusterConfig, ServerConfig};
-use crate::errors::ConfigError;
-use crate::storage::{Entry, Snapshot, StopSign, Storage};
-use crate::OmniPaxos;
+use crate::config::ClusterConfig;
+use crate::storage::{Entry, Snapshot, StopSign};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
@@ -62,16 +60,5 @@ impl<T: Entry> Handover<T> {
             (None, Some(t)) => Some(t),
             (None, None) => Some(T::Snapshot::create(&[])),
         }
-    }
-
-    /// Builds server `server_config.pid` of the next configuration on `storage`.
-    pub fn build_for_server<B: Storage<T>>(
-        &self,
-        server_config: ServerConfig,
-        storage: B,
-    ) -> Result<OmniPaxos<T, B>, ConfigError> {
-        self.next_config()
-            .clone()
-            .build_for_server(server_config, storage)
     }
 }

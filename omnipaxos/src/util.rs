@@ -1,19 +1,14 @@
-//! Small public types shared by the log, the messages and the storage: identifiers, the
-//! entries returned by reads, the log-synchronisation payload and sequence numbers.
+//! Small public types shared by the log, the messages and the storage: the entries returned by
+//! reads, the log-synchronisation payload and sequence numbers (and, re-exported at their
+//! published paths, the identifiers and `FlexibleQuorum`).
 
 use crate::storage::{Entry, SnapshotType, StopSign};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 
+pub use crate::ids::{ConfigurationId, NodeId, TrimmedIndex};
 pub use crate::quorum::FlexibleQuorum;
-
-/// Identifies a server. Must be non-zero: `0` means "no server".
-pub type NodeId = u64;
-/// Identifies a cluster configuration; grows with every reconfiguration.
-pub type ConfigurationId = u32;
-/// Length of the compacted (trimmed or snapshotted) prefix of the log.
-pub type TrimmedIndex = usize;
 
 /// Kept for source compatibility with 0.2.x, which panicked with this text on a failed read.
 /// This implementation never panics on storage errors; see [`crate::OmniPaxos::get_storage_error`].

@@ -177,10 +177,7 @@ pub fn appends_keep_their_order<S: Storage<TestEntry>>(h: &mut Harness<S>) {
         entries(2..5),
         "across chunk boundaries"
     );
-    assert!(
-        s.get_entries(4, 7).unwrap().is_empty(),
-        "all or nothing"
-    );
+    assert!(s.get_entries(4, 7).unwrap().is_empty(), "all or nothing");
     assert_eq!(s.get_suffix(3).unwrap(), entries(3..6));
     let s = h.reopen(s);
     assert_eq!(s.get_entries(0, 6).unwrap(), entries(0..6));
@@ -221,10 +218,7 @@ pub fn indices_stay_absolute_after_trim<S: Storage<TestEntry>>(h: &mut Harness<S
     s.set_compacted_idx(4).unwrap();
     assert_eq!(s.get_log_len().unwrap(), 6);
     assert_eq!(s.get_entries(4, 7).unwrap(), entries(4..7));
-    assert!(
-        s.get_entries(3, 7).unwrap().is_empty(),
-        "partly trimmed"
-    );
+    assert!(s.get_entries(3, 7).unwrap().is_empty(), "partly trimmed");
     assert!(s.get_suffix(2).unwrap().is_empty());
     s.trim(2).unwrap(); // lower than before: nothing changes
     assert_eq!(s.get_log_len().unwrap(), 6);

@@ -2,8 +2,8 @@
 //! each reply carries the replier's *own* ballot and whether it is quorum-connected (never a
 //! gossiped maximum, which would bring back Raft-like livelock under partial connectivity).
 
-use crate::ballot_leader_election::Ballot;
-use crate::util::NodeId;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 use std::fmt;

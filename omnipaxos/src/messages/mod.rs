@@ -5,8 +5,8 @@
 pub mod ballot_leader_election;
 pub mod sequence_paxos;
 
+use crate::ids::NodeId;
 use crate::storage::Entry;
-use crate::util::NodeId;
 use ballot_leader_election::BLEMessage;
 use sequence_paxos::PaxosMessage;
 #[cfg(feature = "serde")]

@@ -1,9 +1,10 @@
 //! Messages of Sequence Paxos. Field names follow the OmniPaxos paper and the published API, so
 //! tests and users can build them by hand.
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
 use crate::storage::{Entry, StopSign};
-use crate::util::{LogSync, NodeId, SequenceNumber};
+use crate::util::{LogSync, SequenceNumber};
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 use std::fmt;

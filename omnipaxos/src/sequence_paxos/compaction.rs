@@ -4,11 +4,11 @@
 
 use super::{Role, SequencePaxos};
 use crate::errors::CompactionErr;
+use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::sequence_paxos::{Compaction, PaxosMsg};
 use crate::storage::internal_storage::StorageResult;
 use crate::storage::{Entry, Snapshot, Storage};
-use crate::util::NodeId;
 
 /// A compaction either ran, was refused, or hit a storage failure (which stops the instance).
 pub(crate) type CompactionResult = StorageResult<Result<(), CompactionErr>>;

@@ -2,7 +2,8 @@
 //! sequence, and learning decisions.
 
 use super::{Phase, Role, SeqCheck, SequencePaxos};
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::sequence_paxos::{
     AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, NotAccepted, PaxosMessage,
@@ -10,7 +11,7 @@ use crate::messages::sequence_paxos::{
 };
 use crate::storage::internal_storage::{StorageResult, SyncOutcome};
 use crate::storage::{Entry, Storage};
-use crate::util::{LogSync, NodeId, SequenceNumber};
+use crate::util::{LogSync, SequenceNumber};
 
 pub(super) struct FollowerState<T: Entry> {
     /// Sequence number of the last leader message handled in the current session.

@@ -12,12 +12,13 @@
 //! leads that ballot is dropped (see `docs/lost_appends.md`).
 
 use super::{Phase, Role, SequencePaxos};
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::sequence_paxos::{ForwardedEntries, PaxosMessage, PaxosMsg};
 use crate::storage::internal_storage::StorageResult;
 use crate::storage::{Entry, StopSign, Storage};
-use crate::util::{NodeId, SequenceNumber};
+use crate::util::SequenceNumber;
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;

@@ -2,7 +2,8 @@
 //! replicating entries and deciding.
 
 use super::{Phase, Role, SequencePaxos};
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::sequence_paxos::{
     AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, PrepareReq,
@@ -10,7 +11,7 @@ use crate::messages::sequence_paxos::{
 };
 use crate::storage::internal_storage::{StorageResult, SyncOutcome};
 use crate::storage::{Entry, StopSign, Storage};
-use crate::util::{LogSync, NodeId, SequenceNumber};
+use crate::util::{LogSync, SequenceNumber};
 
 /// What a follower's promise said about its log.
 #[derive(Copy, Clone, Debug, Default)]

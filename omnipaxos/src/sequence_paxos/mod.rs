@@ -21,15 +21,15 @@ mod forwarding;
 mod leader;
 mod reads;
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
 use crate::config::ClusterConfig;
-use crate::errors::ProposeErr;
+use crate::errors::propose::ProposeErr;
+use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::sequence_paxos::{PaxosMessage, PaxosMsg, PrepareReq};
 use crate::quorum::Quorum;
 use crate::storage::internal_storage::{InternalStorage, StorageResult};
 use crate::storage::{Entry, StopSign, Storage};
-use crate::util::NodeId;
 use follower::FollowerState;
 use leader::LeaderState;
 

@@ -3,10 +3,11 @@
 //! safe compaction. Checks after a step are incremental (they read only what was decided since);
 //! every few steps, and on demand, the whole decided log of every server is read again.
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
+use crate::omni_paxos::OmniPaxos;
 use crate::storage::{Entry, StopSign, Storage};
-use crate::util::{LogEntry, NodeId};
-use crate::OmniPaxos;
+use crate::util::LogEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 

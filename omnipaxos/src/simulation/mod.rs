@@ -30,13 +30,15 @@ pub use network::NetworkConfig;
 pub use rng::SimRng;
 pub use storage::{FaultMode, InjectedFault, SimStorage};
 
-use crate::errors::{ConfigError, ProposeErr};
+use crate::config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+use crate::errors::propose::ProposeErr;
+use crate::errors::ConfigError;
+use crate::ids::NodeId;
 use crate::messages::Message;
+use crate::omni_paxos::OmniPaxos;
 use crate::quorum::FlexibleQuorum;
 use crate::reconfiguration::Handover;
 use crate::storage::{Entry, Storage};
-use crate::util::NodeId;
-use crate::{ClusterConfig, OmniPaxos, OmniPaxosConfig, ServerConfig};
 use invariants::InvariantChecker;
 use network::Network;
 use std::collections::{BTreeMap, VecDeque};

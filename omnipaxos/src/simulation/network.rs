@@ -2,9 +2,9 @@
 //! and delay (which reorders), and links that can be cut in one direction.
 
 use super::rng::SimRng;
+use crate::ids::NodeId;
 use crate::messages::Message;
 use crate::storage::Entry;
-use crate::util::NodeId;
 use std::collections::BTreeSet;
 
 /// How the network misbehaves. Delays are in ticks; a delay of 0 delivers within the same step.

@@ -1,7 +1,7 @@
 //! [`SimStorage`]: a storage handle shared between a simulated server and the simulator, so the
 //! storage outlives a crash and can be told to fail.
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
 use crate::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -3,7 +3,7 @@
 //! protocol. Every write goes to storage first and updates the cache only if it succeeded; an
 //! error comes back as a [`StorageError`] and the caller stops the instance.
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
 use crate::errors::StorageError;
 use crate::storage::{Entry, Snapshot, SnapshotType, StopSign, Storage, StorageOp};
 use crate::util::LogSync;

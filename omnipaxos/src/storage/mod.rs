@@ -7,7 +7,7 @@
 
 pub(crate) mod internal_storage;
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
 use crate::config::ClusterConfig;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};

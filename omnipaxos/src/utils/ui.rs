@@ -1,8 +1,8 @@
 //! A read-only picture of one server's state, for dashboards (`OmniPaxos::get_ui_states`).
 
-use crate::ballot_leader_election::Ballot;
+use crate::ballot::Ballot;
+use crate::ids::NodeId;
 use crate::messages::ballot_leader_election::HeartbeatReply;
-use crate::util::NodeId;
 
 /// The state of one server as seen by itself.
 pub struct OmniPaxosStates {
