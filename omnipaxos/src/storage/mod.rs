@@ -34,8 +34,7 @@ pub trait Entry: Clone + Debug {
     type Snapshot: Snapshot<Self> + Serialize + for<'a> Deserialize<'a>;
 }
 
-/// `u64` is a ready-made entry type for simulations and tests (feature `simulation`).
-#[cfg(any(test, feature = "simulation"))]
+/// `u64` is a ready-made entry type (ids, counters, and the simulator's examples and tests).
 impl Entry for u64 {
     type Snapshot = NoSnapshot;
 }
