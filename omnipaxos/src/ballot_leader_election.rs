@@ -134,7 +134,13 @@ impl BallotLeaderElection {
                     && reply.ballot.config_id == self.config_id
                     && reply.ballot.pid == msg.from;
                 if !fits {
-                    return; // late, from another configuration, or forged
+                    log!(
+                        debug,
+                        self.pid,
+                        "BLE dropped a heartbeat reply from {}: late, from another configuration, or forged",
+                        msg.from
+                    );
+                    return;
                 }
                 match self.replies.iter_mut().find(|(pid, _)| *pid == msg.from) {
                     Some(slot) => slot.1 = reply,

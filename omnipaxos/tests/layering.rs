@@ -102,7 +102,11 @@ fn every_internal_import_points_down() {
         }
     }
     assert!(seen >= 30, "only {seen} modules checked");
-    assert!(violations.is_empty(), "imports pointing up:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "imports pointing up:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -125,7 +129,10 @@ fn every_source_file_has_a_layer() {
             if module == "lib" {
                 continue;
             }
-            assert!(layers.contains_key(module.as_str()), "{module} has no layer");
+            assert!(
+                layers.contains_key(module.as_str()),
+                "{module} has no layer"
+            );
         }
     }
 }

@@ -70,3 +70,48 @@ fn leader_changes_are_logged_with_the_node_id() {
         "every event has a pid"
     );
 }
+
+#[test]
+fn a_dropped_message_is_logged_once_with_its_reason() {
+    use omnipaxos::ballot_leader_election::Ballot;
+    use omnipaxos::messages::sequence_paxos::{Decide, PaxosMessage, PaxosMsg};
+    use omnipaxos::messages::Message;
+    use omnipaxos::util::SequenceNumber;
+    let mut sim = cluster(3, 2);
+    let leader = sim.run_until_stable_leader(50).unwrap();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let stale = Message::SequencePaxos(PaxosMessage {
+        from: leader,
+        to: follower,
+        msg: PaxosMsg::Decide(Decide {
+            n: sim.server(follower).unwrap().get_promise(),
+            seq_num: SequenceNumber {
+                session: 0,
+                counter: 0,
+            },
+            decided_idx: 0,
+        }),
+    });
+    let forged = Message::SequencePaxos(PaxosMessage {
+        from: leader,
+        to: follower,
+        msg: PaxosMsg::Decide(Decide {
+            n: Ballot::with(1, 1, 0, 99),
+            seq_num: SequenceNumber::default(),
+            decided_idx: 5,
+        }),
+    });
+    let collector = Collector::default();
+    tracing::subscriber::with_default(collector.clone(), || {
+        sim.inject(stale);
+        sim.inject(forged);
+    });
+    let lines = collector.0.lock().unwrap();
+    let dropped: Vec<&String> = lines.iter().filter(|l| l.contains("dropped")).collect();
+    assert_eq!(dropped.len(), 2, "one line per dropped message: {lines:#?}");
+    assert!(dropped[0].contains("a Decide") && dropped[0].contains("old message of the stream"));
+    assert!(dropped[1].contains("a Decide") && dropped[1].contains("names another server"));
+    assert!(dropped
+        .iter()
+        .all(|l| l.starts_with(&format!("pid=Some({follower})"))));
+}

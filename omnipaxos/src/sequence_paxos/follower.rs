@@ -39,15 +39,18 @@ impl<T: Entry> Default for FollowerState<T> {
 impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(super) fn handle_prepare(&mut self, prep: Prepare, from: NodeId) -> StorageResult<()> {
         if prep.n.pid != from {
+            self.dropped("a Prepare", from, "its ballot names another server");
             return Ok(());
         }
         let promise = self.promise();
         if prep.n < promise {
+            self.dropped("a Prepare", from, "stale ballot (answered NotAccepted)");
             self.send(from, PaxosMsg::NotAccepted(NotAccepted { n: promise }));
             return Ok(());
         }
         if prep.n == promise && self.role == Role::Leader {
-            return Ok(()); // our own ballot: cannot come from another server
+            self.dropped("a Prepare", from, "it carries this leader's own ballot");
+            return Ok(());
         }
         // An equal ballot is answered too, even in the Accept phase: the leader sends Prepare
         // only to followers it has no promise from, so it lost track of this one (e.g. a late
@@ -105,20 +108,22 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         acc: AcceptSync<T>,
         from: NodeId,
     ) -> StorageResult<()> {
-        if !self.check_leader_message(acc.n, from) {
+        if !self.check_leader_message("an AcceptSync", acc.n, from) {
             return Ok(());
         }
-        if (self.role, self.phase) != (Role::Follower, Phase::Prepare)
-            || acc.seq_num.session <= self.follower_state.seq.session
-        {
-            return Ok(()); // not waiting for a sync, or a duplicate of an older session
+        if (self.role, self.phase) != (Role::Follower, Phase::Prepare) {
+            self.dropped("an AcceptSync", from, "not waiting for a sync");
+            return Ok(());
+        }
+        if acc.seq_num.session <= self.follower_state.seq.session {
+            self.dropped("an AcceptSync", from, "a duplicate of an older session");
+            return Ok(());
         }
         if self.is_stale_sync_of_this_round(&acc) {
-            log!(
-                debug,
-                self.pid,
-                "dropped a stale AcceptSync from {from}: shorter than the log accepted in {}",
-                acc.n
+            self.dropped(
+                "an AcceptSync",
+                from,
+                "stale: it ends before the log accepted in its round",
             );
             return Ok(());
         }
@@ -163,7 +168,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         acc: AcceptDecide<T>,
         from: NodeId,
     ) -> StorageResult<()> {
-        if !self.accept_stream_message(acc.n, acc.seq_num, from) {
+        if !self.accept_stream_message("an AcceptDecide", acc.n, acc.seq_num, from) {
             return Ok(());
         }
         // An empty one is the leader's resend check (it has not seen us acknowledge its whole
@@ -182,7 +187,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     pub(super) fn handle_decide(&mut self, dec: Decide, from: NodeId) -> StorageResult<()> {
-        if !self.accept_stream_message(dec.n, dec.seq_num, from) {
+        if !self.accept_stream_message("a Decide", dec.n, dec.seq_num, from) {
             return Ok(());
         }
         if self.learn_decided(dec.decided_idx)? {
@@ -196,7 +201,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         acc: AcceptStopSign,
         from: NodeId,
     ) -> StorageResult<()> {
-        if !self.accept_stream_message(acc.n, acc.seq_num, from) {
+        if !self.accept_stream_message("an AcceptStopSign", acc.n, acc.seq_num, from) {
             return Ok(());
         }
         self.internal_storage.flush_batch()?;
@@ -222,10 +227,18 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     }
 
     /// Common checks of the leader's entry stream: right ballot, Accept phase, in sequence.
-    fn accept_stream_message(&mut self, n: Ballot, seq_num: SequenceNumber, from: NodeId) -> bool {
-        if !self.check_leader_message(n, from)
-            || (self.role, self.phase) != (Role::Follower, Phase::Accept)
-        {
+    fn accept_stream_message(
+        &mut self,
+        what: &str,
+        n: Ballot,
+        seq_num: SequenceNumber,
+        from: NodeId,
+    ) -> bool {
+        if !self.check_leader_message(what, n, from) {
+            return false;
+        }
+        if (self.role, self.phase) != (Role::Follower, Phase::Accept) {
+            self.dropped(what, from, "not in the accept phase");
             return false;
         }
         match self.check_sequence(seq_num) {
@@ -233,12 +246,15 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.follower_state.seq = seq_num;
                 true
             }
-            SeqCheck::Stale => false,
+            SeqCheck::Stale => {
+                self.dropped(what, from, "a duplicate or an old message of the stream");
+                false
+            }
             SeqCheck::Gap => {
-                log!(
-                    info,
-                    self.pid,
-                    "gap in the leader's messages, resynchronising"
+                self.dropped(
+                    what,
+                    from,
+                    "messages before it are missing: resynchronising",
                 );
                 self.reconnected(from);
                 false
@@ -259,14 +275,20 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// Whether a message of ballot `n` from `from` is from the leader this server promised.
     /// A lower ballot is told about the promise; a higher one means we missed its Prepare.
-    fn check_leader_message(&mut self, n: Ballot, from: NodeId) -> bool {
+    fn check_leader_message(&mut self, what: &str, n: Ballot, from: NodeId) -> bool {
         if n.pid != from {
+            self.dropped(what, from, "its ballot names another server");
             return false;
         }
         let promise = self.promise();
         if n == promise {
             return true;
         }
+        self.dropped(
+            what,
+            from,
+            "not from the ballot this server promised (answered)",
+        );
         if n < promise {
             self.send(from, PaxosMsg::NotAccepted(NotAccepted { n: promise }));
         } else {

@@ -149,21 +149,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         from: NodeId,
     ) -> StorageResult<()> {
         if self.role != Role::Leader || fwd.n != self.promise() {
-            log!(
-                debug,
-                self.pid,
-                "dropped a forward from {from} for ballot {}: this server does not lead it",
-                fwd.n
-            );
+            self.dropped("a forward", from, "this server does not lead its ballot");
             return Ok(());
         }
         if !self.forward_state.take_once(fwd.n, from, fwd.seq_num) {
-            log!(
-                debug,
-                self.pid,
-                "dropped a duplicate forward from {from} (#{})",
-                fwd.seq_num.counter
-            );
+            self.dropped("a forward", from, "a duplicate");
             return Ok(());
         }
         self.handle_forwarded_proposals(fwd.entries)
@@ -194,8 +184,17 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(())
     }
 
-    pub(super) fn handle_forwarded_stopsign(&mut self, ss: StopSign) -> StorageResult<()> {
+    pub(super) fn handle_forwarded_stopsign(
+        &mut self,
+        ss: StopSign,
+        from: NodeId,
+    ) -> StorageResult<()> {
         if self.internal_storage.stopsign().is_some() || self.pending_stopsign.is_some() {
+            self.dropped(
+                "a forwarded StopSign",
+                from,
+                "a StopSign is already accepted or pending",
+            );
             return Ok(());
         }
         self.propose_stopsign(ss)

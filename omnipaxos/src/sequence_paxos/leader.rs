@@ -166,9 +166,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     pub(super) fn handle_promise(&mut self, prom: Promise<T>, from: NodeId) -> StorageResult<()> {
         if self.role != Role::Leader || prom.n != self.promise() {
+            self.dropped("a Promise", from, "not for the ballot this server leads");
             return Ok(());
         }
         let Some(i) = self.peer_index(from) else {
+            self.dropped("a Promise", from, "not a peer");
             return Ok(());
         };
         let meta = PromiseMeta {
@@ -193,7 +195,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 progress.promise = Some(meta);
                 self.send_accept_sync(i)?;
             }
-            _ => {}
+            Phase::Recover | Phase::None => self.dropped(
+                "a Promise",
+                from,
+                "this leader is not preparing or accepting",
+            ),
         }
         Ok(())
     }
@@ -363,16 +369,23 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     pub(super) fn handle_accepted(&mut self, acc: Accepted, from: NodeId) -> StorageResult<()> {
         if self.role != Role::Leader || self.phase != Phase::Accept || acc.n != self.promise() {
+            self.dropped("an Accepted", from, "not for the ballot this server leads");
             return Ok(());
         }
         let Some(i) = self.peer_index(from) else {
+            self.dropped("an Accepted", from, "not a peer");
             return Ok(());
         };
         let own_accepted = self.internal_storage.accepted_idx();
-        let progress = &mut self.leader_state.progress[i];
-        if !progress.synced {
+        if !self.leader_state.progress[i].synced {
+            self.dropped(
+                "an Accepted",
+                from,
+                "the follower is being synchronised again",
+            );
             return Ok(());
         }
+        let progress = &mut self.leader_state.progress[i];
         // A follower cannot have accepted more than we sent; cap what a faulty peer claims.
         let claimed = acc.accepted_idx.min(own_accepted);
         if claimed <= progress.accepted_idx {
@@ -455,9 +468,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// A follower lost track (restart, gap): forget its promise and prepare it again.
     pub(super) fn handle_prepare_req(&mut self, req: PrepareReq, from: NodeId) {
         if self.role != Role::Leader || req.n > self.promise() {
+            self.dropped("a PrepareReq", from, "this server does not lead");
             return;
         }
         let Some(i) = self.peer_index(from) else {
+            self.dropped("a PrepareReq", from, "not a peer");
             return;
         };
         // Keep the session counter: sessions must keep growing within this ballot, so that old
@@ -477,9 +492,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.send(peer, prepare);
     }
 
-    pub(super) fn handle_not_accepted(&mut self, n: Ballot) {
+    pub(super) fn handle_not_accepted(&mut self, n: Ballot, from: NodeId) {
         if self.role == Role::Leader {
             self.observe_higher_ballot(n);
+        } else {
+            self.dropped("a NotAccepted", from, "this server does not lead");
         }
     }
 

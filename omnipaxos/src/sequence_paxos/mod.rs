@@ -132,6 +132,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.forward_state.close_merge_window();
     }
 
+    /// Every input a handler drops goes through here: logged once, at debug level (feature
+    /// `logging`), with the reason.
+    fn dropped(&self, what: &str, from: NodeId, why: &str) {
+        log!(debug, self.pid, "dropped {what} from {from}: {why}");
+    }
+
     fn send(&mut self, to: NodeId, msg: PaxosMsg<T>) {
         self.outgoing.push(PaxosMessage {
             from: self.pid,
@@ -144,10 +150,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// are dropped; each handler drops what does not fit its state.
     pub(crate) fn handle(&mut self, m: PaxosMessage<T>) -> StorageResult<()> {
         if m.to != self.pid || !self.peers.contains(&m.from) {
-            log!(
-                debug,
-                self.pid,
-                "dropped message not for this configuration: {m}"
+            self.dropped(
+                "a message",
+                m.from,
+                "not for this server, or from outside the configuration",
             );
             return Ok(());
         }
@@ -159,13 +165,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(sync, from)?,
             PaxosMsg::AcceptDecide(acc) => self.handle_accept_decide(acc, from)?,
             PaxosMsg::Accepted(acc) => self.handle_accepted(acc, from)?,
-            PaxosMsg::NotAccepted(not) => self.handle_not_accepted(not.n),
+            PaxosMsg::NotAccepted(not) => self.handle_not_accepted(not.n, from),
             PaxosMsg::Decide(dec) => self.handle_decide(dec, from)?,
             PaxosMsg::ProposalForward(entries) => self.handle_forwarded_proposals(entries)?,
             PaxosMsg::ForwardedEntries(fwd) => self.handle_forwarded_entries(fwd, from)?,
             PaxosMsg::Compaction(c) => self.handle_compaction(c, from)?,
             PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(acc, from)?,
-            PaxosMsg::ForwardStopSign(ss) => self.handle_forwarded_stopsign(ss)?,
+            PaxosMsg::ForwardStopSign(ss) => self.handle_forwarded_stopsign(ss, from)?,
         }
         Ok(())
     }
