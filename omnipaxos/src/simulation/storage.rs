@@ -28,6 +28,8 @@ struct Shared<B> {
     writes: u64,
     /// Successful writes since the store was created.
     total_writes: u64,
+    /// One line per successful write, while recording (see `record_writes`).
+    write_log: Option<Vec<String>>,
 }
 
 /// A cloneable handle to a storage `B`: clones share the same store. Writes can be made to fail
@@ -58,6 +60,7 @@ impl<B> SimStorage<B> {
                 mode: FaultMode::Healthy,
                 writes: 0,
                 total_writes: 0,
+                write_log: None,
             })),
         }
     }
@@ -79,6 +82,22 @@ impl<B> SimStorage<B> {
         self.lock().total_writes
     }
 
+    /// Starts recording every successful write as one line (`append_entries(+3)`,
+    /// `atomic[SetPromise(2.1), AppendOnPrefix(0, +3)]`, ...), for tests that assert the exact
+    /// storage operations an input causes.
+    pub fn record_writes(&self) {
+        self.lock().write_log = Some(Vec::new());
+    }
+
+    /// The writes recorded since the last call (empty if not recording).
+    pub fn take_write_log(&self) -> Vec<String> {
+        let mut shared = self.lock();
+        match shared.write_log.as_mut() {
+            Some(log) => std::mem::take(log),
+            None => Vec::new(),
+        }
+    }
+
     /// Runs `f` on the store (for assertions in tests).
     pub fn with_store<R>(&self, f: impl FnOnce(&B) -> R) -> R {
         f(self.lock().store.as_ref().expect(TAKEN))
@@ -93,7 +112,16 @@ impl<B> SimStorage<B> {
         shared.store = Some(reopen(old));
     }
 
-    fn write<R>(&mut self, f: impl FnOnce(&mut B) -> StorageResult<R>) -> StorageResult<R> {
+    fn recording(&self) -> bool {
+        self.lock().write_log.is_some()
+    }
+
+    /// Runs the write `f` unless a fault is due; `line` describes it for the write log.
+    fn write<R>(
+        &mut self,
+        line: Option<String>,
+        f: impl FnOnce(&mut B) -> StorageResult<R>,
+    ) -> StorageResult<R> {
         let mut shared = self.lock();
         let fail = match shared.mode {
             FaultMode::Healthy => false,
@@ -107,6 +135,9 @@ impl<B> SimStorage<B> {
         let result = f(shared.store.as_mut().expect(TAKEN));
         if result.is_ok() {
             shared.total_writes += 1;
+            if let (Some(log), Some(line)) = (shared.write_log.as_mut(), line) {
+                log.push(line);
+            }
         }
         result
     }
@@ -114,28 +145,41 @@ impl<B> SimStorage<B> {
 
 impl<T: Entry, B: Storage<T>> Storage<T> for SimStorage<B> {
     fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
-        self.write(|s| s.write_atomically(ops))
+        let line = self.recording().then(|| describe_batch(&ops));
+        self.write(line, |s| s.write_atomically(ops))
     }
     fn append_entry(&mut self, entry: T) -> StorageResult<()> {
-        self.write(|s| s.append_entry(entry))
+        let line = self.recording().then(|| "append_entry".into());
+        self.write(line, |s| s.append_entry(entry))
     }
     fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
-        self.write(|s| s.append_entries(entries))
+        let line = self
+            .recording()
+            .then(|| format!("append_entries(+{})", entries.len()));
+        self.write(line, |s| s.append_entries(entries))
     }
     fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
-        self.write(|s| s.append_on_prefix(from_idx, entries))
+        let line = self
+            .recording()
+            .then(|| format!("append_on_prefix({from_idx}, +{})", entries.len()));
+        self.write(line, |s| s.append_on_prefix(from_idx, entries))
     }
     fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
-        self.write(|s| s.set_promise(n_prom))
+        let line = self.recording().then(|| format!("set_promise({n_prom})"));
+        self.write(line, |s| s.set_promise(n_prom))
     }
     fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
-        self.write(|s| s.set_decided_idx(ld))
+        let line = self.recording().then(|| format!("set_decided_idx({ld})"));
+        self.write(line, |s| s.set_decided_idx(ld))
     }
     fn get_decided_idx(&self) -> StorageResult<usize> {
         self.lock().store.as_ref().expect(TAKEN).get_decided_idx()
     }
     fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
-        self.write(|s| s.set_accepted_round(na))
+        let line = self
+            .recording()
+            .then(|| format!("set_accepted_round({na})"));
+        self.write(line, |s| s.set_accepted_round(na))
     }
     fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
         self.lock()
@@ -161,24 +205,65 @@ impl<T: Entry, B: Storage<T>> Storage<T> for SimStorage<B> {
         self.lock().store.as_ref().expect(TAKEN).get_promise()
     }
     fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
-        self.write(|st| st.set_stopsign(s))
+        let line = self.recording().then(|| {
+            format!(
+                "set_stopsign({})",
+                if s.is_some() { "Some" } else { "None" }
+            )
+        });
+        self.write(line, |st| st.set_stopsign(s))
     }
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
         self.lock().store.as_ref().expect(TAKEN).get_stopsign()
     }
     fn trim(&mut self, idx: usize) -> StorageResult<()> {
-        self.write(|s| s.trim(idx))
+        let line = self.recording().then(|| format!("trim({idx})"));
+        self.write(line, |s| s.trim(idx))
     }
     fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
-        self.write(|s| s.set_compacted_idx(idx))
+        let line = self
+            .recording()
+            .then(|| format!("set_compacted_idx({idx})"));
+        self.write(line, |s| s.set_compacted_idx(idx))
     }
     fn get_compacted_idx(&self) -> StorageResult<usize> {
         self.lock().store.as_ref().expect(TAKEN).get_compacted_idx()
     }
     fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
-        self.write(|s| s.set_snapshot(snapshot))
+        let line = self.recording().then(|| {
+            format!(
+                "set_snapshot({})",
+                if snapshot.is_some() { "Some" } else { "None" }
+            )
+        });
+        self.write(line, |s| s.set_snapshot(snapshot))
     }
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
         self.lock().store.as_ref().expect(TAKEN).get_snapshot()
     }
+}
+
+/// One line for a `write_atomically` batch: entries as counts, ballots and indices in full.
+fn describe_batch<T: Entry>(ops: &[StorageOp<T>]) -> String {
+    let ops: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            StorageOp::AppendEntry(_) => "AppendEntry".to_string(),
+            StorageOp::AppendEntries(es) => format!("AppendEntries(+{})", es.len()),
+            StorageOp::AppendOnPrefix(from, es) => format!("AppendOnPrefix({from}, +{})", es.len()),
+            StorageOp::SetPromise(b) => format!("SetPromise({b})"),
+            StorageOp::SetDecidedIndex(i) => format!("SetDecidedIndex({i})"),
+            StorageOp::SetAcceptedRound(b) => format!("SetAcceptedRound({b})"),
+            StorageOp::SetCompactedIdx(i) => format!("SetCompactedIdx({i})"),
+            StorageOp::Trim(i) => format!("Trim({i})"),
+            StorageOp::SetStopsign(ss) => format!(
+                "SetStopsign({})",
+                if ss.is_some() { "Some" } else { "None" }
+            ),
+            StorageOp::SetSnapshot(s) => {
+                format!("SetSnapshot({})", if s.is_some() { "Some" } else { "None" })
+            }
+        })
+        .collect();
+    format!("atomic[{}]", ops.join(", "))
 }
