@@ -1,12 +1,19 @@
 //! Golden traces: scripted scenarios whose whole Sequence Paxos message trace is compared with a
 //! checked-in file (heartbeats left out), so a protocol change shows up as a readable diff.
+//! Election and failover, a lost message, forwarding (with a duplicate), compaction,
+//! reconfiguration and partial connectivity (the paper's quorum-loss scenario).
 //! `UPDATE_GOLDEN=1 cargo test -p omnipaxos --all-features --test golden_traces` rewrites them.
 
 mod common;
 use common::*;
-use omnipaxos::simulation::SimConfig;
+use omnipaxos::messages::sequence_paxos::PaxosMsg;
+use omnipaxos::messages::Message;
+use omnipaxos::simulation::{SimConfig, Simulation};
+use omnipaxos::storage::{Entry, Storage};
+use omnipaxos::ClusterConfig;
+use std::hash::Hash;
 
-fn compare(name: &str, sim: &Sim) {
+fn compare<T: Entry + Eq + Hash, B: Storage<T>>(name: &str, sim: &Simulation<T, B>) {
     let trace: String = sim
         .trace()
         .filter(|l| !l.contains("Heartbeat"))
@@ -68,4 +75,93 @@ fn a_follower_resynchronises_after_a_lost_message() {
     sim.append(leader, 3).unwrap();
     sim.run_until(100, |s| s.all_decided(3)).unwrap();
     compare("a_follower_resynchronises_after_a_lost_message", &sim);
+}
+
+#[test]
+fn forwarding_with_a_duplicated_forward() {
+    let mut sim = traced_cluster(3);
+    let leader = sim.run_until_stable_leader(50).unwrap();
+    let follower = if leader == 1 { 2 } else { 1 };
+    sim.copy(1, |m| {
+        matches!(m, Message::SequencePaxos(p) if matches!(p.msg, PaxosMsg::ForwardedEntries(_)))
+    });
+    sim.append(follower, 20).unwrap();
+    sim.append(follower, 21).unwrap();
+    sim.run_until(50, |s| s.all_decided(2)).unwrap();
+    let duplicate = sim.take_held().remove(0);
+    sim.inject(duplicate); // dropped: taken once
+    sim.append(follower, 22).unwrap();
+    sim.run_until(50, |s| s.all_decided(3)).unwrap();
+    sim.run(2);
+    assert_eq!(decided_values(&sim, leader), vec![20, 21, 22]);
+    compare("forwarding_with_a_duplicated_forward", &sim);
+}
+
+#[test]
+fn compaction_snapshot_then_trim() {
+    let mut config = SimConfig::new(vec![1, 2, 3], 1);
+    config.trace_len = 100_000;
+    let mut sim: AddSim = Simulation::new(config, |_| {
+        omnipaxos_storage::memory_storage::MemoryStorage::default()
+    });
+    let leader = sim.run_until_stable_leader(50).unwrap();
+    for v in 1..=4 {
+        sim.append(leader, Add(v)).unwrap();
+    }
+    sim.run_until(50, |s| s.all_decided(4)).unwrap();
+    sim.server_mut(leader)
+        .unwrap()
+        .snapshot(Some(2), false)
+        .unwrap();
+    sim.run(1);
+    sim.server_mut(leader).unwrap().trim(Some(3)).unwrap();
+    sim.run(1);
+    for pid in 1..=3 {
+        assert_eq!(sim.server(pid).unwrap().get_compacted_idx(), 3);
+    }
+    compare("compaction_snapshot_then_trim", &sim);
+}
+
+#[test]
+fn reconfiguration_by_stopsign() {
+    let mut sim = traced_cluster(3);
+    let leader = sim.run_until_stable_leader(50).unwrap();
+    sim.append(leader, 1).unwrap();
+    sim.run(1);
+    let next = ClusterConfig {
+        configuration_id: 2,
+        nodes: vec![1, 2, 4],
+        flexible_quorum: None,
+    };
+    let follower = if leader == 1 { 2 } else { 1 };
+    sim.server_mut(follower)
+        .unwrap()
+        .reconfigure(next, None)
+        .unwrap();
+    sim.run_until(50, |s| s.all_decided(2)).unwrap();
+    sim.run(2);
+    assert!(sim.server(3).unwrap().is_reconfigured().is_some());
+    compare("reconfiguration_by_stopsign", &sim);
+}
+
+#[test]
+fn partial_connectivity_quorum_loss() {
+    // The paper's quorum-loss scenario: every link but those through server 3 is cut, so only 3
+    // is quorum-connected and takes over from 5.
+    let mut sim = traced_cluster(5);
+    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 5);
+    sim.append(5, 1).unwrap();
+    sim.run_until(50, |s| s.all_decided(1)).unwrap();
+    for a in [1, 2, 4, 5] {
+        for b in [1, 2, 4, 5] {
+            if a < b {
+                sim.disconnect(a, b);
+            }
+        }
+    }
+    sim.run_until(50, |s| s.leader() == Some(3)).unwrap();
+    sim.append(1, 2).unwrap();
+    sim.run_until(50, |s| s.all_decided(2)).unwrap();
+    sim.run(2);
+    compare("partial_connectivity_quorum_loss", &sim);
 }
