@@ -15,6 +15,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
     for m in [
         "config",
         "storage",
+        "storage::shared",
         "errors::propose",
         "util",
         "messages",

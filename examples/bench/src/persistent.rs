@@ -3,15 +3,15 @@
 
 use crate::Run;
 use omnipaxos::messages::Message;
-use omnipaxos::simulation::SimStorage;
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Clone, Debug, omnipaxos::macros::Entry, serde::Serialize, serde::Deserialize)]
 struct Small(u64);
 
-type Store = SimStorage<PersistentStorage<Small>>;
+type Store = Arc<Mutex<PersistentStorage<Small>>>;
 
 pub struct Outcome {
     pub seconds: f64,
@@ -31,7 +31,7 @@ pub fn throughput(run: &Run) -> Result<Outcome, String> {
             let mut config = PersistentStorageConfig::with_path(path);
             config.set_sync_writes(run.sync);
             PersistentStorage::try_open(config)
-                .map(SimStorage::new)
+                .map(|store| Arc::new(Mutex::new(store)))
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
@@ -87,7 +87,7 @@ pub fn throughput(run: &Run) -> Result<Outcome, String> {
     };
     let flushes_before: u64 = stores
         .iter()
-        .map(|s| s.with_store(|p| p.flush_count()))
+        .map(|s| s.lock().map_or(0, |p| p.flush_count()))
         .sum();
     let start = Instant::now();
     let (mut appended, mut messages) = (0, 0);
@@ -107,7 +107,7 @@ pub fn throughput(run: &Run) -> Result<Outcome, String> {
     let seconds = start.elapsed().as_secs_f64();
     let flushes: u64 = stores
         .iter()
-        .map(|s| s.with_store(|p| p.flush_count()))
+        .map(|s| s.lock().map_or(0, |p| p.flush_count()))
         .sum();
     Ok(Outcome {
         seconds,

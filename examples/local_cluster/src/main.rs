@@ -7,7 +7,6 @@
 
 use omnipaxos::macros::Entry;
 use omnipaxos::messages::Message;
-use omnipaxos::simulation::SimStorage;
 use omnipaxos::util::{LogEntry, NodeId};
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use omnipaxos_storage::memory_storage::MemoryStorage;
@@ -24,7 +23,7 @@ struct KeyValue {
 }
 
 /// The storage of a server, kept by `main` so that it outlives a crash of the server's thread.
-type Storage = SimStorage<MemoryStorage<KeyValue>>;
+type Storage = Arc<Mutex<MemoryStorage<KeyValue>>>;
 type Server = OmniPaxos<KeyValue, Storage>;
 
 const TICK: Duration = Duration::from_millis(5);
@@ -124,7 +123,7 @@ impl Cluster {
         let mut cluster = Cluster {
             storages: NODES
                 .iter()
-                .map(|&pid| (pid, SimStorage::new(MemoryStorage::default())))
+                .map(|&pid| (pid, Arc::new(Mutex::new(MemoryStorage::default()))))
                 .collect(),
             mailboxes: Arc::default(),
             statuses: Arc::default(),

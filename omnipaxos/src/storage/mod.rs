@@ -6,6 +6,7 @@
 //! be rebuilt from the same storage once it is healthy again.
 
 pub(crate) mod internal_storage;
+mod shared;
 
 use crate::ballot::Ballot;
 use crate::config::ClusterConfig;
