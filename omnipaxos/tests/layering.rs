@@ -43,6 +43,8 @@ fn layers() -> BTreeMap<&'static str, u8> {
     l.insert("build", 4);
     for m in [
         "simulation",
+        "simulation::config",
+        "simulation::faults",
         "simulation::invariants",
         "simulation::network",
         "simulation::rng",

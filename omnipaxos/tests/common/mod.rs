@@ -1,6 +1,8 @@
 //! Helpers shared by the simulator tests: cluster builders and workload entries.
 #![allow(dead_code)]
 
+pub mod node;
+
 use omnipaxos::simulation::{NetworkConfig, SimConfig, Simulation};
 use omnipaxos::util::NodeId;
 use omnipaxos_storage::memory_storage::MemoryStorage;

@@ -1,0 +1,224 @@
+//! Handler tests for the follower role and Ballot Leader Election: one server in a known state,
+//! one message in, and the exact messages (as trace lines) and storage writes that come out.
+//! The state: server 2 follows server 1's ballot `2.1` in the accept phase with entries
+//! `[10, 11]`, 1 decided (see `common/node.rs`).
+
+mod common;
+use common::node::*;
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::messages::ballot_leader_election::{HeartbeatMsg, HeartbeatReply, HeartbeatRequest};
+use omnipaxos::messages::sequence_paxos::*;
+
+// ---------------------------------------------------------------------------------------------
+// Follower role
+
+#[test]
+fn follower_prepare_with_a_higher_ballot_is_promised() {
+    let mut n = follower();
+    n.input(
+        3,
+        PaxosMsg::Prepare(Prepare {
+            n: Ballot::with(1, 3, 0, 3),
+            decided_idx: 1,
+            n_accepted: b1(),
+            accepted_idx: 2,
+        }),
+    );
+    assert_outputs(
+        &mut n,
+        &["2->3 Promise n=3.3 na=2.1 dec=1 acc=2"],
+        &["set_promise(3.3)"],
+    );
+}
+
+#[test]
+fn follower_prepare_with_a_lower_ballot_is_refused() {
+    let mut n = follower();
+    n.input(
+        3,
+        PaxosMsg::Prepare(Prepare {
+            n: Ballot::with(1, 1, 0, 3),
+            decided_idx: 0,
+            n_accepted: Ballot::default(),
+            accepted_idx: 0,
+        }),
+    );
+    assert_outputs(&mut n, &["2->3 NotAccepted n=2.1"], &[]);
+}
+
+#[test]
+fn follower_accept_sync_while_promised_is_applied_and_acknowledged() {
+    let mut n = Node::new(2);
+    n.input(1, prepare(b1(), 0, Ballot::default(), 0));
+    assert_outputs(
+        &mut n,
+        &["2->1 Promise n=2.1 na=0.0 dec=0 acc=0"],
+        &["set_promise(2.1)"],
+    );
+    n.input(1, accept_sync(seq(1, 1), 1, 0, vec![10, 11]));
+    assert_outputs(
+        &mut n,
+        &["2->1 Accepted n=2.1 acc=2"],
+        &["atomic[SetAcceptedRound(2.1), AppendOnPrefix(0, +2), SetStopsign(None), SetDecidedIndex(1)]"],
+    );
+}
+
+#[test]
+fn follower_stale_accept_sync_of_its_round_is_dropped() {
+    let mut n = follower();
+    // The leader prepares it again (it lost track); a stale copy of an earlier, shorter sync of
+    // the same round arrives before the fresh one.
+    n.input(1, prepare(b1(), 1, b1(), 2));
+    n.settle();
+    n.input(1, accept_sync(seq(2, 1), 0, 0, vec![]));
+    assert_outputs(&mut n, &[], &[]);
+    assert_eq!(n.op.get_accepted_idx(), 2);
+}
+
+#[test]
+fn follower_accept_decide_in_sequence_is_appended_and_acknowledged() {
+    let mut n = follower();
+    n.input(1, accept_decide(seq(1, 2), 2, vec![12]));
+    assert_outputs(
+        &mut n,
+        &["2->1 Accepted n=2.1 acc=3"],
+        &["append_entries(+1)", "set_decided_idx(2)"],
+    );
+}
+
+#[test]
+fn follower_empty_accept_decide_is_a_probe_and_always_answered() {
+    let mut n = follower();
+    n.input(1, accept_decide(seq(1, 2), 1, vec![]));
+    assert_outputs(&mut n, &["2->1 Accepted n=2.1 acc=2"], &[]);
+}
+
+#[test]
+fn follower_duplicate_accept_decide_is_dropped() {
+    let mut n = follower();
+    let msg = accept_decide(seq(1, 2), 1, vec![12]);
+    n.input(1, msg.clone());
+    n.settle();
+    n.input(1, msg);
+    assert_outputs(&mut n, &[], &[]);
+}
+
+#[test]
+fn follower_message_after_a_gap_asks_for_a_new_prepare() {
+    let mut n = follower();
+    n.input(1, decide(seq(1, 3), 2));
+    assert_outputs(&mut n, &["2->1 PrepareReq n=2.1"], &[]);
+}
+
+#[test]
+fn follower_decide_raises_the_decided_index_silently() {
+    let mut n = follower();
+    n.input(1, decide(seq(1, 2), 2));
+    assert_outputs(&mut n, &[], &["set_decided_idx(2)"]);
+}
+
+#[test]
+fn follower_accept_stopsign_is_stored_and_acknowledged() {
+    let mut n = follower();
+    n.input(
+        1,
+        PaxosMsg::AcceptStopSign(AcceptStopSign {
+            n: b1(),
+            seq_num: seq(1, 2),
+            ss: stopsign(),
+        }),
+    );
+    assert_outputs(
+        &mut n,
+        &["2->1 Accepted n=2.1 acc=3"],
+        &["set_stopsign(Some)"],
+    );
+}
+
+#[test]
+fn follower_trim_from_its_leader_is_applied() {
+    let mut n = follower();
+    n.input(1, PaxosMsg::Compaction(Compaction::Trim(1)));
+    assert_outputs(&mut n, &[], &["atomic[Trim(1), SetCompactedIdx(1)]"]);
+}
+
+#[test]
+fn follower_trim_from_another_server_and_snapshots_without_snapshot_type_are_ignored() {
+    let mut n = follower();
+    n.input(3, PaxosMsg::Compaction(Compaction::Trim(1)));
+    n.input(1, PaxosMsg::Compaction(Compaction::Snapshot(None)));
+    assert_outputs(&mut n, &[], &[]);
+}
+
+#[test]
+fn follower_append_is_forwarded_to_its_leader() {
+    let mut n = follower();
+    n.op.append(9).unwrap();
+    assert_outputs(&mut n, &["2->1 ForwardedEntries n=2.1 #1 +1"], &[]);
+}
+
+#[test]
+fn follower_plain_proposal_forward_is_passed_to_its_leader() {
+    let mut n = follower();
+    n.input(3, PaxosMsg::ProposalForward(vec![9]));
+    assert_outputs(&mut n, &["2->1 ForwardedEntries n=2.1 #1 +1"], &[]);
+}
+
+#[test]
+fn follower_forwarded_stopsign_is_passed_to_its_leader() {
+    let mut n = follower();
+    n.input(3, PaxosMsg::ForwardStopSign(stopsign()));
+    assert_outputs(&mut n, &["2->1 ForwardStopSign StopSign(c2 [1, 2])"], &[]);
+}
+
+#[test]
+fn follower_ignores_what_only_leaders_handle() {
+    let mut n = follower();
+    n.input(3, empty_promise());
+    n.input(3, accepted(2));
+    n.input(3, PaxosMsg::PrepareReq(PrepareReq { n: b1() }));
+    n.input(
+        3,
+        PaxosMsg::NotAccepted(NotAccepted {
+            n: Ballot::with(1, 9, 0, 3),
+        }),
+    );
+    n.input(3, forward(b1(), seq(5, 1), vec![1]));
+    assert_outputs(&mut n, &[], &[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ballot Leader Election
+
+#[test]
+fn heartbeat_request_is_answered_with_the_own_ballot() {
+    let mut n = Node::new(2);
+    n.settle();
+    ble_input(
+        &mut n,
+        1,
+        HeartbeatMsg::Request(HeartbeatRequest { round: 7 }),
+    );
+    assert_eq!(
+        n.out_ble(),
+        ["2->1 HeartbeatReply r=7 b=1.2 leader=0.0 happy=false"]
+    );
+}
+
+#[test]
+fn heartbeat_reply_of_another_round_changes_nothing() {
+    let mut n = Node::new(2);
+    n.settle();
+    ble_input(
+        &mut n,
+        1,
+        HeartbeatMsg::Reply(HeartbeatReply {
+            round: 99,
+            ballot: b1(),
+            leader: b1(),
+            happy: true,
+        }),
+    );
+    assert!(n.out_ble().is_empty());
+    assert_eq!(n.writes(), Vec::<String>::new());
+}
