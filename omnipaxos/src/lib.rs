@@ -40,6 +40,7 @@ mod logging;
 pub mod messages;
 mod omni_paxos;
 mod quorum;
+pub mod read_state;
 pub mod reconfiguration;
 mod sequence_paxos;
 #[cfg(feature = "simulation")]
@@ -49,8 +50,9 @@ pub mod util;
 pub mod utils;
 
 pub use config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
-pub use errors::{CompactionErr, ProposeErr};
+pub use errors::{CompactionErr, ProposeErr, ReadErr};
 pub use omni_paxos::OmniPaxos;
+pub use read_state::{ReadFailure, ReadState};
 
 /// `#[derive(Entry)]` (feature `macros`).
 #[cfg(feature = "macros")]

@@ -6,11 +6,12 @@ use crate::ballot_leader_election::BallotLeaderElection;
 use crate::clock::LogicalClock;
 use crate::config::{ClusterConfig, OmniPaxosConfig};
 use crate::errors::propose::ProposeErr;
-use crate::errors::{CompactionErr, ConfigError, StorageError};
+use crate::errors::{CompactionErr, ConfigError, ReadErr, StorageError};
 use crate::ids::NodeId;
 use crate::logging::log;
 use crate::messages::Message;
 use crate::quorum::Quorum;
+use crate::read_state::{ReadFailure, ReadState};
 use crate::reconfiguration::Handover;
 use crate::sequence_paxos::{Phase, Role, SequencePaxos};
 use crate::storage::internal_storage::{InternalStorage, StorageResult};
@@ -18,6 +19,10 @@ use crate::storage::{Entry, Snapshot, StopSign, Storage};
 use crate::util::LogEntry;
 use crate::utils::ui::{ClusterState, OmniPaxosStates};
 use std::ops::RangeBounds;
+
+/// A read fails with `ReadErr::Timeout` after this many times the larger of the election and
+/// resend timeouts (in ticks): long enough for a lost confirmation to be asked again twice.
+const READ_TIMEOUT_FACTOR: u64 = 3;
 
 /// Largest pid for which `ClusterState::accepted_indexes` is filled in.
 const MAX_UI_PID: NodeId = 4096;
@@ -59,8 +64,18 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             internal.set_promise(Ballot::default())?;
         }
         let recovered_leader = found_promise.filter(|b| *b != Ballot::default());
-        let mut seq_paxos =
-            SequencePaxos::new(internal, pid, nodes, quorum, server_config.buffer_size);
+        let read_timeout_ticks = READ_TIMEOUT_FACTOR
+            * server_config
+                .election_tick_timeout
+                .max(server_config.resend_message_tick_timeout);
+        let mut seq_paxos = SequencePaxos::new(
+            internal,
+            pid,
+            nodes,
+            quorum,
+            server_config.buffer_size,
+            read_timeout_ticks,
+        );
         if found_promise.is_some() {
             log!(
                 info,
@@ -189,6 +204,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
                 self.check(result);
             }
         }
+        self.seq_paxos.tick_reads();
         if self.resend_clock.tick_and_check_timeout() {
             let result = self.seq_paxos.resend_messages();
             self.check(result);
@@ -197,6 +213,37 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             let result = self.seq_paxos.flush_batch_timeout();
             self.check(result);
         }
+    }
+
+    /// Asks for a linearizable read, numbered `ctx` by you, without writing the log (the read
+    /// index). On the leader, once a write quorum has confirmed in a round that started after
+    /// this call that it still leads (many reads share one round, and acknowledgements of
+    /// entries in flight count), the read comes out of [`take_read_states`](Self::take_read_states)
+    /// with an index: once this server's decided index and your applied state reach it, your
+    /// state answers the read linearizably. On a follower the read goes to the leader for its
+    /// index and is served from the follower's own state. A new leader serves reads only once it
+    /// decided everything it adopted.
+    ///
+    /// Every read ends: if the leader changes or it is not confirmed within three times the
+    /// larger of the election and resend timeouts (in ticks), it comes out of
+    /// [`take_read_failures`](Self::take_read_failures) instead. `Err` means it cannot start:
+    /// no leader is known here, the configuration is sealed by a StopSign, or the instance
+    /// stopped on a storage failure. See `docs/reads.md`.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadErr> {
+        if let Some(err) = &self.storage_error {
+            return Err(ReadErr::StorageFailed(err.clone()));
+        }
+        self.seq_paxos.read_index(ctx)
+    }
+
+    /// Moves the reads that may now be served into `out` (see [`read_index`](Self::read_index)).
+    pub fn take_read_states(&mut self, out: &mut Vec<ReadState>) {
+        self.seq_paxos.take_read_states(out);
+    }
+
+    /// Moves the reads that failed into `out`, each with its reason; retry them or report it.
+    pub fn take_read_failures(&mut self, out: &mut Vec<ReadFailure>) {
+        self.seq_paxos.take_read_failures(out);
     }
 
     /// The entry at `idx`, or `None` beyond the accepted log (or on a storage error). A

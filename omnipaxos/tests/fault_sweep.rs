@@ -1,7 +1,7 @@
 //! Random fault schedules: loss, duplication, reordering, late duplicates that outlive crashes
 //! and restarts, one-way and two-way link cuts, partitions, crashes and restarts, with appends,
-//! trims, snapshots and reconfigurations throughout, on 3, 5 and 7 servers and with flexible
-//! quorums. Invariants are checked after every step, and against every server's whole decided
+//! trims, snapshots, reconfigurations and linearizable reads (each checked against what was
+//! decided before it was asked) throughout, on 3, 5 and 7 servers and with flexible quorums. Invariants are checked after every step, and against every server's whole decided
 //! log every 25 steps and at the end. Then either everything heals and every server must
 //! converge, or the links heal while the crashed servers *stay down*, and the live servers must
 //! elect a leader within `ELECTION_BOUND` election timeouts and decide a new append within
@@ -118,6 +118,7 @@ fn run_schedule_with<E: SweepEntry>(seed: u64) {
     let mut sim: Simulation<E, MemoryStorage<E>> =
         Simulation::new(config, |_| MemoryStorage::default());
     let mut next_entry = seed * 1_000_000;
+    let mut next_read = 0u64;
     let min_live = n as usize - profile.max_down();
     let next_config = ClusterConfig {
         configuration_id: 2,
@@ -154,6 +155,11 @@ fn run_schedule_with<E: SweepEntry>(seed: u64) {
                 if let Some(server) = sim.server_mut(pid) {
                     let _ = server.snapshot(None, dice == 166);
                 }
+            }
+            168..=199 => {
+                // A linearizable read; the simulator checks its index when it is served.
+                next_read += 1;
+                let _ = sim.read(pid, next_read);
             }
             167 if seed % 3 == 0 => {
                 if let Some(server) = sim.server_mut(pid) {
@@ -223,6 +229,12 @@ fn run_schedule_with<E: SweepEntry>(seed: u64) {
         )
     });
     sim.assert_invariants_fully();
+    // Every read ended: served (and checked) or failed, none forgotten.
+    if !sealed {
+        sim.read(leader, u64::MAX).unwrap();
+    }
+    sim.run_until(DECIDE_BOUND * ELECTION_TICKS, |s| s.pending_reads() == 0)
+        .unwrap_or_else(|e| panic!("{}", failure(&sim, format!("reads still pending: {e}"))));
     let reconfigured: Vec<bool> = live
         .iter()
         .map(|p| sim.server(*p).unwrap().is_reconfigured().is_some())

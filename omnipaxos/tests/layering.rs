@@ -16,6 +16,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "config",
         "storage",
         "storage::shared",
+        "read_state",
         "errors::propose",
         "util",
         "messages",
@@ -36,6 +37,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "sequence_paxos::forwarding",
         "sequence_paxos::leader",
         "sequence_paxos::reads",
+        "sequence_paxos::read_index",
     ] {
         l.insert(m, 3); // engines
     }
@@ -46,6 +48,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "simulation::config",
         "simulation::faults",
         "simulation::invariants",
+        "simulation::reads",
         "simulation::network",
         "simulation::rng",
         "simulation::storage",

@@ -71,3 +71,24 @@ pub enum CompactionErr {
     #[error("StorageFailed: the instance stopped after a storage error")]
     StorageFailed,
 }
+
+/// Why a linearizable read (`OmniPaxos::read_index`) cannot be served, now or any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadErr {
+    /// No leader is known here (an election is going on): try again shortly.
+    #[error("no leader is known")]
+    NoLeader,
+    /// The leader changed, or this server stopped leading, before the read was confirmed: the
+    /// read may be retried.
+    #[error("the leader changed before the read was confirmed")]
+    LeaderChanged,
+    /// The read was not confirmed within its deadline (see `OmniPaxos::read_index`).
+    #[error("the read was not confirmed in time")]
+    Timeout,
+    /// This configuration ended with a StopSign: read from the next one.
+    #[error("the configuration is sealed by a StopSign")]
+    Reconfigured,
+    /// The instance stopped after a storage failure.
+    #[error(transparent)]
+    StorageFailed(#[from] StorageError),
+}

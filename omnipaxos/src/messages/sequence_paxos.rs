@@ -133,6 +133,50 @@ pub struct ForwardedEntries<T: Entry> {
     pub entries: Vec<T>,
 }
 
+/// A follower asks its leader for a read index, for the read it numbered `id`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct ReadIndexReq {
+    /// The ballot the follower has promised (its leader's).
+    pub n: Ballot,
+    /// The follower's number for the read.
+    pub id: u64,
+}
+
+/// The leader's answer to a [`ReadIndexReq`]: once the follower's decided index reaches `index`,
+/// its state may serve the read.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct ReadIndexResp {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The follower's number for the read.
+    pub id: u64,
+    /// The read index.
+    pub index: usize,
+}
+
+/// The leader asks its followers to confirm that they still follow its ballot, for the reads
+/// of confirmation round `round`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct ReadConfirm {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The confirmation round.
+    pub round: u64,
+}
+
+/// A follower still follows ballot `n`: the answer to a [`ReadConfirm`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct ReadConfirmed {
+    /// The ballot the follower follows.
+    pub n: Ballot,
+    /// The confirmation round answered.
+    pub round: u64,
+}
+
 /// Log compaction requests sent to peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
@@ -165,6 +209,14 @@ pub enum PaxosMsg<T: Entry> {
     AcceptStopSign(AcceptStopSign),
     /// A reconfiguration requested on a non-leader, forwarded to the leader.
     ForwardStopSign(StopSign),
+    /// A follower asks its leader for a read index (linearizable reads without the log).
+    ReadIndexReq(ReadIndexReq),
+    /// The leader's read index for a follower's read.
+    ReadIndexResp(ReadIndexResp),
+    /// The leader confirms it still leads before it answers reads.
+    ReadConfirm(ReadConfirm),
+    /// A follower's answer to a [`ReadConfirm`].
+    ReadConfirmed(ReadConfirmed),
 }
 
 /// A Sequence Paxos payload with its sender and receiver.
@@ -248,6 +300,14 @@ impl<T: Entry> fmt::Display for PaxosMessage<T> {
                 m.ss
             ),
             PaxosMsg::ForwardStopSign(ss) => write!(f, "ForwardStopSign {ss}"),
+            PaxosMsg::ReadIndexReq(m) => write!(f, "ReadIndexReq n={} id={}", m.n, m.id),
+            PaxosMsg::ReadIndexResp(m) => {
+                write!(f, "ReadIndexResp n={} id={} index={}", m.n, m.id, m.index)
+            }
+            PaxosMsg::ReadConfirm(m) => write!(f, "ReadConfirm n={} round={}", m.n, m.round),
+            PaxosMsg::ReadConfirmed(m) => {
+                write!(f, "ReadConfirmed n={} round={}", m.n, m.round)
+            }
         }
     }
 }

@@ -19,9 +19,7 @@ use crate::messages::sequence_paxos::{ForwardedEntries, PaxosMessage, PaxosMsg};
 use crate::storage::internal_storage::StorageResult;
 use crate::storage::{Entry, StopSign, Storage};
 use crate::util::SequenceNumber;
-use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 
 pub(super) struct ForwardState {
     /// This instance's incarnation: random, so no restart of this server reuses it.
@@ -37,9 +35,9 @@ pub(super) struct ForwardState {
 }
 
 impl ForwardState {
-    pub(super) fn new(pid: NodeId) -> Self {
+    pub(super) fn new(incarnation: u64) -> Self {
         Self {
-            incarnation: RandomState::new().hash_one(pid),
+            incarnation,
             sent: 0,
             pending: None,
             received_in: Ballot::default(),

@@ -148,6 +148,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
 
     /// BLE elected this server with ballot `n`: start the Prepare phase.
     pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
+        self.reads.leadership_lost();
         // Entries still in the batch are written now; the log synchronisation covers them.
         self.internal_storage.flush_batch()?;
         self.internal_storage.set_promise(n)?;
@@ -265,6 +266,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
                 self.send_accept_sync(i)?;
             }
         }
+        // Reads wait until everything adopted (what earlier leaders may have decided) is
+        // decided in this ballot.
+        let adopted = self.internal_storage.accepted_idx();
+        self.reads_ready_from(adopted);
         self.try_decide()
     }
 
@@ -400,7 +405,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return Ok(());
         }
         progress.accepted_idx = claimed;
-        if progress.accepted_idx > self.internal_storage.decided_idx() {
+        self.read_confirmed_by_accepted(from, claimed);
+        if claimed > self.internal_storage.decided_idx() {
             self.try_decide()?;
         }
         Ok(())
@@ -531,6 +537,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             // What the check itself sent is not "recent": the next check may repeat it.
             self.leader_state.progress[i].sent_since_check = false;
         }
+        self.resend_read_confirm();
     }
 
     /// The leader-side view of each server's accepted index, self included, keyed by pid.

@@ -19,6 +19,7 @@ mod compaction;
 mod follower;
 mod forwarding;
 mod leader;
+mod read_index;
 mod reads;
 
 use crate::ballot::Ballot;
@@ -32,6 +33,8 @@ use crate::storage::internal_storage::{InternalStorage, StorageResult};
 use crate::storage::{Entry, StopSign, Storage};
 use follower::FollowerState;
 use leader::LeaderState;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -64,6 +67,7 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     /// A reconfiguration proposed here while no leader could take it.
     pending_stopsign: Option<StopSign>,
     forward_state: forwarding::ForwardState,
+    reads: read_index::ReadIndexState,
     leader_state: LeaderState<T>,
     follower_state: FollowerState<T>,
 }
@@ -75,8 +79,13 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         nodes: &[NodeId],
         quorum: Quorum,
         buffer_size: usize,
+        read_timeout_ticks: u64,
     ) -> Self {
         let peers: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != pid).collect();
+        // Numbers this instance gives its forwards and reads start from a random base drawn
+        // from the standard library's per-process hash keys, so a restarted server never reuses
+        // a number of an earlier life, whose late duplicates may still be in flight.
+        let incarnation = RandomState::new().hash_one(pid);
         Self {
             internal_storage,
             pid,
@@ -89,7 +98,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             outgoing: Vec::with_capacity(buffer_size.min(1024)),
             pending_proposals: Vec::new(),
             pending_stopsign: None,
-            forward_state: forwarding::ForwardState::new(pid),
+            forward_state: forwarding::ForwardState::new(incarnation),
+            reads: read_index::ReadIndexState::new(read_timeout_ticks, incarnation),
         }
     }
 
@@ -97,6 +107,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(crate) fn start_recovery(&mut self) {
         self.phase = Phase::Recover;
         self.send_prepare_req_to_all();
+    }
+
+    /// Moves the reads that may be served into `out`.
+    pub(crate) fn take_read_states(&mut self, out: &mut Vec<crate::read_state::ReadState>) {
+        self.reads.take_done(out);
+    }
+
+    /// Moves the reads that failed into `out`.
+    pub(crate) fn take_read_failures(&mut self, out: &mut Vec<crate::read_state::ReadFailure>) {
+        self.reads.take_failed(out);
     }
 
     pub(crate) fn pid(&self) -> NodeId {
@@ -172,6 +192,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             PaxosMsg::Compaction(c) => self.handle_compaction(c, from)?,
             PaxosMsg::AcceptStopSign(acc) => self.handle_accept_stopsign(acc, from)?,
             PaxosMsg::ForwardStopSign(ss) => self.handle_forwarded_stopsign(ss, from)?,
+            PaxosMsg::ReadIndexReq(req) => self.handle_read_index_req(req, from),
+            PaxosMsg::ReadIndexResp(resp) => self.handle_read_index_resp(resp, from),
+            PaxosMsg::ReadConfirm(req) => self.handle_read_confirm(req, from),
+            PaxosMsg::ReadConfirmed(conf) => self.handle_read_confirmed(conf, from),
         }
         Ok(())
     }
@@ -230,6 +254,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Leaves the leader role. The unwritten batch was never sent to anyone, so it goes back to
     /// the pending proposals and reaches the next leader instead of being overwritten.
     fn step_down(&mut self) {
+        self.reads.leadership_lost();
         self.role = Role::Follower;
         self.leader_state.reset(self.peers.len());
         let batch = self.internal_storage.take_batch();
@@ -255,11 +280,16 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if !self.is_accepting_leader() {
             return Ok(());
         }
+        // Reads asked in this burst of input share one confirmation round, which starts here;
+        // entries written in the same burst carry it (their acknowledgements confirm it).
+        let log_end_before = self.internal_storage.accepted_idx();
         let written = self.internal_storage.write_pending()?;
-        if !written.is_empty() {
+        let writes_out = !written.is_empty();
+        if writes_out {
             self.send_accept_decide(written);
             self.try_decide()?;
         }
+        self.start_read_round(log_end_before, writes_out);
         Ok(())
     }
 

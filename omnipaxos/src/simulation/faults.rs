@@ -78,6 +78,7 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
     pub fn crash(&mut self, pid: NodeId) {
         if let Some(slot) = self.servers.get_mut(&pid) {
             *slot = None;
+            self.forget_reads_of(pid);
             self.network.crashed(pid);
             self.record(format!("crash {pid}"));
         }

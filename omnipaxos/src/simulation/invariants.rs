@@ -48,6 +48,15 @@ impl<T: Entry + Eq + Hash> InvariantChecker<T> {
         *self.proposed.entry(entry).or_default() += 1;
     }
 
+    /// The highest decided index seen on any server, across restarts.
+    pub(crate) fn max_decided_seen(&self) -> usize {
+        self.servers
+            .values()
+            .map(|p| p.decided_idx)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The decided log as far as any server has decided it.
     pub(crate) fn chosen(&self) -> &[Option<T>] {
         &self.chosen

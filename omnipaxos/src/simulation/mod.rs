@@ -25,12 +25,14 @@ mod config;
 mod faults;
 mod invariants;
 mod network;
+mod reads;
 mod rng;
 mod storage;
 
 pub use config::{SimConfig, SimError};
 
 pub use network::NetworkConfig;
+pub use reads::ReadOutcomes;
 pub use rng::SimRng;
 pub use storage::{FaultMode, InjectedFault, SimStorage};
 
@@ -62,6 +64,7 @@ pub struct Simulation<T: Entry + Eq + Hash, B: Storage<T>> {
     storages: BTreeMap<NodeId, SimStorage<B>>,
     network: Network<T>,
     checker: InvariantChecker<T>,
+    reads: reads::ReadLedger,
     trace: VecDeque<String>,
     outgoing: Vec<Message<T>>,
     intercepts: Vec<Intercept<T>>,
@@ -81,6 +84,7 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
             storages: BTreeMap::new(),
             network: Network::new(config.network),
             checker: InvariantChecker::new(),
+            reads: reads::ReadLedger::default(),
             trace: VecDeque::new(),
             outgoing: Vec::new(),
             intercepts: Vec::new(),
@@ -220,6 +224,7 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
                 self.deliver(msg);
             }
         }
+        self.check_reads()?;
         let every = self.config.full_check_every;
         if every > 0 && self.now % every == 0 {
             self.check_invariants_fully()
