@@ -222,3 +222,54 @@ fn heartbeat_reply_of_another_round_changes_nothing() {
     assert!(n.out_ble().is_empty());
     assert_eq!(n.writes(), Vec::<String>::new());
 }
+
+#[test]
+fn follower_read_confirm_from_its_leader_is_answered() {
+    let mut n = follower();
+    n.input(1, PaxosMsg::ReadConfirm(ReadConfirm { n: b1(), round: 4 }));
+    assert_outputs(&mut n, &["2->1 ReadConfirmed n=2.1 round=4"], &[]);
+}
+
+#[test]
+fn follower_read_goes_to_the_leader_and_its_answer_serves_it() {
+    let mut n = follower();
+    n.op.read_index(42).unwrap();
+    let out = n.out();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].starts_with("2->1 ReadIndexReq n=2.1 id="), "{out:?}");
+    let id: u64 = out[0].rsplit('=').next().unwrap().parse().unwrap();
+    n.input(
+        1,
+        PaxosMsg::ReadIndexResp(ReadIndexResp {
+            n: b1(),
+            id,
+            index: 2,
+        }),
+    );
+    assert_outputs(&mut n, &[], &[]);
+    let mut served = Vec::new();
+    n.op.take_read_states(&mut served);
+    assert_eq!(served, vec![omnipaxos::ReadState { ctx: 42, index: 2 }]);
+}
+
+#[test]
+fn follower_ignores_an_answer_to_a_read_it_did_not_ask() {
+    let mut n = follower();
+    n.input(
+        1,
+        PaxosMsg::ReadIndexResp(ReadIndexResp {
+            n: b1(),
+            id: 3,
+            index: 0,
+        }),
+    );
+    n.input(1, PaxosMsg::ReadIndexReq(ReadIndexReq { n: b1(), id: 3 }));
+    n.input(
+        1,
+        PaxosMsg::ReadConfirmed(ReadConfirmed { n: b1(), round: 1 }),
+    );
+    assert_outputs(&mut n, &[], &[]);
+    let mut served = Vec::new();
+    n.op.take_read_states(&mut served);
+    assert!(served.is_empty());
+}

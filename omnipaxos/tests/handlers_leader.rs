@@ -161,3 +161,38 @@ fn leader_ignores_what_only_followers_handle() {
     n.input(2, PaxosMsg::Compaction(Compaction::Trim(0)));
     assert_outputs(&mut n, &[], &[]);
 }
+
+#[test]
+fn leader_read_index_req_is_confirmed_in_one_round_then_answered() {
+    let mut n = leader();
+    n.input(2, PaxosMsg::ReadIndexReq(ReadIndexReq { n: b1(), id: 5 }));
+    // The round starts when messages are taken: one ReadConfirm per follower.
+    assert_outputs(
+        &mut n,
+        &[
+            "1->2 ReadConfirm n=2.1 round=1",
+            "1->3 ReadConfirm n=2.1 round=1",
+        ],
+        &[],
+    );
+    n.input(
+        2,
+        PaxosMsg::ReadConfirmed(ReadConfirmed { n: b1(), round: 1 }),
+    );
+    assert_outputs(&mut n, &["1->2 ReadIndexResp n=2.1 id=5 index=0"], &[]);
+}
+
+#[test]
+fn leader_read_confirmed_for_another_round_is_dropped() {
+    let mut n = leader();
+    n.op.read_index(1).unwrap();
+    n.settle();
+    n.input(
+        2,
+        PaxosMsg::ReadConfirmed(ReadConfirmed { n: b1(), round: 7 }),
+    );
+    assert_outputs(&mut n, &[], &[]);
+    let mut served = Vec::new();
+    n.op.take_read_states(&mut served);
+    assert!(served.is_empty());
+}
