@@ -13,8 +13,8 @@
 //! scenarios of the paper).
 //!
 //! The user guide is in [`docs`]: getting started, when an appended entry can be lost,
-//! reconfiguration, log compaction, flexible quorums, storage, and testing your application on
-//! the simulator.
+//! reconfiguration, log compaction, flexible quorums, storage, linearizable reads, and testing
+//! your application on the simulator.
 //!
 //! # Features
 //! | feature | what it adds |
@@ -74,6 +74,8 @@ pub mod docs {
     pub mod flexible_quorums {}
     #[doc = include_str!("../../docs/storage.md")]
     pub mod storage {}
+    #[doc = include_str!("../../docs/reads.md")]
+    pub mod reads {}
     #[doc = include_str!("../../docs/performance.md")]
     pub mod performance {}
     #[cfg(feature = "simulation")]

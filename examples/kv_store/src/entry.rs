@@ -23,9 +23,8 @@ pub enum KvCommand {
     },
     /// Remove `key`.
     Delete { id: RequestId, key: String },
-    /// A read marker: the read of `key` is answered with the value it has when the marker is
-    /// applied, which orders it after every write decided before the read arrived (a
-    /// linearizable read).
+    /// A read marker, as earlier versions appended for a linearizable read (reads now use the
+    /// core's read index and write nothing); still applied if found in an old log.
     Read { id: RequestId, key: String },
 }
 

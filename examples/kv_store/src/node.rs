@@ -1,7 +1,10 @@
 //! One node: the task that owns the `OmniPaxos` instance (no lock, no await while it holds
-//! it), fed by the peer transport, a tick every `tick_ms`, and client requests. A request is
-//! answered when its entry is decided and applied here; if that takes longer than
-//! `REQUEST_TIMEOUT` (an election, a partition) it is answered with an error.
+//! it), fed by the peer transport, a tick every `tick_ms`, and client requests. A write is
+//! answered when its entry is decided and applied here. A read goes through the core's read
+//! index (`OmniPaxos::read_index`, nothing written to the log) and is answered from this node's
+//! map once it has applied up to the read's index; a read that fails (a leader change, no
+//! leader yet) is asked again on the next tick. Anything that takes longer than
+//! `REQUEST_TIMEOUT` (an election, a partition) is answered with an error.
 //!
 //! Reconfiguration: when the current configuration's StopSign is decided, the node keeps the
 //! `Handover` (served at `GET /handover` to nodes that join), and if it belongs to the next
@@ -73,6 +76,14 @@ struct Waiter {
     deadline: Instant,
 }
 
+/// A linearizable read: asked of the core, then waiting for its index to be applied here.
+struct PendingRead {
+    key: String,
+    waiter: Waiter,
+    /// The read index, once the core gave it.
+    index: Option<usize>,
+}
+
 pub struct Node {
     server: Server,
     server_config: ServerConfig,
@@ -82,6 +93,10 @@ pub struct Node {
     peers: Peers,
     next_request: u64,
     waiters: HashMap<RequestId, Waiter>,
+    /// Reads by their number (`ctx` of the core's read index).
+    reads: HashMap<u64, PendingRead>,
+    /// Reads to ask (again) of the core on the next tick: not asked yet, or failed.
+    reads_to_ask: Vec<u64>,
     outgoing: Vec<net::Msg>,
     last_leader: Option<u64>,
     last_snapshot: usize,
@@ -164,6 +179,8 @@ impl Node {
             peers,
             next_request: 0,
             waiters: HashMap::new(),
+            reads: HashMap::new(),
+            reads_to_ask: Vec::new(),
             outgoing: Vec::new(),
             last_leader: None,
             last_snapshot: 0,
@@ -207,6 +224,7 @@ impl Node {
                         previous.tick();
                     }
                     self.expire_waiters();
+                    self.ask_reads();
                 }
                 event = net.recv() => match event {
                     Some(NetEvent::Message(config_id, m)) => {
@@ -246,6 +264,7 @@ impl Node {
                 tracing::error!("stopping: {e}");
                 return;
             }
+            self.serve_reads();
             self.log_leader_change();
         }
     }
@@ -276,14 +295,25 @@ impl Node {
                 }
                 self.next_request += 1;
                 let id = (self.server.get_pid(), self.next_request);
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
                 let cmd = match kind {
                     KvCommandKind::Put { key, value } => KvCommand::Put { id, key, value },
                     KvCommandKind::Delete { key } => KvCommand::Delete { id, key },
-                    KvCommandKind::Read { key } => KvCommand::Read { id, key },
+                    KvCommandKind::Read { key } => {
+                        let ctx = self.next_request;
+                        let waiter = Waiter { reply, deadline };
+                        let read = PendingRead {
+                            key,
+                            waiter,
+                            index: None,
+                        };
+                        self.reads.insert(ctx, read);
+                        self.ask_read(ctx);
+                        return;
+                    }
                 };
                 match self.server.append(cmd) {
                     Ok(()) => {
-                        let deadline = Instant::now() + REQUEST_TIMEOUT;
                         self.waiters.insert(id, Waiter { reply, deadline });
                     }
                     Err(e) => {
@@ -353,7 +383,69 @@ impl Node {
         self.cluster = next;
         self.state.applied_idx = 0;
         self.last_snapshot = 0;
+        // Reads asked of the ended configuration are asked again of the next one.
+        for (ctx, read) in self.reads.iter_mut() {
+            read.index = None;
+            self.reads_to_ask.push(*ctx);
+        }
         Ok(())
+    }
+
+    /// Asks the core for read `ctx`'s index; if it cannot start now (no leader yet, the
+    /// configuration just ended), it is asked again on the next tick.
+    fn ask_read(&mut self, ctx: u64) {
+        if self.retired {
+            if let Some(read) = self.reads.remove(&ctx) {
+                let _ = read.waiter.reply.send(Err(format!(
+                    "this node left the cluster when configuration {} ended",
+                    self.cluster.configuration_id
+                )));
+            }
+            return;
+        }
+        if self.server.read_index(ctx).is_err() {
+            self.reads_to_ask.push(ctx);
+        }
+    }
+
+    fn ask_reads(&mut self) {
+        for ctx in std::mem::take(&mut self.reads_to_ask) {
+            if self.reads.contains_key(&ctx) {
+                self.ask_read(ctx);
+            }
+        }
+    }
+
+    /// Takes the core's read outcomes and answers every read whose index this node applied.
+    fn serve_reads(&mut self) {
+        let mut states = Vec::new();
+        self.server.take_read_states(&mut states);
+        for state in states {
+            if let Some(read) = self.reads.get_mut(&state.ctx) {
+                read.index = Some(state.index);
+            }
+        }
+        let mut failures = Vec::new();
+        self.server.take_read_failures(&mut failures);
+        for failure in failures {
+            if self.reads.contains_key(&failure.ctx) {
+                tracing::debug!(ctx = failure.ctx, reason = %failure.reason, "read failed, asking again");
+                self.reads_to_ask.push(failure.ctx);
+            }
+        }
+        let applied = self.state.applied_idx;
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|index| index <= applied))
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in ready {
+            if let Some(read) = self.reads.remove(&ctx) {
+                let value = self.state.map.get(&read.key).cloned();
+                let _ = read.waiter.reply.send(Ok(Outcome::Read(value)));
+            }
+        }
     }
 
     fn expire_waiters(&mut self) {
@@ -368,6 +460,20 @@ impl Node {
             if let Some(w) = self.waiters.remove(&id) {
                 let _ = w.reply.send(Err(format!(
                     "not decided within {} s (a leader election or a partition?); it may still be applied later",
+                    REQUEST_TIMEOUT.as_secs()
+                )));
+            }
+        }
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.waiter.deadline <= now)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in expired {
+            if let Some(read) = self.reads.remove(&ctx) {
+                let _ = read.waiter.reply.send(Err(format!(
+                    "no linearizable read within {} s (a leader election or a partition?)",
                     REQUEST_TIMEOUT.as_secs()
                 )));
             }
