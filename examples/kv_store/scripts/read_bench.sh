@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 secs=${1:-10}
-bin=target/release/kv_store
+bin=${KV_BIN:-target/release/kv_store}
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 for pid in 1 2 3; do
