@@ -432,8 +432,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Tells every synchronised follower the decided index, piggybacked on a pending
     /// `AcceptDecide` when there is one.
     fn send_decide(&mut self) {
-        for i in self.synced_followers() {
-            self.send_decide_to(i);
+        // Indices, not `synced_followers()`: deciding is the hot path and allocates nothing.
+        for i in 0..self.peers.len() {
+            if self.leader_state.progress[i].synced {
+                self.send_decide_to(i);
+            }
         }
     }
 
