@@ -93,7 +93,7 @@ fn log_sync(rng: &mut SimRng) -> LogSync<u64> {
 }
 
 fn random_payload(rng: &mut SimRng) -> PaxosMsg<u64> {
-    match rng.range(0, 12) {
+    match rng.range(0, 16) {
         0 => PaxosMsg::PrepareReq(PrepareReq { n: ballot(rng) }),
         1 => PaxosMsg::Prepare(Prepare {
             n: ballot(rng),
@@ -141,7 +141,24 @@ fn random_payload(rng: &mut SimRng) -> PaxosMsg<u64> {
             seq_num: seq(rng),
             ss: stopsign(rng),
         }),
-        _ => PaxosMsg::ForwardStopSign(stopsign(rng)),
+        11 => PaxosMsg::ForwardStopSign(stopsign(rng)),
+        12 => PaxosMsg::ReadIndexReq(ReadIndexReq {
+            n: ballot(rng),
+            id: rng.range(0, u64::MAX),
+        }),
+        13 => PaxosMsg::ReadIndexResp(ReadIndexResp {
+            n: ballot(rng),
+            id: rng.range(0, u64::MAX),
+            index: index(rng),
+        }),
+        14 => PaxosMsg::ReadConfirm(ReadConfirm {
+            n: ballot(rng),
+            round: rng.range(0, u64::MAX),
+        }),
+        _ => PaxosMsg::ReadConfirmed(ReadConfirmed {
+            n: ballot(rng),
+            round: rng.range(0, 5),
+        }),
     }
 }
 
