@@ -53,6 +53,7 @@ pub use config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 pub use errors::{CompactionErr, ProposeErr, ReadErr};
 pub use omni_paxos::OmniPaxos;
 pub use read_state::{ReadFailure, ReadState};
+pub use sequence_paxos::ReadLease;
 
 /// `#[derive(Entry)]` (feature `macros`).
 #[cfg(feature = "macros")]

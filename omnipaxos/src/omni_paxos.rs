@@ -13,7 +13,7 @@ use crate::messages::Message;
 use crate::quorum::Quorum;
 use crate::read_state::{ReadFailure, ReadState};
 use crate::reconfiguration::Handover;
-use crate::sequence_paxos::{Phase, Role, SequencePaxos};
+use crate::sequence_paxos::{Phase, ReadLease, Role, SequencePaxos};
 use crate::storage::internal_storage::{InternalStorage, StorageResult};
 use crate::storage::{Entry, Snapshot, StopSign, Storage};
 use crate::util::LogEntry;
@@ -45,6 +45,8 @@ pub struct OmniPaxos<T: Entry, B: Storage<T>> {
     resend_clock: LogicalClock,
     flush_batch_clock: LogicalClock,
     storage_error: Option<StorageError>,
+    /// Whether this instance started from a used store (a restart).
+    recovered: bool,
 }
 
 impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
@@ -100,6 +102,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             resend_clock: LogicalClock::with(server_config.resend_message_tick_timeout),
             flush_batch_clock: LogicalClock::with(server_config.flush_batch_tick_timeout),
             storage_error: None,
+            recovered: found_promise.is_some(),
         })
     }
 
@@ -199,7 +202,13 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         if self.election_clock.tick_and_check_timeout() {
             let promise = self.seq_paxos.promise();
             let leading = self.seq_paxos.is_accepting_leader();
-            if let Some(leader) = self.ble.hb_timeout(promise, leading) {
+            let elected = self.ble.hb_timeout(promise, leading);
+            // Sequence Paxos may have declined to take over when elected (a read lease held
+            // another ballot): the election asks again every round until it does.
+            let own = self.ble.leader();
+            let retry =
+                (own.pid == self.seq_paxos.pid() && own > self.seq_paxos.promise()).then_some(own);
+            if let Some(leader) = elected.or(retry) {
                 let result = self.seq_paxos.handle_leader(leader);
                 self.check(result);
             }
@@ -234,6 +243,21 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             return Err(ReadErr::StorageFailed(err.clone()));
         }
         self.seq_paxos.read_index(ctx)
+    }
+
+    /// Turns on leader leases for reads (`None` turns them off; off by default). With a lease, a
+    /// leader whose leadership a write quorum confirmed less than `duration_ticks` of its ticks
+    /// ago answers [`read_index`](Self::read_index) at once, with no round trip.
+    ///
+    /// **The assumption that makes it safe:** no server's tick rate differs from another's by
+    /// more than `max_drift_percent`. Every server that confirms a leader then promises no other
+    /// ballot for `duration_ticks * (100 + d) / (100 - d) + 1` of its own ticks (so elections
+    /// after a leader failure wait that much longer), and a server restarted from storage holds
+    /// that long after it starts. Call it with the same value on every server of the
+    /// configuration, right after building them: a server without the lease does not hold.
+    /// See `docs/reads.md`.
+    pub fn set_read_lease(&mut self, lease: Option<ReadLease>) {
+        self.seq_paxos.set_read_lease(lease, self.recovered);
     }
 
     /// Moves the reads that may now be served into `out` (see [`read_index`](Self::read_index)).

@@ -1,7 +1,8 @@
 //! Random fault schedules: loss, duplication, reordering, late duplicates that outlive crashes
 //! and restarts, one-way and two-way link cuts, partitions, crashes and restarts, with appends,
 //! trims, snapshots, reconfigurations and linearizable reads (each checked against what was
-//! decided before it was asked) throughout, on 3, 5 and 7 servers and with flexible quorums. Invariants are checked after every step, and against every server's whole decided
+//! decided before it was asked) throughout, on 3, 5 and 7 servers and with flexible quorums;
+//! in half the schedules reads may come from leader leases while one server's clock runs slow. Invariants are checked after every step, and against every server's whole decided
 //! log every 25 steps and at the end. Then either everything heals and every server must
 //! converge, or the links heal while the crashed servers *stay down*, and the live servers must
 //! elect a leader within `ELECTION_BOUND` election timeouts and decide a new append within
@@ -13,7 +14,7 @@ use common::*;
 use omnipaxos::simulation::{NetworkConfig, SimConfig, Simulation};
 use omnipaxos::storage::Entry;
 use omnipaxos::util::FlexibleQuorum;
-use omnipaxos::ClusterConfig;
+use omnipaxos::{ClusterConfig, ReadLease};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::hash::Hash;
 
@@ -56,6 +57,9 @@ struct Profile {
     snapshots: bool,
     /// At the end, crashed servers stay down instead of restarting.
     crashed_stay_down: bool,
+    /// Reads may be answered from leader leases, with server 1's clock 5% slow (the stated
+    /// bound is 10%).
+    leases: bool,
 }
 
 impl Profile {
@@ -84,6 +88,7 @@ impl Profile {
             flexible_quorum,
             snapshots: seed % 4 == 0 || seed % 8 == 7,
             crashed_stay_down: (seed / 8) % 2 == 1,
+            leases: (seed / 16) % 2 == 1,
         }
     }
 
@@ -115,6 +120,13 @@ fn run_schedule_with<E: SweepEntry>(seed: u64) {
     config.server_config.flush_batch_tick_timeout = 15;
     config.flexible_quorum = profile.flexible_quorum;
     config.network = NetworkConfig::lossy(0.05, 0.05, 2).with_late_duplicates(0.02, 150);
+    if profile.leases {
+        config.read_lease = Some(ReadLease {
+            duration_ticks: 2 * ELECTION_TICKS as u64,
+            max_drift_percent: 10,
+        });
+        config.slow_servers.insert(1, 20);
+    }
     let mut sim: Simulation<E, MemoryStorage<E>> =
         Simulation::new(config, |_| MemoryStorage::default());
     let mut next_entry = seed * 1_000_000;

@@ -38,6 +38,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "sequence_paxos::leader",
         "sequence_paxos::reads",
         "sequence_paxos::read_index",
+        "sequence_paxos::lease",
     ] {
         l.insert(m, 3); // engines
     }

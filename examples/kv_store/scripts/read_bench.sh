@@ -2,6 +2,7 @@
 # GET throughput of a local 3-node kv_store cluster with wrk, at 1, 16 and 64 connections,
 # all requests to the leader, random keys among 1,000 written first.
 # Usage: examples/kv_store/scripts/read_bench.sh [seconds per run, default 10]
+# READ_LEASE_TICKS=N turns on leader leases (read_lease_ticks = N in every node's [node]).
 # Needs wrk (Debian package `wrk`) and a release build: cargo build --release -p kv_store
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -23,6 +24,7 @@ election_tick_timeout = 10
 peer_addr = "127.0.0.1:1760$pid"
 http_addr = "127.0.0.1:1860$pid"
 data_dir = "$dir/data$pid"
+${READ_LEASE_TICKS:+read_lease_ticks = $READ_LEASE_TICKS}
 
 [peers]
 TOML

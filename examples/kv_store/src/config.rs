@@ -31,6 +31,17 @@ struct NodeSection {
     /// configuration to fetch the state (`GET /handover`) from.
     #[serde(default)]
     join_from: Option<String>,
+    /// Leader leases for reads: how long (in ticks) a confirmed leader answers reads at once.
+    /// Every node must use the same value; safe if tick rates differ by at most
+    /// `read_lease_max_drift_percent` (default 10).
+    #[serde(default)]
+    read_lease_ticks: Option<u64>,
+    #[serde(default = "default_drift")]
+    read_lease_max_drift_percent: u64,
+}
+
+fn default_drift() -> u64 {
+    10
 }
 
 fn default_tick_ms() -> u64 {
@@ -46,6 +57,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub tick_ms: u64,
     pub join_from: Option<SocketAddr>,
+    /// Leader leases for reads, if configured.
+    pub read_lease: Option<omnipaxos::ReadLease>,
     /// Addresses of the other nodes, by pid.
     pub peers: BTreeMap<u64, SocketAddr>,
 }
@@ -118,6 +131,19 @@ impl NodeConfig {
         if file.node.tick_ms == 0 {
             return Err(err("node.tick_ms", "must be positive".into()));
         }
+        if file.node.read_lease_max_drift_percent >= 100 {
+            return Err(err(
+                "node.read_lease_max_drift_percent",
+                "must be below 100".into(),
+            ));
+        }
+        let read_lease = file
+            .node
+            .read_lease_ticks
+            .map(|duration_ticks| omnipaxos::ReadLease {
+                duration_ticks,
+                max_drift_percent: file.node.read_lease_max_drift_percent,
+            });
         Ok(NodeConfig {
             peer_addr: addr("node.peer_addr", &file.node.peer_addr)?,
             http_addr: addr("node.http_addr", &file.node.http_addr)?,
@@ -127,6 +153,7 @@ impl NodeConfig {
                 Some(a) => Some(addr("node.join_from", a)?),
                 None => None,
             },
+            read_lease,
             peers,
             omnipaxos,
         })
@@ -145,6 +172,8 @@ pub struct NodeFile<'a> {
     pub peers: &'a BTreeMap<u64, SocketAddr>,
     /// Set for a node that joins a later configuration.
     pub join_from: Option<SocketAddr>,
+    /// Leader leases for reads, in ticks.
+    pub read_lease_ticks: Option<u64>,
 }
 
 impl NodeFile<'_> {
@@ -166,6 +195,9 @@ impl NodeFile<'_> {
         );
         if let Some(from) = self.join_from {
             text.push_str(&format!("join_from = \"{from}\"\n"));
+        }
+        if let Some(ticks) = self.read_lease_ticks {
+            text.push_str(&format!("read_lease_ticks = {ticks}\n"));
         }
         text.push_str("\n[peers]\n");
         for (p, a) in self.peers {

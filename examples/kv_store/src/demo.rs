@@ -70,6 +70,14 @@ impl Drop for Demo {
 impl Demo {
     /// Starts nodes 1, 2, 3 as processes of the `kv_store` binary `exe`.
     pub fn start(exe: std::path::PathBuf) -> Result<Self, String> {
+        Self::start_with_lease(exe, None)
+    }
+
+    /// Like [`Demo::start`], with leader leases of `read_lease_ticks` on every node if given.
+    pub fn start_with_lease(
+        exe: std::path::PathBuf,
+        read_lease_ticks: Option<u64>,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peer = BTreeMap::new();
         let mut http = BTreeMap::new();
@@ -91,6 +99,7 @@ impl Demo {
                 data_dir: &data.to_string_lossy(),
                 peers: &first,
                 join_from: None,
+                read_lease_ticks,
             }
             .to_toml();
             std::fs::write(dir.path().join(format!("node{pid}.toml")), text)
@@ -108,6 +117,7 @@ impl Demo {
             data_dir: &data.to_string_lossy(),
             peers: &next,
             join_from: Some(http[&1]),
+            read_lease_ticks,
         }
         .to_toml();
         std::fs::write(dir.path().join(format!("node{NEW_NODE}.toml")), text)

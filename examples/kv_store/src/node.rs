@@ -87,6 +87,7 @@ struct PendingRead {
 pub struct Node {
     server: Server,
     server_config: ServerConfig,
+    read_lease: Option<omnipaxos::ReadLease>,
     cluster: ClusterConfig,
     data_dir: PathBuf,
     state: KvState,
@@ -111,16 +112,19 @@ fn open_instance(
     data_dir: &Path,
     cluster: &ClusterConfig,
     server: &ServerConfig,
+    read_lease: Option<omnipaxos::ReadLease>,
 ) -> Result<Server, String> {
     let dir = data_dir.join(format!("config-{}", cluster.configuration_id));
     let storage = PersistentStorage::try_open(PersistentStorageConfig::with_path(
         dir.to_string_lossy().to_string(),
     ))
     .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-    cluster
+    let mut instance = cluster
         .clone()
         .build_for_server(server.clone(), storage)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    instance.set_read_lease(read_lease);
+    Ok(instance)
 }
 
 /// Fetches the handover from a node of the previous configuration (blocking, with retries),
@@ -169,10 +173,16 @@ impl Node {
         }
         let cluster = config.omnipaxos.cluster_config.clone();
         let server_config = config.omnipaxos.server_config.clone();
-        let server = open_instance(&config.data_dir, &cluster, &server_config)?;
+        let server = open_instance(
+            &config.data_dir,
+            &cluster,
+            &server_config,
+            config.read_lease,
+        )?;
         let mut node = Node {
             server,
             server_config,
+            read_lease: config.read_lease,
             cluster,
             data_dir: config.data_dir.clone(),
             state,
@@ -377,7 +387,7 @@ impl Node {
         }
         let ended = std::mem::replace(
             &mut self.server,
-            open_instance(&self.data_dir, &next, &self.server_config)?,
+            open_instance(&self.data_dir, &next, &self.server_config, self.read_lease)?,
         );
         self.previous = Some((self.cluster.configuration_id, ended));
         self.cluster = next;

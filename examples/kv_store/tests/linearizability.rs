@@ -15,7 +15,17 @@ const KEYS: u64 = 4;
 
 #[test]
 fn histories_with_a_crash_are_linearizable() {
-    let mut cluster = Demo::start(PathBuf::from(env!("CARGO_BIN_EXE_kv_store"))).unwrap();
+    history_with_a_crash_is_linearizable(None);
+}
+
+#[test]
+fn histories_with_a_crash_are_linearizable_with_leader_leases() {
+    history_with_a_crash_is_linearizable(Some(100));
+}
+
+fn history_with_a_crash_is_linearizable(read_lease_ticks: Option<u64>) {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_kv_store"));
+    let mut cluster = Demo::start_with_lease(exe, read_lease_ticks).unwrap();
     cluster.wait_for("a leader", |d| d.leader()).unwrap();
     let addrs = cluster.http.clone();
     let events = Arc::new(Mutex::new(Vec::new()));

@@ -48,6 +48,10 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             self.send(from, PaxosMsg::NotAccepted(NotAccepted { n: promise }));
             return Ok(());
         }
+        if prep.n != promise && self.lease_blocks(prep.n) {
+            self.dropped("a Prepare", from, "a read lease holds another ballot");
+            return Ok(());
+        }
         if prep.n == promise && self.role == Role::Leader {
             self.dropped("a Prepare", from, "it carries this leader's own ballot");
             return Ok(());

@@ -149,6 +149,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// BLE elected this server with ballot `n`: start the Prepare phase.
     pub(super) fn become_leader(&mut self, n: Ballot) -> StorageResult<()> {
         self.reads.leadership_lost();
+        self.lease_lost();
         // Entries still in the batch are written now; the log synchronisation covers them.
         self.internal_storage.flush_batch()?;
         self.internal_storage.set_promise(n)?;

@@ -19,6 +19,7 @@ mod compaction;
 mod follower;
 mod forwarding;
 mod leader;
+mod lease;
 mod read_index;
 mod reads;
 
@@ -33,6 +34,7 @@ use crate::storage::internal_storage::{InternalStorage, StorageResult};
 use crate::storage::{Entry, StopSign, Storage};
 use follower::FollowerState;
 use leader::LeaderState;
+pub use lease::ReadLease;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
@@ -68,6 +70,7 @@ pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     pending_stopsign: Option<StopSign>,
     forward_state: forwarding::ForwardState,
     reads: read_index::ReadIndexState,
+    lease: lease::LeaseState,
     leader_state: LeaderState<T>,
     follower_state: FollowerState<T>,
 }
@@ -100,6 +103,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             pending_stopsign: None,
             forward_state: forwarding::ForwardState::new(incarnation),
             reads: read_index::ReadIndexState::new(read_timeout_ticks, incarnation),
+            lease: lease::LeaseState::default(),
         }
     }
 
@@ -203,7 +207,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Ballot Leader Election elected `leader`.
     pub(crate) fn handle_leader(&mut self, leader: Ballot) -> StorageResult<()> {
         if leader.pid == self.pid {
-            if leader > self.promise() {
+            // With leases, not while this server holds another leader's ballot: the election
+            // asks again every round (`OmniPaxos::tick`).
+            if leader > self.promise() && !self.lease_blocks(leader) {
                 self.become_leader(leader)?;
             }
         } else if self.phase == Phase::Recover && leader.pid != 0 {
@@ -255,6 +261,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// the pending proposals and reaches the next leader instead of being overwritten.
     fn step_down(&mut self) {
         self.reads.leadership_lost();
+        self.lease_lost();
         self.role = Role::Follower;
         self.leader_state.reset(self.peers.len());
         let batch = self.internal_storage.take_batch();

@@ -46,12 +46,17 @@ struct LeaderRead {
 /// A confirmation round in flight.
 struct Round {
     id: u64,
+    /// The tick the round started at: a lease it confirms runs from here.
+    started: u64,
     /// The decided index when the round started: the index its reads get.
     index: usize,
     /// An `Accepted` above this index acknowledges entries sent after the round started.
     ack_above: usize,
     /// Who confirmed, this server included.
     confirmed: Vec<NodeId>,
+    /// Who confirmed with a `ReadConfirmed` (and so holds the ballot, with leases on), this
+    /// server included: only these count for a lease.
+    lease_confirmed: Vec<NodeId>,
     reads: Vec<LeaderRead>,
 }
 
@@ -91,6 +96,10 @@ impl ReadIndexState {
             done: Vec::new(),
             failed: Vec::new(),
         }
+    }
+
+    pub(super) fn now(&self) -> u64 {
+        self.now
     }
 
     pub(super) fn take_done(&mut self, out: &mut Vec<ReadState>) {
@@ -133,6 +142,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         }
         let deadline = self.reads.now + self.reads.timeout_ticks;
         match (self.role, self.phase) {
+            (Role::Leader, Phase::Accept) if self.lease_serves_now() => {
+                let index = self.internal_storage.decided_idx();
+                self.reads.done.push(ReadState { ctx, index });
+                Ok(())
+            }
             (Role::Leader, Phase::Prepare | Phase::Accept) => {
                 // The round starts when messages are next taken (`write_pending`), so every read
                 // asked in this burst of input shares it.
@@ -190,9 +204,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.reads.rounds_started += 1;
         let round = Round {
             id: self.reads.rounds_started,
+            started: self.reads.now,
             index: s.decided_idx(),
             ack_above,
             confirmed: vec![self.pid],
+            lease_confirmed: vec![self.pid],
             reads: std::mem::take(&mut self.reads.waiting),
         };
         let id = round.id;
@@ -252,6 +268,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             return false;
         }
         let round = self.reads.round.take().expect("checked above");
+        if round.lease_confirmed.len() >= self.quorum.write {
+            self.lease_confirmed(round.started);
+        }
         let n = self.promise();
         for read in round.reads {
             match read.origin {
@@ -281,11 +300,26 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             );
             return;
         }
+        if self.lease_serves_now() {
+            let (n, index) = (self.promise(), self.internal_storage.decided_idx());
+            let resp = ReadIndexResp {
+                n,
+                id: req.id,
+                index,
+            };
+            self.send(from, PaxosMsg::ReadIndexResp(resp));
+            return;
+        }
         let deadline = self.reads.now + self.reads.timeout_ticks;
         self.reads.waiting.push(LeaderRead {
             origin: Origin::Follower(from, req.id),
             deadline,
         });
+    }
+
+    /// A leader with a valid lease that has decided what it adopted answers at once.
+    fn lease_serves_now(&self) -> bool {
+        self.lease_valid() && self.internal_storage.decided_idx() >= self.reads.ready_from
     }
 
     pub(super) fn handle_read_index_resp(&mut self, resp: ReadIndexResp, from: NodeId) {
@@ -319,6 +353,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             );
             return;
         }
+        if !self.lease_granted() {
+            self.dropped(
+                "a ReadConfirm",
+                from,
+                "another ballot waits for this server's read lease hold to end",
+            );
+            return;
+        }
         self.send(
             from,
             PaxosMsg::ReadConfirmed(ReadConfirmed {
@@ -333,6 +375,11 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         if self.role != Role::Leader || conf.n != self.promise() || current != Some(conf.round) {
             self.dropped("a ReadConfirmed", from, "not for the round in flight");
             return;
+        }
+        if let Some(round) = self.reads.round.as_mut() {
+            if !round.lease_confirmed.contains(&from) {
+                round.lease_confirmed.push(from);
+            }
         }
         self.read_confirmed_by(from);
     }

@@ -4,6 +4,7 @@ use super::NetworkConfig;
 use crate::config::{ClusterConfig, OmniPaxosConfig, ServerConfig};
 use crate::ids::NodeId;
 use crate::quorum::FlexibleQuorum;
+use crate::sequence_paxos::ReadLease;
 use std::collections::BTreeMap;
 
 /// How to set up a simulation.
@@ -29,6 +30,11 @@ pub struct SimConfig {
     /// server, not only what was decided since the last step (0: never; see
     /// [`Simulation::check_invariants_fully`]).
     pub full_check_every: u64,
+    /// Leader leases for reads, set on every server (also after a restart).
+    pub read_lease: Option<ReadLease>,
+    /// Servers whose clock runs slow: server `pid` with `k` skips its tick every `k`-th step,
+    /// so it ticks at `(k - 1) / k` of the others' rate (tick-rate skew, for leases).
+    pub slow_servers: BTreeMap<NodeId, u64>,
 }
 
 impl SimConfig {
@@ -49,6 +55,8 @@ impl SimConfig {
             network: NetworkConfig::reliable(),
             trace_len: 300,
             full_check_every: 25,
+            read_lease: None,
+            slow_servers: BTreeMap::new(),
         }
     }
 

@@ -103,7 +103,11 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
 
     fn build(&self, pid: NodeId) -> Result<SimServer<T, B>, ConfigError> {
         let storage = self.storages[&pid].clone();
-        self.config.config_for(pid).build(storage)
+        let mut server = self.config.config_for(pid).build(storage)?;
+        if self.config.read_lease.is_some() {
+            server.set_read_lease(self.config.read_lease);
+        }
+        Ok(server)
     }
 
     /// The seed this simulation runs with.
@@ -199,8 +203,14 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
     /// Like [`Simulation::step`], but returns a violation instead of panicking.
     pub fn try_step(&mut self) -> Result<(), String> {
         self.now += 1;
-        for server in self.servers.values_mut().flatten() {
-            server.tick();
+        for (pid, server) in self.servers.iter_mut() {
+            let slow = self.config.slow_servers.get(pid).copied().unwrap_or(0);
+            if slow > 1 && self.now % slow == 0 {
+                continue; // this server's clock runs slow
+            }
+            if let Some(server) = server {
+                server.tick();
+            }
         }
         // Deliveries trigger replies; with zero delays they are due at once. The bounds catch
         // a protocol bug that keeps answering (a message storm) instead of exhausting memory.
