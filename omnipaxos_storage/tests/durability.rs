@@ -100,3 +100,33 @@ fn a_batch_larger_than_sleds_log_buffer_is_synced_and_read_back() {
     let store: PersistentStorage<E> = PersistentStorage::open(config(&dir, true));
     assert_eq!(store.get_entries(0, big.len()).unwrap(), big);
 }
+
+#[test]
+fn a_failed_open_releases_the_store_before_it_returns() {
+    // A chunk whose value is shorter than its header: opening reports the store corrupt. The
+    // failed open must let go of the store before returning, so that the next open sees the
+    // same corruption, not a store "in use".
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let db = sled::open(&path).unwrap();
+        let mut key = vec![b'l'];
+        key.extend_from_slice(&0u64.to_be_bytes());
+        db.insert(key, vec![1u8, 2]).unwrap();
+        db.flush().unwrap();
+    }
+    // sled's own handle above may still be closing: wait for it like a restart would.
+    let mut first = PersistentStorage::<E>::try_open(config(&dir, true));
+    while matches!(first, Err(PersistentStorageError::Locked(_))) {
+        std::thread::yield_now();
+        first = PersistentStorage::<E>::try_open(config(&dir, true));
+    }
+    assert!(matches!(first, Err(PersistentStorageError::Corrupt(_))));
+    for _ in 0..20 {
+        match PersistentStorage::<E>::try_open(config(&dir, true)) {
+            Err(PersistentStorageError::Corrupt(_)) => {}
+            Err(other) => panic!("expected the corruption again, got {other}"),
+            Ok(_) => panic!("a corrupt store opened"),
+        }
+    }
+}

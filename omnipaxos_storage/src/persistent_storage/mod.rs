@@ -70,8 +70,10 @@ where
         if disk::is_locked(dir).map_err(io("checking the store's lock"))? {
             return Err(PersistentStorageError::Locked(config.get_path().clone()));
         }
-        let db = config.sled_config().open()?;
+        // Made before the database, so that on an error below the database is dropped first
+        // and this then waits for its lock (locals drop in reverse order).
         let lock_release = LockRelease::new(dir);
+        let db = config.sled_config().open()?;
         let disk_sync = match config.get_sync_writes() {
             true => Some(DiskSync::open(dir).map_err(io("opening the store for syncs"))?),
             false => None,
