@@ -8,17 +8,7 @@ use common::*;
 use omnipaxos::messages::sequence_paxos::PaxosMsg;
 use omnipaxos::messages::Message;
 use omnipaxos::simulation::SimConfig;
-use omnipaxos::util::NodeId;
 use omnipaxos::ClusterConfig;
-
-/// Matches the Sequence Paxos messages from `from` to `to` that `kind` accepts.
-fn paxos(
-    from: NodeId,
-    to: NodeId,
-    kind: fn(&PaxosMsg<u64>) -> bool,
-) -> impl Fn(&Message<u64>) -> bool {
-    move |m| matches!(m, Message::SequencePaxos(p) if p.from == from && p.to == to && kind(&p.msg))
-}
 
 fn is_accept_sync(m: &PaxosMsg<u64>) -> bool {
     matches!(m, PaxosMsg::AcceptSync(_))
@@ -31,13 +21,6 @@ fn carries_a_decision(m: &PaxosMsg<u64>) -> bool {
         PaxosMsg::AcceptDecide(a) => a.decided_idx > 0,
         _ => false,
     }
-}
-
-/// Three servers where server `leader` wins every election it can (highest priority).
-fn cluster_led_by(leader: NodeId, seed: u64) -> Sim {
-    let mut config = SimConfig::new(vec![1, 2, 3], seed);
-    config.priorities.insert(leader, 10);
-    cluster_with(config)
 }
 
 /// Steps until `pred` holds, failing the test with `what` and the recent protocol events.
@@ -68,15 +51,15 @@ fn count(values: &[u64], v: u64) -> usize {
 /// acknowledged, which were decided with its vote. A later leader then decided something else.
 #[test]
 fn finding_1_a_stale_accept_sync_after_a_follower_restart_cannot_cut_acknowledged_entries() {
-    let mut sim = cluster_led_by(3, 101);
+    let mut sim = led_by(3, 3, 101);
     // The first AcceptSync of 3's ballot to 2 (sync at 0, no entries) is duplicated; the copy
     // is delivered much later.
-    sim.copy(1, paxos(3, 2, is_accept_sync));
+    sim.copy(1, paxos_between(3, 2, is_accept_sync));
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
     // 2 accepts 100..=104 and 3 decides them with 2's vote; 1 hears nothing of them and 2 misses
     // the decision.
-    sim.hold(usize::MAX, paxos(3, 1, |_| true));
-    sim.hold(usize::MAX, paxos(3, 2, carries_a_decision));
+    sim.hold(usize::MAX, paxos_between(3, 1, |_| true));
+    sim.hold(usize::MAX, paxos_between(3, 2, carries_a_decision));
     for v in 100..=104 {
         sim.append(3, v).unwrap();
     }
@@ -96,7 +79,7 @@ fn finding_1_a_stale_accept_sync_after_a_follower_restart_cannot_cut_acknowledge
     // of the first one arrives.
     sim.crash(2);
     sim.restart(2).unwrap();
-    sim.hold(1, paxos(3, 2, is_accept_sync));
+    sim.hold(1, paxos_between(3, 2, is_accept_sync));
     let fresh_sync = run_until_held(&mut sim, 50).remove(0);
     sim.inject(stale_sync);
     assert_eq!(
@@ -126,12 +109,12 @@ fn finding_1_a_stale_accept_sync_after_a_follower_restart_cannot_cut_acknowledge
 /// loses nothing.
 #[test]
 fn finding_2_a_restarted_follower_never_reuses_a_forward_identity() {
-    let mut sim = cluster_led_by(3, 102);
-    sim.copy(1, paxos(3, 2, is_accept_sync));
+    let mut sim = led_by(3, 3, 102);
+    sim.copy(1, paxos_between(3, 2, is_accept_sync));
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
     // 2 forwards 7; 3 and 1 decide it; 2 does not receive it back, so its log stays where the
     // first sync left it.
-    sim.hold(usize::MAX, paxos(3, 2, |_| true));
+    sim.hold(usize::MAX, paxos_between(3, 2, |_| true));
     sim.append(2, 7).unwrap();
     run_until(&mut sim, 50, "7 decided on 1 and 3", |s| {
         s.decided_on(&[1, 3], 1)
@@ -143,7 +126,7 @@ fn finding_2_a_restarted_follower_never_reuses_a_forward_identity() {
     // it), then 2 proposes 8.
     sim.crash(2);
     sim.restart(2).unwrap();
-    sim.hold(1, paxos(3, 2, is_accept_sync));
+    sim.hold(1, paxos_between(3, 2, is_accept_sync));
     let fresh_sync = run_until_held(&mut sim, 50).remove(0);
     sim.inject(stale_sync);
     sim.append(2, 8).unwrap();
@@ -160,11 +143,11 @@ fn finding_2_a_restarted_follower_never_reuses_a_forward_identity() {
 /// forward that reached the leader after it restarted was appended and decided a second time.
 #[test]
 fn finding_3_a_duplicate_forward_reaching_a_restarted_leader_is_not_decided_again() {
-    let mut sim = cluster_led_by(3, 103);
+    let mut sim = led_by(3, 3, 103);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
     sim.copy(
         1,
-        paxos(2, 3, |m| matches!(m, PaxosMsg::ForwardedEntries(_))),
+        paxos_between(2, 3, |m| matches!(m, PaxosMsg::ForwardedEntries(_))),
     );
     sim.append(2, 7).unwrap();
     decide_all(&mut sim, 1, 50);
@@ -189,7 +172,7 @@ fn finding_3_a_duplicate_forward_reaching_a_restarted_leader_is_not_decided_agai
 /// nobody led, forever.
 #[test]
 fn finding_4_a_promised_ballot_whose_owner_is_gone_does_not_stall_the_cluster() {
-    let mut sim = cluster_led_by(1, 104);
+    let mut sim = led_by(1, 3, 104);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     // Server 3 hears nobody, but everybody hears it: it takes over, everyone promises its
     // ballot, and it never learns.
@@ -214,10 +197,13 @@ const RESEND_TICKS: usize = 20;
 /// acknowledgements lost in a row, the entry was never decided.
 #[test]
 fn finding_5a_an_entry_is_decided_after_two_lost_acknowledgements_in_a_row() {
-    let mut sim = cluster_led_by(1, 105);
+    let mut sim = led_by(1, 3, 105);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.crash(3);
-    sim.hold(2, paxos(2, 1, |m| matches!(m, PaxosMsg::Accepted(_))));
+    sim.hold(
+        2,
+        paxos_between(2, 1, |m| matches!(m, PaxosMsg::Accepted(_))),
+    );
     sim.append(1, 5).unwrap();
     decide_all(&mut sim, 1, 5 * RESEND_TICKS);
 }
@@ -225,10 +211,13 @@ fn finding_5a_an_entry_is_decided_after_two_lost_acknowledgements_in_a_row() {
 /// Finding 5b: the same for a StopSign: the log is sealed, so no later append could rescue it.
 #[test]
 fn finding_5b_a_stopsign_is_decided_after_two_lost_acknowledgements_in_a_row() {
-    let mut sim = cluster_led_by(1, 106);
+    let mut sim = led_by(1, 3, 106);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.crash(3);
-    sim.hold(2, paxos(2, 1, |m| matches!(m, PaxosMsg::Accepted(_))));
+    sim.hold(
+        2,
+        paxos_between(2, 1, |m| matches!(m, PaxosMsg::Accepted(_))),
+    );
     let next = ClusterConfig {
         configuration_id: 2,
         nodes: vec![1, 2],
@@ -245,10 +234,10 @@ fn finding_5b_a_stopsign_is_decided_after_two_lost_acknowledgements_in_a_row() {
 /// follower never learned the decided index.
 #[test]
 fn finding_5c_a_follower_learns_a_decision_after_two_lost_decides_in_a_row() {
-    let mut sim = cluster_led_by(1, 107);
+    let mut sim = led_by(1, 3, 107);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.crash(3);
-    sim.hold(2, paxos(1, 2, carries_a_decision));
+    sim.hold(2, paxos_between(1, 2, carries_a_decision));
     sim.append(1, 5).unwrap();
     run_until(&mut sim, 5 * RESEND_TICKS, "2 learns the decision", |s| {
         s.decided_on(&[2], 1)

@@ -11,16 +11,6 @@ use omnipaxos::simulation::SimConfig;
 use omnipaxos::util::NodeId;
 use omnipaxos::{ReadErr, ReadState};
 
-fn led_by(leader: NodeId, n: u64, seed: u64) -> Sim {
-    let mut config = SimConfig::new((1..=n).collect(), seed);
-    config.priorities.insert(leader, 10);
-    cluster_with(config)
-}
-
-fn is_paxos(kind: fn(&PaxosMsg<u64>) -> bool) -> impl Fn(&Message<u64>) -> bool {
-    move |m| matches!(m, Message::SequencePaxos(p) if kind(&p.msg))
-}
-
 fn served(sim: &mut Sim) -> Vec<(NodeId, ReadState)> {
     let outcomes = sim.take_reads();
     assert!(
@@ -63,7 +53,7 @@ fn many_concurrent_reads_share_one_confirmation_round() {
     decide_all(&mut sim, 1, 50);
     sim.copy(
         usize::MAX,
-        is_paxos(|m| matches!(m, PaxosMsg::ReadConfirm(_))),
+        paxos_of_kind(|m| matches!(m, PaxosMsg::ReadConfirm(_))),
     );
     for ctx in 0..100 {
         sim.read(1, ctx).unwrap();
@@ -84,7 +74,7 @@ fn reads_under_write_load_are_confirmed_by_the_acknowledgements_already_flowing(
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.copy(
         usize::MAX,
-        is_paxos(|m| matches!(m, PaxosMsg::ReadConfirm(_))),
+        paxos_of_kind(|m| matches!(m, PaxosMsg::ReadConfirm(_))),
     );
     for round in 0..10u64 {
         sim.append(1, round).unwrap(); // a write in flight with every read
@@ -117,7 +107,10 @@ fn a_new_leader_serves_reads_only_once_it_decided_what_it_adopted() {
     assert_eq!(sim.server(2).unwrap().get_decided_idx(), 0);
     sim.crash(3);
     sim.stop_intercepting();
-    sim.hold(usize::MAX, is_paxos(|m| matches!(m, PaxosMsg::Accepted(_))));
+    sim.hold(
+        usize::MAX,
+        paxos_of_kind(|m| matches!(m, PaxosMsg::Accepted(_))),
+    );
     sim.server_mut(2).unwrap().try_become_leader();
     sim.run(3);
     // 2 leads, but 1's acknowledgements are held: nothing adopted is decided yet.
@@ -175,7 +168,7 @@ fn reads_fail_instead_of_vanishing_when_the_leader_changes() {
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.hold(
         usize::MAX,
-        is_paxos(|m| matches!(m, PaxosMsg::ReadIndexResp(_) | PaxosMsg::ReadConfirmed(_))),
+        paxos_of_kind(|m| matches!(m, PaxosMsg::ReadIndexResp(_) | PaxosMsg::ReadConfirmed(_))),
     );
     sim.read(1, 1).unwrap();
     sim.read(2, 2).unwrap();
@@ -215,7 +208,10 @@ fn reads_are_refused_after_a_reconfiguration() {
 fn a_late_answer_to_a_read_of_a_followers_earlier_life_serves_nothing() {
     let mut sim = led_by(1, 3, 308);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
-    sim.copy(1, is_paxos(|m| matches!(m, PaxosMsg::ReadIndexResp(_))));
+    sim.copy(
+        1,
+        paxos_of_kind(|m| matches!(m, PaxosMsg::ReadIndexResp(_))),
+    );
     sim.read(2, 1).unwrap();
     sim.run_until(20, |s| s.pending_reads() == 0).unwrap();
     assert_eq!(served(&mut sim), vec![(2, ReadState { ctx: 1, index: 0 })]);
@@ -227,7 +223,7 @@ fn a_late_answer_to_a_read_of_a_followers_earlier_life_serves_nothing() {
     sim.crash(2);
     sim.restart(2).unwrap();
     sim.run_until_stable_leader(100).unwrap();
-    sim.hold(1, is_paxos(|m| matches!(m, PaxosMsg::ReadIndexReq(_))));
+    sim.hold(1, paxos_of_kind(|m| matches!(m, PaxosMsg::ReadIndexReq(_))));
     sim.read(2, 2).unwrap();
     sim.step();
     sim.inject(late_answer);
@@ -266,7 +262,7 @@ fn a_leader_with_a_lease_answers_reads_without_a_round_trip() {
     assert_eq!(served(&mut sim), vec![(1, ReadState { ctx: 1, index: 1 })]);
     sim.copy(
         usize::MAX,
-        is_paxos(|m| matches!(m, PaxosMsg::ReadConfirm(_))),
+        paxos_of_kind(|m| matches!(m, PaxosMsg::ReadConfirm(_))),
     );
     for ctx in 2..12 {
         sim.read(1, ctx).unwrap();

@@ -6,33 +6,17 @@
 mod common;
 use common::*;
 use omnipaxos::messages::sequence_paxos::PaxosMsg;
-use omnipaxos::messages::Message;
 use omnipaxos::simulation::SimConfig;
-use omnipaxos::util::NodeId;
 use omnipaxos::ClusterConfig;
-
-fn paxos_kind(
-    from: NodeId,
-    to: NodeId,
-    kind: fn(&PaxosMsg<u64>) -> bool,
-) -> impl Fn(&Message<u64>) -> bool {
-    move |m| matches!(m, Message::SequencePaxos(p) if p.from == from && p.to == to && kind(&p.msg))
-}
-
-fn led_by(leader: NodeId, seed: u64) -> Sim {
-    let mut config = SimConfig::new(vec![1, 2, 3], seed);
-    config.priorities.insert(leader, 10);
-    cluster_with(config)
-}
 
 /// Sweep seed 0: a forward delivered twice was appended twice and decided twice.
 #[test]
 fn a_duplicated_forward_is_decided_once() {
-    let mut sim = led_by(1, 200);
+    let mut sim = led_by(1, 3, 200);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.copy(
         1,
-        paxos_kind(2, 1, |m| matches!(m, PaxosMsg::ForwardedEntries(_))),
+        paxos_between(2, 1, |m| matches!(m, PaxosMsg::ForwardedEntries(_))),
     );
     sim.append(2, 7).unwrap();
     decide_all(&mut sim, 1, 50);
@@ -48,14 +32,14 @@ fn a_duplicated_forward_is_decided_once() {
 /// follower was synchronised again; the leader forgot the follower and it never caught up.
 #[test]
 fn a_late_duplicate_prepare_req_does_not_leave_a_follower_behind() {
-    let mut sim = led_by(1, 211);
+    let mut sim = led_by(1, 3, 211);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.append(1, 1).unwrap();
     decide_all(&mut sim, 1, 50);
     // 2 loses track (a reconnect) and asks for a Prepare; the request is duplicated.
     sim.copy(
         1,
-        paxos_kind(2, 1, |m| matches!(m, PaxosMsg::PrepareReq(_))),
+        paxos_between(2, 1, |m| matches!(m, PaxosMsg::PrepareReq(_))),
     );
     sim.heal_link(1, 2);
     sim.run_until(50, |s| s.stable_leader() == Some(1)).unwrap();
@@ -92,10 +76,10 @@ fn a_deposed_leader_hands_its_unwritten_batch_to_the_next_leader() {
 /// had already decided.
 #[test]
 fn a_stale_accept_sync_of_an_older_session_cannot_cut_decided_entries() {
-    let mut sim = led_by(1, 274);
+    let mut sim = led_by(1, 3, 274);
     sim.copy(
         1,
-        paxos_kind(1, 2, |m| matches!(m, PaxosMsg::AcceptSync(_))),
+        paxos_between(1, 2, |m| matches!(m, PaxosMsg::AcceptSync(_))),
     );
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     let stale = sim.take_held().remove(0);
@@ -119,7 +103,7 @@ fn a_stale_accept_sync_of_an_older_session_cannot_cut_decided_entries() {
 /// message storm).
 #[test]
 fn a_promise_that_carries_a_decided_stopsign_is_adopted_without_a_storm() {
-    let mut sim = led_by(1, 265);
+    let mut sim = led_by(1, 3, 265);
     assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
     sim.isolate(3);
     sim.append(1, 1).unwrap();

@@ -14,7 +14,7 @@
 //! have confirmed just before it crashed. Every server of the configuration must use the same
 //! lease settings.
 
-use super::{Role, SequencePaxos};
+use super::SequencePaxos;
 use crate::ballot::Ballot;
 use crate::storage::{Entry, Storage};
 
@@ -105,7 +105,6 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Whether this leader may answer a read at once.
     pub(super) fn lease_valid(&self) -> bool {
         self.lease.config.is_some()
-            && self.role == Role::Leader
             && self.is_accepting_leader()
             && self.reads.now() < self.lease.valid_until
     }

@@ -3,6 +3,8 @@
 
 pub mod node;
 
+use omnipaxos::messages::sequence_paxos::PaxosMsg;
+use omnipaxos::messages::Message;
 use omnipaxos::simulation::{NetworkConfig, SimConfig, Simulation};
 use omnipaxos::util::NodeId;
 use omnipaxos_storage::memory_storage::MemoryStorage;
@@ -19,6 +21,28 @@ pub fn cluster(n: u64, seed: u64) -> Sim {
 
 pub fn cluster_with(config: SimConfig) -> Sim {
     Simulation::new(config, |_| MemoryStorage::default())
+}
+
+/// Servers `1..=n` where server `leader` wins every election it can (highest priority).
+pub fn led_by(leader: NodeId, n: u64, seed: u64) -> Sim {
+    let mut config = SimConfig::new((1..=n).collect(), seed);
+    config.priorities.insert(leader, 10);
+    cluster_with(config)
+}
+
+/// Matches the Sequence Paxos messages from `from` to `to` that `kind` accepts (for
+/// `Simulation::hold` and `copy`).
+pub fn paxos_between(
+    from: NodeId,
+    to: NodeId,
+    kind: fn(&PaxosMsg<u64>) -> bool,
+) -> impl Fn(&Message<u64>) -> bool {
+    move |m| matches!(m, Message::SequencePaxos(p) if p.from == from && p.to == to && kind(&p.msg))
+}
+
+/// Matches the Sequence Paxos messages, between any servers, that `kind` accepts.
+pub fn paxos_of_kind(kind: fn(&PaxosMsg<u64>) -> bool) -> impl Fn(&Message<u64>) -> bool {
+    move |m| matches!(m, Message::SequencePaxos(p) if kind(&p.msg))
 }
 
 /// A cluster on a network that loses, duplicates and reorders.
