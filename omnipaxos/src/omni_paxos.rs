@@ -47,11 +47,14 @@ pub struct OmniPaxos<T: Entry, B: Storage<T>> {
     storage_error: Option<StorageError>,
     /// Whether this instance started from a used store (a restart).
     recovered: bool,
+    /// The configuration it was built with, for runtimes that drive it.
+    config: OmniPaxosConfig,
 }
 
 impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// Builds the instance from a validated config (see [`OmniPaxosConfig::build`]).
     pub(crate) fn new(config: OmniPaxosConfig, storage: B) -> Result<Self, ConfigError> {
+        let kept = config.clone();
         let OmniPaxosConfig {
             cluster_config,
             server_config,
@@ -103,6 +106,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             flush_batch_clock: LogicalClock::with(server_config.flush_batch_tick_timeout),
             storage_error: None,
             recovered: found_promise.is_some(),
+            config: kept,
         })
     }
 
@@ -307,6 +311,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         self.seq_paxos.internal_storage.batch_len()
     }
 
+    /// How many write calls this instance made into its storage since it was built: promises,
+    /// decided indices, appended batches and synchronisations each count one. With a durable
+    /// store each is one flush, so this over the decided entries measures how well writes are
+    /// batched.
+    pub fn get_storage_write_count(&self) -> u64 {
+        self.seq_paxos.internal_storage.write_count()
+    }
+
     /// The length of the compacted (trimmed or snapshotted) prefix.
     pub fn get_compacted_idx(&self) -> usize {
         self.seq_paxos.internal_storage.compacted_idx()
@@ -324,6 +336,13 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         }
         let (_, phase) = self.seq_paxos.role_and_phase();
         Some((promise.pid, phase == Phase::Accept))
+    }
+
+    /// The configuration this instance was built with: its cluster (id, nodes, quorum) and
+    /// this server's settings. A runtime reads it to tag messages and to build the next
+    /// configuration's instance with the same server settings.
+    pub fn get_config(&self) -> &OmniPaxosConfig {
+        &self.config
     }
 
     /// The promised ballot.

@@ -61,7 +61,8 @@ pub struct SnapshottedEntry<T: Entry> {
 }
 
 impl<T: Entry> SnapshottedEntry<T> {
-    pub(crate) fn with(trimmed_idx: TrimmedIndex, snapshot: T::Snapshot) -> Self {
+    /// The snapshot `snapshot` of the prefix `[0, trimmed_idx)`.
+    pub fn with(trimmed_idx: TrimmedIndex, snapshot: T::Snapshot) -> Self {
         Self {
             trimmed_idx,
             snapshot,

@@ -28,6 +28,8 @@ pub(crate) struct InternalStorage<T: Entry, B: Storage<T>> {
     /// flushed.
     batch: Vec<T>,
     batch_size: usize,
+    /// Successful write calls into storage: each is one flush for a durable store.
+    writes: u64,
     _entry: PhantomData<T>,
 }
 
@@ -67,6 +69,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             unwritten: Vec::new(),
             batch: Vec::new(),
             batch_size,
+            writes: 0,
             _entry: PhantomData,
         };
         Ok((this, found_promise))
@@ -121,10 +124,16 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.batch.len()
     }
 
+    /// How many write calls storage has taken since this instance was built.
+    pub(crate) fn write_count(&self) -> u64 {
+        self.writes
+    }
+
     pub(crate) fn set_promise(&mut self, promise: Ballot) -> StorageResult<()> {
         self.storage
             .set_promise(promise)
             .map_err(|e| StorageError::new("set_promise", e))?;
+        self.writes += 1;
         self.promise = promise;
         Ok(())
     }
@@ -138,6 +147,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.storage
             .set_decided_idx(idx)
             .map_err(|e| StorageError::new("set_decided_idx", e))?;
+        self.writes += 1;
         self.decided_idx = idx;
         Ok(())
     }
@@ -146,6 +156,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.storage
             .set_stopsign(ss.clone())
             .map_err(|e| StorageError::new("set_stopsign", e))?;
+        self.writes += 1;
         self.stopsign = ss;
         Ok(())
     }
@@ -213,6 +224,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.storage
             .append_entries(entries)
             .map_err(|e| StorageError::new("append_entries", e))?;
+        self.writes += 1;
         self.log_end += count;
         Ok(count)
     }
@@ -234,6 +246,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         };
         match result {
             Ok(()) => {
+                self.writes += 1;
                 self.log_end += entries.len();
                 Ok(entries)
             }
@@ -302,6 +315,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.storage
             .write_atomically(ops)
             .map_err(|e| StorageError::new("write_atomically(sync_log)", e))?;
+        self.writes += 1;
         self.accepted_round = accepted_round;
         self.log_end = new_log_end;
         self.compacted_idx = new_compacted;
@@ -375,6 +389,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         self.storage
             .write_atomically(ops)
             .map_err(|e| StorageError::new("write_atomically(compact)", e))?;
+        self.writes += 1;
         self.compacted_idx = idx;
         Ok(())
     }

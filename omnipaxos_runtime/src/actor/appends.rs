@@ -1,0 +1,529 @@
+//! Exact outcomes for appends.
+//!
+//! An entry gets its index only on a leader in the accept phase: there `append` puts it right
+//! after the accepted log (and batch), so its index is known for certain at that moment. A node
+//! that is not the leader sends its entries to the leader's runtime ([`WireMessage::Append`]),
+//! which places them and answers once it knows their fate ([`WireMessage::AppendOutcome`]).
+//!
+//! The leader knows an entry is decided at index `i` when its decided index passes `i` while it
+//! still holds the ballot it placed the entry in: within one ballot the leader's log only grows,
+//! so what is decided at `i` is what it put there. If the ballot changes first, the next leader
+//! may or may not have kept the entry, which no node can tell without comparing entries: the
+//! outcome is `InDoubt`, never a guess.
+//!
+//! A non-leader resends an entry only when the leader's runtime said it did not take it
+//! (`NotLeader`) *and* that answer came from the same life of the leader that the entry was
+//! sent to (runtimes announce a random incarnation on every connection). Anything else (a
+//! broken connection, a restart, silence until the deadline) ends in `InDoubt` or `Timeout`, so
+//! an entry is never proposed twice by the runtime.
+
+use super::Actor;
+use crate::errors::AppendError;
+use crate::transport::Transport;
+use crate::wire::{NodeId, RemoteOutcome, RuntimeEntry, WireMessage};
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::storage::Storage;
+use omnipaxos::ProposeErr;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Where the outcome of an append goes.
+pub(crate) type AppendReply<T> = oneshot::Sender<Result<usize, AppendError<T>>>;
+
+enum LocalState {
+    /// Waiting for a leader to go to, since `since`.
+    Waiting { since: Instant },
+    /// Sent to `to`'s runtime, whose incarnation then was `incarnation`.
+    Sent { to: NodeId, incarnation: u64 },
+    /// Placed here, this node being the leader.
+    Placed,
+}
+
+struct LocalAppend<T: RuntimeEntry> {
+    /// Kept until the entry is placed: to resend it, or to hand it back in an error.
+    entry: Option<T>,
+    reply: Option<AppendReply<T>>,
+    deadline: Instant,
+    state: LocalState,
+}
+
+/// Who waits for an entry placed here.
+#[derive(Clone, Copy)]
+enum Owner {
+    Local(u64),
+    Remote { from: NodeId, req: u64 },
+}
+
+pub(crate) struct Appends<T: RuntimeEntry> {
+    next_req: u64,
+    local: BTreeMap<u64, LocalAppend<T>>,
+    waiting: VecDeque<u64>,
+    /// Entries placed here, by index, all in ballot `placed_in`.
+    placed: BTreeMap<usize, Owner>,
+    placed_in: Ballot,
+    /// The last incarnation announced by each peer's runtime.
+    incarnations: BTreeMap<NodeId, u64>,
+    /// Outcomes to send to other nodes at the end of the pass.
+    outcomes: BTreeMap<NodeId, Vec<(u64, RemoteOutcome)>>,
+    /// Appends answered `Ok` on this node.
+    pub(crate) decided: u64,
+}
+
+impl<T: RuntimeEntry> Appends<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            next_req: 0,
+            local: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            placed: BTreeMap::new(),
+            placed_in: Ballot::default(),
+            incarnations: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            decided: 0,
+        }
+    }
+
+    /// Appends and remote entries waiting for an outcome here.
+    pub(crate) fn pending(&self) -> usize {
+        self.local.len() + self.placed.len()
+    }
+
+    fn answer(&mut self, req: u64, result: Result<usize, AppendError<T>>) {
+        if let Some(append) = self.local.remove(&req) {
+            if result.is_ok() {
+                self.decided += 1;
+            }
+            if let Some(reply) = append.reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn settle(&mut self, owner: Owner, idx: usize, decided: bool) {
+        match owner {
+            Owner::Local(req) if decided => self.answer(req, Ok(idx)),
+            Owner::Local(req) => self.answer(
+                req,
+                Err(AppendError::InDoubt {
+                    log_entry_idx: Some(idx),
+                }),
+            ),
+            Owner::Remote { from, req } => {
+                let outcome = if decided {
+                    RemoteOutcome::Decided { idx }
+                } else {
+                    RemoteOutcome::InDoubt { idx }
+                };
+                self.outcomes.entry(from).or_default().push((req, outcome));
+            }
+        }
+    }
+
+    /// Every append still waiting gets `Shutdown`.
+    pub(crate) fn shut_down(&mut self) {
+        for (_, append) in std::mem::take(&mut self.local) {
+            if let Some(reply) = append.reply {
+                let _ = reply.send(Err(AppendError::Shutdown));
+            }
+        }
+    }
+
+    /// Outcomes owed to other nodes, to send now.
+    pub(crate) fn take_outcomes(&mut self) -> BTreeMap<NodeId, Vec<(u64, RemoteOutcome)>> {
+        std::mem::take(&mut self.outcomes)
+    }
+}
+
+impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T, B, Tr> {
+    /// A new append from a handle.
+    pub(crate) fn submit_append(
+        &mut self,
+        entry: T,
+        reply: Option<AppendReply<T>>,
+        deadline: Instant,
+    ) {
+        let appends = &mut self.appends;
+        if appends.pending() >= self.config.max_pending_appends {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(AppendError::TooManyOutstanding));
+            }
+            return;
+        }
+        appends.next_req += 1;
+        let req = appends.next_req;
+        let state = LocalState::Waiting {
+            since: Instant::now(),
+        };
+        appends.local.insert(
+            req,
+            LocalAppend {
+                entry: Some(entry),
+                reply,
+                deadline,
+                state,
+            },
+        );
+        appends.waiting.push_back(req);
+    }
+
+    /// Places the waiting appends here if this node leads, or sends them to the leader.
+    pub(crate) fn dispatch_appends(&mut self) {
+        if self.reconf.retired {
+            self.fail_waiting_retired();
+        }
+        if self.appends.waiting.is_empty() || self.reconf.sealed {
+            return;
+        }
+        let promise = self.op.get_promise();
+        let leader = promise.pid;
+        if leader == self.me {
+            if self.is_ready_leader() {
+                while let Some(req) = self.appends.waiting.pop_front() {
+                    let entry = self
+                        .appends
+                        .local
+                        .get_mut(&req)
+                        .and_then(|a| a.entry.take());
+                    if let Some(entry) = entry {
+                        self.place(entry, Owner::Local(req));
+                    }
+                }
+            }
+            return;
+        }
+        let incarnation = self.appends.incarnations.get(&leader).copied();
+        let (Some(incarnation), true) = (
+            incarnation,
+            leader != 0 && self.transport.is_connected(leader),
+        ) else {
+            self.fail_unreachable(leader != 0);
+            return;
+        };
+        let mut entries = Vec::with_capacity(self.appends.waiting.len());
+        while let Some(req) = self.appends.waiting.pop_front() {
+            if let Some(append) = self.appends.local.get_mut(&req) {
+                if let Some(entry) = &append.entry {
+                    entries.push((req, entry.clone()));
+                    append.state = LocalState::Sent {
+                        to: leader,
+                        incarnation,
+                    };
+                }
+            }
+        }
+        let msg = WireMessage::Append {
+            incarnation: self.incarnation,
+            ballot: promise,
+            entries,
+        };
+        self.outbox.entry(leader).or_default().push(msg);
+    }
+
+    /// With the leader known but out of reach (or no leader known), appends wait: for a known
+    /// leader at most `leader_unreachable_timeout`, then they fail with `NoLeader`.
+    fn fail_unreachable(&mut self, leader_known: bool) {
+        if !leader_known {
+            return;
+        }
+        let limit = self.config.leader_unreachable_timeout;
+        let now = Instant::now();
+        let mut still = VecDeque::new();
+        while let Some(req) = self.appends.waiting.pop_front() {
+            let expired = match self.appends.local.get(&req) {
+                Some(LocalAppend {
+                    state: LocalState::Waiting { since },
+                    ..
+                }) => now.duration_since(*since) >= limit,
+                _ => continue,
+            };
+            if expired {
+                self.appends.answer(req, Err(AppendError::NoLeader));
+            } else {
+                still.push_back(req);
+            }
+        }
+        self.appends.waiting = still;
+    }
+
+    /// Whether this node is the leader in the accept phase (where an append's index is known).
+    pub(crate) fn is_ready_leader(&self) -> bool {
+        self.op.get_current_leader() == Some((self.me, true))
+    }
+
+    /// Appends `entry` on this node, which leads; records its index for `owner`.
+    fn place(&mut self, entry: T, owner: Owner) {
+        let before = self.op.get_accepted_idx() + self.op.get_batched_len();
+        match self.op.append(entry) {
+            Ok(()) => {
+                let after = self.op.get_accepted_idx() + self.op.get_batched_len();
+                self.appends.placed_in = self.op.get_promise();
+                if after == before + 1 {
+                    if let Owner::Local(req) = owner {
+                        if let Some(a) = self.appends.local.get_mut(&req) {
+                            a.state = LocalState::Placed;
+                        }
+                    }
+                    self.appends.placed.insert(before, owner);
+                } else {
+                    // Not where a leader puts it: the core kept it for later. Its fate
+                    // cannot be followed from here.
+                    tracing::warn!(pid = self.me, "an append did not land at the log's end");
+                    self.refuse(owner, None);
+                }
+            }
+            Err(ProposeErr::PendingReconfigEntry(entry))
+                if self.reconf.follows() && !self.reconf.retired =>
+            {
+                // The log is sealed; the next configuration takes it (a remote sender
+                // learns `Sealed` and sends it again there).
+                self.reconf.sealed = true;
+                match owner {
+                    Owner::Local(req) => {
+                        if let Some(a) = self.appends.local.get_mut(&req) {
+                            a.entry = Some(entry);
+                            a.state = LocalState::Waiting {
+                                since: Instant::now(),
+                            };
+                            self.appends.waiting.push_back(req);
+                        }
+                    }
+                    Owner::Remote { from, req } => self
+                        .appends
+                        .outcomes
+                        .entry(from)
+                        .or_default()
+                        .push((req, RemoteOutcome::Sealed)),
+                }
+            }
+            Err(ProposeErr::PendingReconfigEntry(entry)) => match owner {
+                Owner::Local(req) => self.appends.answer(
+                    req,
+                    Err(AppendError::Propose(ProposeErr::PendingReconfigEntry(
+                        entry,
+                    ))),
+                ),
+                Owner::Remote { from, req } => self
+                    .appends
+                    .outcomes
+                    .entry(from)
+                    .or_default()
+                    .push((req, RemoteOutcome::Sealed)),
+            },
+            Err(err) => match owner {
+                Owner::Local(req) => self.appends.answer(req, Err(AppendError::Propose(err))),
+                Owner::Remote { from, req } => self
+                    .appends
+                    .outcomes
+                    .entry(from)
+                    .or_default()
+                    .push((req, RemoteOutcome::Rejected(format!("{err:?}")))),
+            },
+        }
+    }
+
+    fn refuse(&mut self, owner: Owner, idx: Option<usize>) {
+        match owner {
+            Owner::Local(req) => self
+                .appends
+                .answer(req, Err(AppendError::InDoubt { log_entry_idx: idx })),
+            Owner::Remote { from, req } => {
+                let outcome = match idx {
+                    Some(idx) => RemoteOutcome::InDoubt { idx },
+                    None => RemoteOutcome::InDoubt { idx: 0 },
+                };
+                self.appends
+                    .outcomes
+                    .entry(from)
+                    .or_default()
+                    .push((req, outcome));
+            }
+        }
+    }
+
+    /// Settles what the last call into the core decided. Called after every call that can
+    /// change the ballot or the decided index.
+    pub(crate) fn observe_appends(&mut self) {
+        if self.appends.placed.is_empty() {
+            return;
+        }
+        if self.op.get_promise() != self.appends.placed_in {
+            for (idx, owner) in std::mem::take(&mut self.appends.placed) {
+                self.appends.settle(owner, idx, false);
+            }
+            return;
+        }
+        let decided = self.op.get_decided_idx();
+        while let Some(entry) = self.appends.placed.first_entry() {
+            if *entry.key() >= decided {
+                break;
+            }
+            let (idx, owner) = entry.remove_entry();
+            self.appends.settle(owner, idx, true);
+        }
+        // A leader deposed before its batch was written takes the batch back: what is no longer
+        // in its log has an unknown fate.
+        let log_end = self.op.get_accepted_idx() + self.op.get_batched_len();
+        while let Some(entry) = self.appends.placed.last_entry() {
+            if *entry.key() < log_end {
+                break;
+            }
+            let (idx, owner) = entry.remove_entry();
+            self.appends.settle(owner, idx, false);
+        }
+    }
+
+    /// Entries another node asks this one, as leader of `ballot`, to append.
+    pub(crate) fn on_remote_append(
+        &mut self,
+        from: NodeId,
+        incarnation: u64,
+        ballot: Ballot,
+        entries: Vec<(u64, T)>,
+    ) {
+        self.note_incarnation(from, incarnation);
+        let leads = ballot == self.op.get_promise() && self.is_ready_leader();
+        for (req, entry) in entries {
+            if leads && self.appends.pending() < self.config.max_pending_appends {
+                self.place(entry, Owner::Remote { from, req });
+            } else {
+                self.appends
+                    .outcomes
+                    .entry(from)
+                    .or_default()
+                    .push((req, RemoteOutcome::NotLeader));
+            }
+        }
+    }
+
+    /// The leader's answer about entries this node sent it.
+    pub(crate) fn on_append_outcomes(
+        &mut self,
+        from: NodeId,
+        incarnation: u64,
+        outcomes: Vec<(u64, RemoteOutcome)>,
+    ) {
+        self.note_incarnation(from, incarnation);
+        for (req, outcome) in outcomes {
+            let Some(append) = self.appends.local.get_mut(&req) else {
+                continue;
+            };
+            let LocalState::Sent {
+                to,
+                incarnation: sent_to,
+            } = append.state
+            else {
+                continue;
+            };
+            if to != from {
+                continue;
+            }
+            let result = match outcome {
+                RemoteOutcome::Decided { idx } => Ok(idx),
+                RemoteOutcome::InDoubt { idx } => Err(AppendError::InDoubt {
+                    log_entry_idx: Some(idx),
+                }),
+                RemoteOutcome::NotLeader if sent_to == incarnation => {
+                    // That life of the leader did not take it: safe to send it again.
+                    append.state = LocalState::Waiting {
+                        since: Instant::now(),
+                    };
+                    self.appends.waiting.push_back(req);
+                    continue;
+                }
+                RemoteOutcome::NotLeader => Err(AppendError::InDoubt {
+                    log_entry_idx: None,
+                }),
+                RemoteOutcome::Sealed
+                    if sent_to == incarnation && self.reconf.follows() && !self.reconf.retired =>
+                {
+                    // Never appended there; the next configuration takes it.
+                    self.reconf.sealed = true;
+                    append.state = LocalState::Waiting {
+                        since: Instant::now(),
+                    };
+                    self.appends.waiting.push_back(req);
+                    continue;
+                }
+                RemoteOutcome::Sealed => match append.entry.take() {
+                    Some(entry) => Err(AppendError::Propose(ProposeErr::PendingReconfigEntry(
+                        entry,
+                    ))),
+                    None => Err(AppendError::InDoubt {
+                        log_entry_idx: None,
+                    }),
+                },
+                RemoteOutcome::Rejected(reason) => Err(AppendError::Rejected { reason }),
+            };
+            self.appends.answer(req, result);
+        }
+    }
+
+    /// A peer's runtime announced its incarnation; a new one means it restarted, and entries
+    /// sent to its previous life will get no answer.
+    pub(crate) fn note_incarnation(&mut self, peer: NodeId, incarnation: u64) {
+        let previous = self.appends.incarnations.insert(peer, incarnation);
+        if previous.is_some_and(|p| p != incarnation) {
+            self.abandon_sent_to(peer);
+        }
+    }
+
+    /// The connection to `peer` broke (answers queued on it are lost) or it restarted: what
+    /// was sent to it has an unknown fate.
+    pub(crate) fn abandon_sent_to(&mut self, peer: NodeId) {
+        let lost: Vec<u64> = self
+            .appends
+            .local
+            .iter()
+            .filter(|(_, a)| matches!(a.state, LocalState::Sent { to, .. } if to == peer))
+            .map(|(req, _)| *req)
+            .collect();
+        for req in lost {
+            self.appends.answer(
+                req,
+                Err(AppendError::InDoubt {
+                    log_entry_idx: None,
+                }),
+            );
+        }
+    }
+
+    /// This node retired with its configuration: appends waiting for the next one fail.
+    pub(crate) fn fail_waiting_retired(&mut self) {
+        while let Some(req) = self.appends.waiting.pop_front() {
+            let entry = self
+                .appends
+                .local
+                .get_mut(&req)
+                .and_then(|a| a.entry.take());
+            let err = match entry {
+                Some(entry) => AppendError::Propose(ProposeErr::PendingReconfigEntry(entry)),
+                None => AppendError::InDoubt {
+                    log_entry_idx: None,
+                },
+            };
+            self.appends.answer(req, Err(err));
+        }
+    }
+
+    /// Answers the appends whose deadline passed.
+    pub(crate) fn expire_appends(&mut self, now: Instant) {
+        let expired: Vec<(u64, bool)> = self
+            .appends
+            .local
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(req, a)| (*req, matches!(a.state, LocalState::Waiting { .. })))
+            .collect();
+        for (req, never_sent) in expired {
+            let err = if never_sent {
+                AppendError::NoLeader
+            } else {
+                AppendError::Timeout
+            };
+            self.appends.answer(req, Err(err));
+        }
+        let local = &self.appends.local;
+        self.appends.waiting.retain(|req| local.contains_key(req));
+    }
+}

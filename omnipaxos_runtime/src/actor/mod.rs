@@ -1,0 +1,374 @@
+//! The node's task: it owns the `OmniPaxos` instance on a thread of its own (storage calls block
+//! it, never the async executor), and runs passes. A pass waits for the first input (a request,
+//! a message or a tick), takes every other input that is ready too, then writes and sends once:
+//! one storage write and one message per peer serve everything that arrived together.
+
+mod appends;
+mod reads;
+mod reconfigure;
+mod report;
+pub(crate) mod subscribers;
+
+use crate::config::RuntimeConfig;
+use crate::errors::RuntimeError;
+use crate::status::{Metrics, OmniPaxosEvent};
+use crate::transport::{Inbox, Transport, TransportEvent};
+use crate::wire::{NodeId, RuntimeEntry, WireMessage};
+use appends::{AppendReply, Appends};
+use omnipaxos::messages::Message;
+use omnipaxos::storage::Storage;
+use omnipaxos::util::LogEntry;
+use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr, ReadFailure, ReadState};
+use reads::{ReadReply, Reads};
+pub(crate) use reconfigure::Reconfiguration;
+pub use reconfigure::StorageFactory;
+use report::Report;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use subscribers::{DecidedEntry, Subscriber};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// What a handle asks of the node.
+pub(crate) enum Command<T: RuntimeEntry> {
+    Append {
+        entry: T,
+        reply: Option<AppendReply<T>>,
+        deadline: Instant,
+    },
+    Read {
+        reply: ReadReply,
+        deadline: Instant,
+    },
+    Reconfigure {
+        next: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<(), ProposeErr<T>>>,
+    },
+    TryBecomeLeader,
+    Reconnected(NodeId),
+    SubscribeDecided {
+        from: usize,
+        tx: mpsc::Sender<DecidedEntry<T>>,
+        reply: oneshot::Sender<Result<(), RuntimeError>>,
+    },
+    CurrentLeader(oneshot::Sender<Option<(NodeId, bool)>>),
+    DecidedIdx(oneshot::Sender<usize>),
+    ReadDecidedSuffix(usize, oneshot::Sender<Option<Vec<LogEntry<T>>>>),
+    Shutdown,
+}
+
+/// The channels a node reports through.
+pub(crate) struct Outputs {
+    pub(crate) events: broadcast::Sender<OmniPaxosEvent>,
+    pub(crate) metrics: watch::Sender<Metrics>,
+}
+
+pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> {
+    pub(crate) me: NodeId,
+    /// Random per start: peers tell a restart from it.
+    pub(crate) incarnation: u64,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) op: OmniPaxos<T, B>,
+    pub(crate) transport: Tr,
+    pub(crate) appends: Appends<T>,
+    pub(crate) reads: Reads,
+    pub(crate) subscribers: Vec<Subscriber<T>>,
+    /// Runtime messages to send at the end of the pass, by receiver.
+    pub(crate) outbox: BTreeMap<NodeId, Vec<WireMessage<T>>>,
+    pub(crate) reconf: Reconfiguration<T, B>,
+    outgoing: Vec<Message<T>>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) read_failures: Vec<ReadFailure>,
+    pub(crate) outputs: Outputs,
+    pub(crate) report: Report,
+}
+
+/// Whether the loop goes on.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn random_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish().max(1)
+}
+
+impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T, B, Tr> {
+    pub(crate) fn new(
+        op: OmniPaxos<T, B>,
+        config: RuntimeConfig,
+        transport: Tr,
+        reconf: Reconfiguration<T, B>,
+        outputs: Outputs,
+    ) -> Self {
+        Self {
+            me: op.get_pid(),
+            incarnation: random_incarnation(),
+            config,
+            op,
+            transport,
+            appends: Appends::new(),
+            reads: Reads::default(),
+            subscribers: Vec::new(),
+            outbox: BTreeMap::new(),
+            reconf,
+            outgoing: Vec::new(),
+            read_states: Vec::new(),
+            read_failures: Vec::new(),
+            outputs,
+            report: Report::default(),
+        }
+    }
+
+    /// The configuration id the current instance runs.
+    pub(crate) fn config_id(&self) -> u32 {
+        self.op.get_config().cluster_config.configuration_id
+    }
+
+    /// Runs the node until it is shut down or every handle is dropped.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command<T>>,
+        inbox: Inbox<T>,
+        mut incoming: mpsc::Receiver<TransportEvent<T>>,
+    ) {
+        self.transport.start(self.me, inbox.clone());
+        self.reconf_start();
+        let mut ticker = tokio::time::interval(self.config.tick_period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flow = tokio::select! {
+                biased;
+                _ = ticker.tick() => {
+                    self.on_tick();
+                    Flow::Continue
+                }
+                event = incoming.recv() => {
+                    if let Some(event) = event {
+                        self.on_transport(event);
+                    }
+                    Flow::Continue
+                }
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => Flow::Stop,
+                },
+            };
+            if flow == Flow::Stop || self.drain(&mut commands, &mut incoming) == Flow::Stop {
+                break;
+            }
+            self.end_pass();
+        }
+        // `inbox` lives until here so that the transport's events never see a closed channel.
+        drop(inbox);
+        self.stop().await;
+    }
+
+    /// Takes every input that is ready, up to `max_inputs_per_pass`.
+    fn drain(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command<T>>,
+        incoming: &mut mpsc::Receiver<TransportEvent<T>>,
+    ) -> Flow {
+        let mut taken = 1;
+        while taken < self.config.max_inputs_per_pass {
+            let mut any = false;
+            if let Ok(event) = incoming.try_recv() {
+                self.on_transport(event);
+                taken += 1;
+                any = true;
+            }
+            match commands.try_recv() {
+                Ok(command) => {
+                    if self.on_command(command) == Flow::Stop {
+                        return Flow::Stop;
+                    }
+                    taken += 1;
+                    any = true;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return Flow::Stop,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if !any {
+                break;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// After any call into the core: settle what it decided or changed.
+    pub(crate) fn observe(&mut self) {
+        self.observe_appends();
+    }
+
+    fn on_tick(&mut self) {
+        self.op.tick();
+        self.reconf_tick();
+        self.observe();
+        let now = Instant::now();
+        self.expire_appends(now);
+        self.tick_reads(now);
+        self.publish_metrics();
+    }
+
+    fn on_transport(&mut self, event: TransportEvent<T>) {
+        match event {
+            TransportEvent::Message { from, msg } => self.on_message(from, msg),
+            TransportEvent::Connected(pid) => {
+                let hello = WireMessage::Hello {
+                    incarnation: self.incarnation,
+                };
+                self.outbox.entry(pid).or_default().push(hello);
+                self.op.reconnected(pid);
+                self.reconf_reconnected(pid);
+                self.observe();
+            }
+            TransportEvent::Disconnected(pid) => self.abandon_sent_to(pid),
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, msg: WireMessage<T>) {
+        match msg {
+            WireMessage::Protocol { config_id, msg } => {
+                if msg.get_sender() != from || msg.get_receiver() != self.me {
+                    tracing::warn!(
+                        pid = self.me,
+                        from,
+                        "dropped a message that claims to be from {} to {}",
+                        msg.get_sender(),
+                        msg.get_receiver()
+                    );
+                    return;
+                }
+                if config_id == self.config_id() {
+                    self.op.handle_incoming(msg);
+                    self.observe();
+                } else {
+                    self.reconf_message(config_id, msg);
+                }
+            }
+            WireMessage::Append {
+                incarnation,
+                ballot,
+                entries,
+            } => self.on_remote_append(from, incarnation, ballot, entries),
+            WireMessage::AppendOutcome {
+                incarnation,
+                outcomes,
+            } => self.on_append_outcomes(from, incarnation, outcomes),
+            WireMessage::Hello { incarnation } => self.note_incarnation(from, incarnation),
+            WireMessage::HandoverRequest { next_config_id } => {
+                self.serve_handover(from, next_config_id)
+            }
+            WireMessage::Handover {
+                config_id,
+                handover,
+            } => self.on_handover(config_id, *handover),
+        }
+    }
+
+    fn on_command(&mut self, command: Command<T>) -> Flow {
+        match command {
+            Command::Append {
+                entry,
+                reply,
+                deadline,
+            } => self.submit_append(entry, reply, deadline),
+            Command::Read { reply, deadline } => self.submit_read(reply, deadline),
+            Command::Reconfigure {
+                next,
+                metadata,
+                reply,
+            } => {
+                let _ = reply.send(self.op.reconfigure(next, metadata));
+                self.observe();
+            }
+            Command::TryBecomeLeader => {
+                self.op.try_become_leader();
+                self.observe();
+            }
+            Command::Reconnected(pid) => {
+                self.op.reconnected(pid);
+                self.observe();
+            }
+            Command::SubscribeDecided { from, tx, reply } => {
+                let result = if self.subscribers.len() >= self.config.max_decided_subscribers {
+                    Err(RuntimeError::TooManySubscribers)
+                } else {
+                    let subscriber = self.new_subscriber(tx, from);
+                    self.subscribers.push(subscriber);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Command::CurrentLeader(reply) => {
+                let _ = reply.send(self.op.get_current_leader());
+            }
+            Command::DecidedIdx(reply) => {
+                let _ = reply.send(self.op.get_decided_idx());
+            }
+            Command::ReadDecidedSuffix(from, reply) => {
+                let _ = reply.send(self.op.read_decided_suffix(from));
+            }
+            Command::Shutdown => return Flow::Stop,
+        }
+        Flow::Continue
+    }
+
+    /// The end of a pass: place or send appends, start reads, write and send, then answer
+    /// what was decided and report.
+    fn end_pass(&mut self) {
+        self.dispatch_appends();
+        self.ask_reads();
+        self.op.take_outgoing_messages(&mut self.outgoing);
+        self.observe();
+        let config_id = self.config_id();
+        for msg in self.outgoing.drain(..) {
+            let to = msg.get_receiver();
+            self.outbox
+                .entry(to)
+                .or_default()
+                .push(WireMessage::Protocol { config_id, msg });
+        }
+        self.reconf_outgoing();
+        for (to, outcomes) in self.appends.take_outcomes() {
+            self.outbox
+                .entry(to)
+                .or_default()
+                .push(WireMessage::AppendOutcome {
+                    incarnation: self.incarnation,
+                    outcomes,
+                });
+        }
+        for (to, messages) in self.outbox.iter_mut() {
+            if !messages.is_empty() {
+                self.transport.send(*to, messages);
+            }
+        }
+        self.settle_reads();
+        self.reconf_check();
+        self.feed_subscribers();
+        self.report_pass();
+    }
+
+    /// Answers everything still waiting, stops the transport, and drops the instance (which
+    /// closes its storage).
+    async fn stop(mut self) {
+        self.appends.shut_down();
+        self.reads.shut_down();
+        self.subscribers.clear();
+        self.transport.shutdown().await;
+        self.publish_metrics();
+        tracing::info!(pid = self.me, "node stopped");
+    }
+}

@@ -1,0 +1,233 @@
+//! `subscribe_decided`: every subscriber has its own cursor and gets every decided entry from
+//! where it asked, in order: first what was decided before it subscribed, then entries as they
+//! are decided, and on into the next configuration after a reconfiguration (the StopSign
+//! entry, then the new log from index 0). A subscriber whose buffer is full is not fed until it
+//! reads: nothing is skipped, and the node never waits for it. On a node that joined by
+//! reconfiguration, a subscription from 0 starts with the handover it joined with.
+
+use super::Actor;
+use crate::transport::Transport;
+use crate::wire::RuntimeEntry;
+use omnipaxos::reconfiguration::Handover;
+use omnipaxos::storage::Storage;
+use omnipaxos::util::{LogEntry, SnapshottedEntry};
+use omnipaxos::OmniPaxos;
+use tokio::sync::mpsc;
+
+/// One decided entry, its index and its configuration. A compacted prefix arrives as one
+/// `Trimmed` or `Snapshotted` entry at the index the subscriber asked for, and the next entry
+/// is at the compacted index.
+#[derive(Clone, Debug)]
+pub struct DecidedEntry<T: RuntimeEntry> {
+    /// The configuration whose log holds the entry.
+    pub config_id: u32,
+    /// The entry's index in that log.
+    pub idx: usize,
+    /// The entry (`LogEntry::Decided` for ordinary ones, `LogEntry::StopSign` at the end of an
+    /// ended configuration).
+    pub entry: LogEntry<T>,
+}
+
+pub(crate) struct Subscriber<T: RuntimeEntry> {
+    tx: mpsc::Sender<DecidedEntry<T>>,
+    /// The log it reads; `None` while a joiner waits for its handover.
+    config_id: Option<u32>,
+    /// The next index to send.
+    cursor: usize,
+}
+
+impl<T: RuntimeEntry> Subscriber<T> {
+    pub(crate) fn new(
+        tx: mpsc::Sender<DecidedEntry<T>>,
+        config_id: Option<u32>,
+        from: usize,
+    ) -> Self {
+        Self {
+            tx,
+            config_id,
+            cursor: from,
+        }
+    }
+}
+
+/// At most this many entries are read from storage per subscriber and pass.
+const READ_CHUNK: usize = 1024;
+
+/// Where a subscriber's entries come from.
+enum Source<'a, T: RuntimeEntry, B: Storage<T>> {
+    Instance(&'a OmniPaxos<T, B>, bool),
+    Handover(&'a Handover<T>),
+}
+
+impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T, B, Tr> {
+    /// A subscriber from index `from` of the current configuration (or of the handover, for a
+    /// joiner asking from 0).
+    pub(crate) fn new_subscriber(
+        &self,
+        tx: mpsc::Sender<DecidedEntry<T>>,
+        from: usize,
+    ) -> Subscriber<T> {
+        match &self.reconf.join {
+            Some(join) if from == 0 => Subscriber::new(tx, join.got.as_ref().map(|(id, _)| *id), 0),
+            _ => Subscriber::new(tx, Some(self.config_id()), from),
+        }
+    }
+
+    /// Feeds every subscriber what was decided past its cursor, as far as its buffer allows.
+    pub(crate) fn feed_subscribers(&mut self) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let mut subscribers = std::mem::take(&mut self.subscribers);
+        subscribers.retain_mut(|s| self.feed(s));
+        self.subscribers = subscribers;
+    }
+
+    fn source(&self, config_id: u32) -> Option<Source<'_, T, B>> {
+        if config_id == self.config_id() {
+            return Some(Source::Instance(&self.op, false));
+        }
+        if let Some(previous) = &self.reconf.previous {
+            if previous.get_config().cluster_config.configuration_id == config_id {
+                return Some(Source::Instance(previous, true));
+            }
+        }
+        match &self.reconf.join {
+            Some(join) => match &join.got {
+                Some((id, handover)) if *id == config_id => Some(Source::Handover(handover)),
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
+    /// Feeds one subscriber; false once it is gone.
+    fn feed(&self, s: &mut Subscriber<T>) -> bool {
+        loop {
+            if s.tx.is_closed() {
+                return false;
+            }
+            if s.tx.capacity() == 0 {
+                return true;
+            }
+            let Some(config_id) = s.config_id.or_else(|| {
+                self.reconf
+                    .join
+                    .as_ref()
+                    .and_then(|j| j.got.as_ref())
+                    .map(|(id, _)| *id)
+            }) else {
+                return true; // a joiner still waiting for its handover
+            };
+            s.config_id = Some(config_id);
+            let (batch, end, ended) = match self.source(config_id) {
+                Some(Source::Instance(op, ended)) => {
+                    let decided = op.get_decided_idx();
+                    if s.cursor >= decided {
+                        (Vec::new(), decided, ended)
+                    } else {
+                        let to = decided.min(s.cursor + READ_CHUNK.min(s.tx.capacity()));
+                        let compacted = op.get_compacted_idx();
+                        let entries = op.read_entries(s.cursor..to).unwrap_or_default();
+                        (number(entries, s.cursor, compacted), decided, ended)
+                    }
+                }
+                Some(Source::Handover(handover)) => (
+                    handover_entries(handover, s.cursor),
+                    handover.log_len() + 1,
+                    true,
+                ),
+                None => {
+                    tracing::warn!(config_id, "a subscriber fell behind an ended configuration; it continues with the current one");
+                    s.config_id = Some(self.config_id());
+                    s.cursor = 0;
+                    continue;
+                }
+            };
+            for (idx, next, entry) in batch {
+                if s.tx
+                    .try_send(DecidedEntry {
+                        config_id,
+                        idx,
+                        entry,
+                    })
+                    .is_err()
+                {
+                    return !s.tx.is_closed();
+                }
+                s.cursor = next;
+            }
+            if s.cursor < end {
+                // More to read from this source: go on while there is room.
+                if s.tx.capacity() == 0 {
+                    return true;
+                }
+                continue;
+            }
+            if !ended {
+                return true;
+            }
+            // The configuration ended and the subscriber has all of it: on to the next.
+            s.config_id = Some(self.config_id());
+            s.cursor = 0;
+            if config_id == self.config_id() {
+                return true;
+            }
+        }
+    }
+}
+
+/// Gives entries read from `from` on their indices and the cursor after each.
+fn number<T: RuntimeEntry>(
+    entries: Vec<LogEntry<T>>,
+    from: usize,
+    compacted: usize,
+) -> Vec<(usize, usize, LogEntry<T>)> {
+    let mut idx = from;
+    entries
+        .into_iter()
+        .map(|entry| {
+            let next = match entry {
+                LogEntry::Trimmed(_) | LogEntry::Snapshotted(_) => compacted.max(idx + 1),
+                _ => idx + 1,
+            };
+            let item = (idx, next, entry);
+            idx = next;
+            item
+        })
+        .collect()
+}
+
+/// The handover's log as entries from `from` on: the compacted prefix, the entries, the StopSign.
+fn handover_entries<T: RuntimeEntry>(
+    h: &Handover<T>,
+    from: usize,
+) -> Vec<(usize, usize, LogEntry<T>)> {
+    let mut out = Vec::new();
+    let mut idx = from;
+    if idx < h.compacted_idx {
+        let entry = match &h.snapshot {
+            Some(snapshot) => {
+                LogEntry::Snapshotted(SnapshottedEntry::with(h.compacted_idx, snapshot.clone()))
+            }
+            None => LogEntry::Trimmed(h.compacted_idx),
+        };
+        out.push((idx, h.compacted_idx, entry));
+        idx = h.compacted_idx;
+    }
+    for (k, e) in h
+        .entries
+        .iter()
+        .enumerate()
+        .skip(idx - h.compacted_idx)
+        .take(READ_CHUNK)
+    {
+        let at = h.compacted_idx + k;
+        out.push((at, at + 1, LogEntry::Decided(e.clone())));
+        idx = at + 1;
+    }
+    if idx == h.log_len() {
+        out.push((idx, idx + 1, LogEntry::StopSign(h.stopsign.clone(), true)));
+    }
+    out
+}

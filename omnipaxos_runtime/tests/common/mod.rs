@@ -1,0 +1,120 @@
+//! A small cluster on the in-memory transport, and helpers to wait for what the tests need.
+
+#![allow(dead_code)]
+
+use omnipaxos::util::LogEntry;
+use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
+use omnipaxos_runtime::transport::memory::MemoryNetwork;
+use omnipaxos_runtime::{spawn_actor, Metrics, OmniPaxosHandle, RuntimeConfig};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use std::future::Future;
+use std::time::Duration;
+
+/// Guards every wait: a test that cannot make progress fails instead of hanging. Generous, so
+/// that a slow machine only makes tests slower, never failing.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(out) => out,
+        Err(_) => panic!("no progress within {PATIENCE:?}: {what}"),
+    }
+}
+
+pub fn server_config(pid: u64) -> ServerConfig {
+    ServerConfig {
+        pid,
+        election_tick_timeout: 10,
+        resend_message_tick_timeout: 10,
+        ..Default::default()
+    }
+}
+
+pub fn cluster_config(nodes: &[u64]) -> ClusterConfig {
+    ClusterConfig {
+        configuration_id: 1,
+        nodes: nodes.to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn memory_node(
+    pid: u64,
+    nodes: &[u64],
+    net: &MemoryNetwork<u64>,
+    storage: MemoryStorage<u64>,
+) -> OmniPaxosHandle<u64> {
+    let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(nodes)
+        .build_for_server(server_config(pid), storage)
+        .expect("valid config");
+    spawn_actor(op, RuntimeConfig::default(), net.transport())
+}
+
+pub fn memory_cluster(nodes: &[u64]) -> (MemoryNetwork<u64>, Vec<OmniPaxosHandle<u64>>) {
+    let net = MemoryNetwork::new();
+    let handles = nodes
+        .iter()
+        .map(|&pid| memory_node(pid, nodes, &net, MemoryStorage::default()))
+        .collect();
+    (net, handles)
+}
+
+/// Waits until `handle`'s metrics satisfy `ready`, and returns them.
+pub async fn wait_metrics(
+    handle: &OmniPaxosHandle<u64>,
+    what: &str,
+    ready: impl FnMut(&Metrics) -> bool,
+) -> Metrics {
+    let mut rx = handle.metrics();
+    within(
+        what,
+        async move { rx.wait_for(ready).await.map(|m| m.clone()) },
+    )
+    .await
+    .expect("node running")
+}
+
+/// Waits until every handle sees the same leader in the accept phase; returns its pid.
+pub async fn wait_leader(handles: &[OmniPaxosHandle<u64>]) -> u64 {
+    loop {
+        let m = wait_metrics(&handles[0], "a leader", |m| m.leader.is_some()).await;
+        let leader = m.leader.unwrap_or(0);
+        let mut all = true;
+        for h in handles {
+            let m = wait_metrics(h, "a leader everywhere", |m| m.leader.is_some()).await;
+            all &= m.leader == Some(leader);
+        }
+        if all
+            && within("leader state", handles[0].current_leader())
+                .await
+                .ok()
+                .flatten()
+                == Some((leader, true))
+        {
+            return leader;
+        }
+        let mut rx = handles[0].metrics();
+        let _ = within("a metrics update", rx.changed()).await;
+    }
+}
+
+/// The decided log of `handle` as values (`None` for compacted or StopSign slots).
+pub async fn decided_log(handle: &OmniPaxosHandle<u64>) -> Vec<Option<u64>> {
+    let entries = handle
+        .read_decided_suffix(0)
+        .await
+        .expect("running")
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|e| match e {
+            LogEntry::Decided(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until `handle` decided at least `idx + 1` entries.
+pub async fn wait_decided(handle: &OmniPaxosHandle<u64>, len: usize) {
+    wait_metrics(handle, "decided entries", |m| m.decided_idx >= len).await;
+}
