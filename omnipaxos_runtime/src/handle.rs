@@ -34,6 +34,8 @@ struct Shared<T: RuntimeEntry> {
     metrics: watch::Receiver<Metrics>,
     /// Becomes true when the node stopped: its storage is closed and its tasks ended.
     stopped: watch::Receiver<bool>,
+    /// The node's thread, awaited by the first `shutdown`.
+    thread: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     config: RuntimeConfig,
 }
 
@@ -116,7 +118,7 @@ where
     };
     let actor = Actor::new(op, config.clone(), transport, reconf, outputs);
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let thread = tokio::task::spawn_blocking(move || {
         runtime.block_on(actor.run(commands_rx, inbox, incoming));
         let _ = stopped_tx.send(true);
     });
@@ -126,6 +128,7 @@ where
             events,
             metrics: metrics_rx,
             stopped: stopped_rx,
+            thread: std::sync::Mutex::new(Some(thread)),
             config,
         }),
     }
@@ -276,8 +279,22 @@ impl<T: RuntimeEntry> OmniPaxosHandle<T> {
     /// reopened at once). Other handles then get `Shutdown` too.
     pub async fn shutdown(&self) {
         let _ = self.shared.commands.send(Command::Shutdown).await;
-        let mut stopped = self.shared.stopped.clone();
-        let _ = stopped.wait_for(|s| *s).await;
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .map(|mut t| t.take())
+            .unwrap_or(None);
+        match thread {
+            // The thread has returned: nothing of the node runs any more.
+            Some(thread) => {
+                let _ = thread.await;
+            }
+            None => {
+                let mut stopped = self.shared.stopped.clone();
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        }
     }
 
     /// Whether the node stopped.

@@ -118,3 +118,34 @@ pub async fn decided_log(handle: &OmniPaxosHandle<u64>) -> Vec<Option<u64>> {
 pub async fn wait_decided(handle: &OmniPaxosHandle<u64>, len: usize) {
     wait_metrics(handle, "decided entries", |m| m.decided_idx >= len).await;
 }
+
+/// Binds one TCP transport per node on 127.0.0.1 (port 0) and tells each the others' addresses.
+pub fn tcp_transports(
+    nodes: &[u64],
+    configure: impl Fn(u64, &mut omnipaxos_runtime::NetworkConfig),
+) -> Vec<omnipaxos_runtime::transport::tcp::TcpTransport<u64>> {
+    use omnipaxos_runtime::transport::Transport;
+    let mut transports: Vec<_> = nodes
+        .iter()
+        .map(|&pid| {
+            let mut config = omnipaxos_runtime::NetworkConfig::new(
+                "127.0.0.1:0".parse().expect("address"),
+                Default::default(),
+            );
+            configure(pid, &mut config);
+            omnipaxos_runtime::transport::tcp::TcpTransport::bind(pid, config).expect("bind")
+        })
+        .collect();
+    let addresses: Vec<String> = transports
+        .iter()
+        .map(|t| t.local_addr().expect("bound").to_string())
+        .collect();
+    for (i, t) in transports.iter_mut().enumerate() {
+        for (j, &pid) in nodes.iter().enumerate() {
+            if i != j {
+                t.add_peer(pid, Some(addresses[j].clone()));
+            }
+        }
+    }
+    transports
+}

@@ -1,0 +1,208 @@
+//! A three-node cluster over TCP on 127.0.0.1: exact indices from every node across a leader
+//! crash, refused frames change nothing, shutdown leaves no task and the store reopens.
+
+mod common;
+
+use common::*;
+use omnipaxos::OmniPaxos;
+use omnipaxos_runtime::transport::tcp::TcpTransport;
+use omnipaxos_runtime::{spawn_actor, wire, AppendError, OmniPaxosHandle, RuntimeConfig};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
+use std::collections::BTreeSet;
+use tokio::io::AsyncWriteExt;
+
+fn start(nodes: &[u64], transports: Vec<TcpTransport<u64>>) -> Vec<OmniPaxosHandle<u64>> {
+    nodes
+        .iter()
+        .zip(transports)
+        .map(|(&pid, transport)| {
+            let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(nodes)
+                .build_for_server(server_config(pid), MemoryStorage::default())
+                .expect("config");
+            spawn_actor(op, RuntimeConfig::default(), transport)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_notify_over_tcp_is_exact_across_a_leader_crash() {
+    let nodes = [1, 2, 3];
+    let handles = start(&nodes, tcp_transports(&nodes, |_, _| {}));
+    let leader = wait_leader(&handles).await;
+    let mut tasks = Vec::new();
+    for (i, h) in handles.iter().enumerate() {
+        for k in 0..30u64 {
+            let h = h.clone();
+            let value = (i as u64 + 1) * 1000 + k;
+            tasks.push(tokio::spawn(async move {
+                (value, h.append_notify(value).await)
+            }));
+        }
+    }
+    // The leader stops while entries are on their way.
+    handles[(leader - 1) as usize].shutdown().await;
+    let mut decided = Vec::new();
+    for t in tasks {
+        let (value, result) = within("append", t).await.expect("task");
+        match result {
+            Ok(idx) => decided.push((value, idx)),
+            Err(AppendError::InDoubt { .. })
+            | Err(AppendError::NoLeader)
+            | Err(AppendError::Timeout)
+            | Err(AppendError::Shutdown) => {}
+            Err(other) => panic!("{value}: {other}"),
+        }
+    }
+    let survivors: Vec<_> = handles
+        .iter()
+        .filter(|h| !h.is_stopped())
+        .cloned()
+        .collect();
+    assert_eq!(survivors.len(), 2);
+    wait_leader(&survivors).await;
+    for (k, h) in survivors.iter().enumerate() {
+        let value = 90_000 + k as u64;
+        let idx = within("append after the crash", h.append_notify(value))
+            .await
+            .expect("a majority is up");
+        decided.push((value, idx));
+    }
+    let top = decided.iter().map(|(_, i)| i + 1).max().unwrap_or(0);
+    for h in &survivors {
+        wait_decided(h, top).await;
+        let log = decided_log(h).await;
+        for (value, idx) in &decided {
+            assert_eq!(log[*idx], Some(*value), "{value} reported at {idx}");
+        }
+        let values: Vec<u64> = log.iter().flatten().copied().collect();
+        let unique: BTreeSet<u64> = values.iter().copied().collect();
+        assert_eq!(values.len(), unique.len(), "an entry was decided twice");
+    }
+    for h in &survivors {
+        h.shutdown().await;
+    }
+}
+
+/// Writes raw frames (4-byte length, kind, body) to `addr`, as a stranger would.
+async fn send_raw(addr: std::net::SocketAddr, frames: &[(u8, Vec<u8>)]) {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
+    for (kind, body) in frames {
+        let mut frame = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+        frame.push(*kind);
+        frame.extend_from_slice(body);
+        if stream.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.flush().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_from_strangers_and_oversized_frames_are_refused_and_change_nothing() {
+    let nodes = [1, 2, 3];
+    let transports = tcp_transports(&nodes, |_, c| c.max_frame_bytes = 64 * 1024);
+    let addresses: Vec<_> = transports
+        .iter()
+        .map(|t| t.local_addr().expect("bound"))
+        .collect();
+    let handles = start(&nodes, transports);
+    let leader = wait_leader(&handles).await;
+    let target = &handles[(leader - 1) as usize];
+    let ballot = target.metrics().borrow().ballot;
+    // A valid append for the leader, from a pid that is not a peer.
+    let append = wire::WireMessage::Append {
+        incarnation: 1,
+        ballot,
+        entries: vec![(1, 666u64)],
+    };
+    let mut body = Vec::new();
+    wire::encode(&append, &mut body).expect("encode");
+    send_raw(
+        addresses[(leader - 1) as usize],
+        &[(0, 99u64.to_be_bytes().to_vec()), (1, body)],
+    )
+    .await;
+    wait_metrics(target, "the stranger refused", |m| m.frames_refused >= 1).await;
+    // A frame above the limit, even from a peer's pid, closes the connection unread.
+    let before = target.metrics().borrow().frames_refused;
+    send_raw(
+        addresses[(leader - 1) as usize],
+        &[(0, 2u64.to_be_bytes().to_vec()), (1, vec![0u8; 100 * 1024])],
+    )
+    .await;
+    wait_metrics(target, "the oversized frame refused", |m| {
+        m.frames_refused > before
+    })
+    .await;
+    // The cluster still works, and 666 was never appended.
+    let idx = within("append", handles[0].append_notify(7))
+        .await
+        .expect("decided");
+    for h in &handles {
+        wait_decided(h, idx + 1).await;
+        let log = decided_log(h).await;
+        assert!(
+            !log.contains(&Some(666)),
+            "a stranger's entry was appended: {log:?}"
+        );
+    }
+    for h in &handles {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_leaves_no_task_running_and_the_store_reopens() {
+    let baseline = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = [1, 2, 3];
+    let path = |pid: u64| {
+        dir.path()
+            .join(format!("node-{pid}"))
+            .to_string_lossy()
+            .to_string()
+    };
+    let open = |pid: u64| {
+        PersistentStorage::try_open(PersistentStorageConfig::with_path(path(pid))).expect("open")
+    };
+    let transports = tcp_transports(&nodes, |_, _| {});
+    let handles: Vec<_> = nodes
+        .iter()
+        .zip(transports)
+        .map(|(&pid, t)| {
+            let op: OmniPaxos<u64, PersistentStorage<u64>> = cluster_config(&nodes)
+                .build_for_server(server_config(pid), open(pid))
+                .expect("config");
+            spawn_actor(op, RuntimeConfig::default(), t)
+        })
+        .collect();
+    wait_leader(&handles).await;
+    let idx = within("append", handles[1].append_notify(42))
+        .await
+        .expect("decided");
+    for h in &handles {
+        wait_decided(h, idx + 1).await;
+    }
+    for h in &handles {
+        h.shutdown().await;
+    }
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        baseline,
+        "tasks left running after shutdown"
+    );
+    // Every store reopens at once and holds the decided entry.
+    for &pid in &nodes {
+        let op: OmniPaxos<u64, PersistentStorage<u64>> = cluster_config(&nodes)
+            .build_for_server(server_config(pid), open(pid))
+            .expect("reopened");
+        assert!(op.get_decided_idx() > idx);
+    }
+}
