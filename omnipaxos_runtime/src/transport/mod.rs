@@ -39,7 +39,9 @@ pub struct Inbox<T: RuntimeEntry> {
 }
 
 impl<T: RuntimeEntry> Inbox<T> {
-    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<TransportEvent<T>>) {
+    /// An inbox of `capacity` events and the receiver the node reads them from (for driving a
+    /// transport by hand, e.g. in tests).
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<TransportEvent<T>>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (Self { tx }, rx)
     }
