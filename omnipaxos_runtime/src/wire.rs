@@ -77,12 +77,14 @@ pub enum RemoteOutcome {
         /// The entry's index.
         idx: usize,
     },
-    /// Not taken: the receiver does not lead the ballot (any more). Never appended.
+    /// Not taken: the receiver does not lead the ballot (any more), nor could it relay to the
+    /// leader. Never appended.
     NotLeader,
-    /// Placed at `idx`, but the ballot ended before they were decided.
+    /// Its fate is unknown: placed at `idx` (when known) by a leader whose ballot ended before
+    /// it was decided, or lost on the way by a node that relayed it. It may still be decided.
     InDoubt {
-        /// The entry's index.
-        idx: usize,
+        /// The entry's index, if known.
+        idx: Option<usize>,
     },
     /// The log is sealed by a reconfiguration. Never appended.
     Sealed,

@@ -242,3 +242,42 @@ async fn reads_subscriptions_and_fire_and_forget_appends() {
         "the stream ends when the node stops"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_leader_writes_through_a_peer() {
+    let nodes = [1, 2, 3];
+    let (net, handles) = memory_cluster(&nodes);
+    let leader = wait_leader(&handles).await;
+    let others: Vec<u64> = nodes.iter().copied().filter(|p| *p != leader).collect();
+    let (middle, far) = (others[0], others[1]);
+    let handle = |pid: u64| handles[(pid - 1) as usize].clone();
+    // The chained scenario: leader - middle - far, with no link between leader and far.
+    net.cut(leader, far);
+    wait_metrics(&handle(far), "far sees the link down", |m| {
+        m.peers.get(&leader).is_some_and(|p| !p.connected)
+    })
+    .await;
+    let mut decided = Vec::new();
+    for k in 0..20u64 {
+        let value = 70_000 + k;
+        let idx = within("append on the far end", handle(far).append_notify(value))
+            .await
+            .expect("the far end of a chain serves writes");
+        decided.push((value, idx));
+    }
+    check_indices(&handles, &decided).await;
+    let far_view = fresh_metrics(&handle(far)).await;
+    if far_view.leader == Some(leader) {
+        // The leader stayed, so the far end's entries went through the middle.
+        let relayed = fresh_metrics(&handle(middle)).await;
+        let appends = relayed.messages.get("Append").copied().unwrap_or_default();
+        eprintln!("the middle relayed {appends:?}");
+        assert!(
+            appends.msgs_in > 0 && appends.msgs_out > 0,
+            "the middle relayed nothing: {appends:?}"
+        );
+    }
+    for h in &handles {
+        h.shutdown().await;
+    }
+}

@@ -11,6 +11,9 @@
 //! may or may not have kept the entry, which no node can tell without comparing entries: the
 //! outcome is `InDoubt`, never a guess.
 //!
+//! A node that cannot reach the leader sends its entries to a peer that can, which relays them
+//! (once: a relayed entry is never relayed again) and reports their outcome back.
+//!
 //! A non-leader resends an entry only when the leader's runtime said it did not take it
 //! (`NotLeader`) *and* that answer came from the same life of the leader that the entry was
 //! sent to (runtimes announce a random incarnation on every connection). Anything else (a
@@ -40,10 +43,18 @@ enum LocalState {
     Placed,
 }
 
+/// Who gets an append's outcome.
+enum Reply<T: RuntimeEntry> {
+    /// A caller on this node (`None`: fire and forget).
+    Caller(Option<AppendReply<T>>),
+    /// Another node whose entry this node relays to the leader, by its request number there.
+    Relay { to: NodeId, req: u64 },
+}
+
 struct LocalAppend<T: RuntimeEntry> {
     /// Kept until the entry is placed: to resend it, or to hand it back in an error.
     entry: Option<T>,
-    reply: Option<AppendReply<T>>,
+    reply: Reply<T>,
     deadline: Instant,
     state: LocalState,
 }
@@ -90,12 +101,33 @@ impl<T: RuntimeEntry> Appends<T> {
     }
 
     fn answer(&mut self, req: u64, result: Result<usize, AppendError<T>>) {
-        if let Some(append) = self.local.remove(&req) {
-            if result.is_ok() {
-                self.decided += 1;
+        let Some(append) = self.local.remove(&req) else {
+            return;
+        };
+        match append.reply {
+            Reply::Caller(reply) => {
+                if result.is_ok() {
+                    self.decided += 1;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
             }
-            if let Some(reply) = append.reply {
-                let _ = reply.send(result);
+            Reply::Relay { to, req } => {
+                let outcome = match result {
+                    Ok(idx) => RemoteOutcome::Decided { idx },
+                    // Never sent to a leader from here.
+                    Err(AppendError::NoLeader) | Err(AppendError::TooManyOutstanding) => {
+                        RemoteOutcome::NotLeader
+                    }
+                    Err(AppendError::Propose(_)) => RemoteOutcome::Sealed,
+                    Err(AppendError::Rejected { reason }) => RemoteOutcome::Rejected(reason),
+                    Err(AppendError::InDoubt { log_entry_idx }) => {
+                        RemoteOutcome::InDoubt { idx: log_entry_idx }
+                    }
+                    Err(_) => RemoteOutcome::InDoubt { idx: None },
+                };
+                self.outcomes.entry(to).or_default().push((req, outcome));
             }
         }
     }
@@ -113,7 +145,7 @@ impl<T: RuntimeEntry> Appends<T> {
                 let outcome = if decided {
                     RemoteOutcome::Decided { idx }
                 } else {
-                    RemoteOutcome::InDoubt { idx }
+                    RemoteOutcome::InDoubt { idx: Some(idx) }
                 };
                 self.outcomes.entry(from).or_default().push((req, outcome));
             }
@@ -123,7 +155,7 @@ impl<T: RuntimeEntry> Appends<T> {
     /// Every append still waiting gets `Shutdown`.
     pub(crate) fn shut_down(&mut self) {
         for (_, append) in std::mem::take(&mut self.local) {
-            if let Some(reply) = append.reply {
+            if let Reply::Caller(Some(reply)) = append.reply {
                 let _ = reply.send(Err(AppendError::Shutdown));
             }
         }
@@ -159,12 +191,49 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             req,
             LocalAppend {
                 entry: Some(entry),
-                reply,
+                reply: Reply::Caller(reply),
                 deadline,
                 state,
             },
         );
         appends.waiting.push_back(req);
+    }
+
+    /// An entry another node cannot get to the leader itself: relayed from here.
+    fn submit_relay(&mut self, entry: T, to: NodeId, req: u64) {
+        self.appends.next_req += 1;
+        let own = self.appends.next_req;
+        let append = LocalAppend {
+            entry: Some(entry),
+            reply: Reply::Relay { to, req },
+            deadline: Instant::now() + self.config.append_notify_timeout,
+            state: LocalState::Waiting {
+                since: Instant::now(),
+            },
+        };
+        self.appends.local.insert(own, append);
+        self.appends.waiting.push_back(own);
+    }
+
+    /// Where to send appends: the leader if it is reachable, else (for this node's own
+    /// appends only) a peer that is connected and can relay. With the incarnation it had.
+    fn route(&self, leader: NodeId) -> Option<(NodeId, u64, bool)> {
+        let reachable = |pid: NodeId| {
+            self.transport
+                .is_connected(pid)
+                .then(|| self.appends.incarnations.get(&pid).copied())
+                .flatten()
+        };
+        if let Some(incarnation) = reachable(leader) {
+            return Some((leader, incarnation, false));
+        }
+        self.op
+            .get_config()
+            .cluster_config
+            .nodes
+            .iter()
+            .filter(|&&pid| pid != self.me && pid != leader)
+            .find_map(|&pid| reachable(pid).map(|inc| (pid, inc, true)))
     }
 
     /// Places the waiting appends here if this node leads, or sends them to the leader.
@@ -192,32 +261,44 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
             return;
         }
-        let incarnation = self.appends.incarnations.get(&leader).copied();
-        let (Some(incarnation), true) = (
-            incarnation,
-            leader != 0 && self.transport.is_connected(leader),
-        ) else {
+        let route = if leader == 0 {
+            None
+        } else {
+            self.route(leader)
+        };
+        let Some((to, incarnation, relayed)) = route else {
             self.fail_unreachable(leader != 0);
             return;
         };
         let mut entries = Vec::with_capacity(self.appends.waiting.len());
+        let mut keep = VecDeque::new();
         while let Some(req) = self.appends.waiting.pop_front() {
-            if let Some(append) = self.appends.local.get_mut(&req) {
-                if let Some(entry) = &append.entry {
-                    entries.push((req, entry.clone()));
-                    append.state = LocalState::Sent {
-                        to: leader,
-                        incarnation,
-                    };
-                }
+            let Some(append) = self.appends.local.get_mut(&req) else {
+                continue;
+            };
+            // An entry relayed for another node is never relayed again.
+            if relayed && matches!(append.reply, Reply::Relay { .. }) {
+                keep.push_back(req);
+                continue;
             }
+            if let Some(entry) = &append.entry {
+                entries.push((req, entry.clone()));
+                append.state = LocalState::Sent { to, incarnation };
+            }
+        }
+        self.appends.waiting = keep;
+        if !self.appends.waiting.is_empty() {
+            self.fail_unreachable(true);
+        }
+        if entries.is_empty() {
+            return;
         }
         let msg = WireMessage::Append {
             incarnation: self.incarnation,
             ballot: promise,
             entries,
         };
-        self.outbox.entry(leader).or_default().push(msg);
+        self.outbox.entry(to).or_default().push(msg);
     }
 
     /// With the leader known but out of reach (or no leader known), appends wait: for a known
@@ -328,10 +409,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 .appends
                 .answer(req, Err(AppendError::InDoubt { log_entry_idx: idx })),
             Owner::Remote { from, req } => {
-                let outcome = match idx {
-                    Some(idx) => RemoteOutcome::InDoubt { idx },
-                    None => RemoteOutcome::InDoubt { idx: 0 },
-                };
+                let outcome = RemoteOutcome::InDoubt { idx };
                 self.appends
                     .outcomes
                     .entry(from)
@@ -382,10 +460,22 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         entries: Vec<(u64, T)>,
     ) {
         self.note_incarnation(from, incarnation);
-        let leads = ballot == self.op.get_promise() && self.is_ready_leader();
+        let promise = self.op.get_promise();
+        let leads = ballot == promise && self.is_ready_leader();
+        // Not the leader, but following the same one and connected to it: relay.
+        let relays = !leads
+            && ballot == promise
+            && promise.pid != self.me
+            && from != promise.pid
+            && self
+                .route(promise.pid)
+                .is_some_and(|(to, _, relayed)| to == promise.pid && !relayed);
         for (req, entry) in entries {
-            if leads && self.appends.pending() < self.config.max_pending_appends {
+            let room = self.appends.pending() < self.config.max_pending_appends;
+            if leads && room {
                 self.place(entry, Owner::Remote { from, req });
+            } else if relays && room {
+                self.submit_relay(entry, from, req);
             } else {
                 self.appends
                     .outcomes
@@ -420,9 +510,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
             let result = match outcome {
                 RemoteOutcome::Decided { idx } => Ok(idx),
-                RemoteOutcome::InDoubt { idx } => Err(AppendError::InDoubt {
-                    log_entry_idx: Some(idx),
-                }),
+                RemoteOutcome::InDoubt { idx } => Err(AppendError::InDoubt { log_entry_idx: idx }),
                 RemoteOutcome::NotLeader if sent_to == incarnation => {
                     // That life of the leader did not take it: safe to send it again.
                     append.state = LocalState::Waiting {

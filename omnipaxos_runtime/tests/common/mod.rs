@@ -74,6 +74,19 @@ pub async fn wait_metrics(
     .expect("node running")
 }
 
+/// Metrics published after this call (the node publishes every tick).
+pub async fn fresh_metrics(handle: &OmniPaxosHandle<u64>) -> Metrics {
+    let mut rx = handle.metrics();
+    rx.borrow_and_update();
+    within("a metrics update", async {
+        let _ = rx.changed().await;
+        let _ = rx.changed().await;
+    })
+    .await;
+    let m = rx.borrow().clone();
+    m
+}
+
 /// Waits until every handle sees the same leader in the accept phase; returns its pid.
 pub async fn wait_leader(handles: &[OmniPaxosHandle<u64>]) -> u64 {
     loop {
