@@ -484,8 +484,10 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         }
     }
 
-    /// The ballot Ballot Leader Election currently follows (for tests and diagnostics).
-    #[doc(hidden)]
+    /// The ballot Ballot Leader Election currently follows: the leader this server learnt of
+    /// from heartbeats, which can be newer than the one it promised (see
+    /// [`get_promise`](Self::get_promise)) while that leader's `Prepare` has not reached it, e.g.
+    /// when the link to it is down. A runtime uses it to route requests to the real leader.
     pub fn ble_leader(&self) -> Ballot {
         self.ble.leader()
     }

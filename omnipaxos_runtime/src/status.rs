@@ -74,7 +74,8 @@ pub struct Metrics {
     pub pid: NodeId,
     /// The configuration it runs.
     pub configuration_id: u32,
-    /// The leader it follows, if any.
+    /// The newest leader it knows of, if any: the one it promised, or a newer one it heard of
+    /// from heartbeats.
     pub leader: Option<NodeId>,
     /// Its promised ballot.
     pub ballot: Ballot,

@@ -244,7 +244,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         if self.appends.waiting.is_empty() || self.reconf.sealed {
             return;
         }
-        let promise = self.op.get_promise();
+        let promise = self.leader_ballot();
         let leader = promise.pid;
         if leader == self.me {
             if self.is_ready_leader() {
@@ -325,6 +325,18 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
         }
         self.appends.waiting = still;
+    }
+
+    /// The newest leader ballot this node knows of: its promise, or a newer one that leader
+    /// election learnt from heartbeats (whose `Prepare` has not reached this node).
+    pub(crate) fn leader_ballot(&self) -> Ballot {
+        let promise = self.op.get_promise();
+        let heard = self.op.ble_leader();
+        if heard.pid != 0 && heard > promise {
+            heard
+        } else {
+            promise
+        }
     }
 
     /// Whether this node is the leader in the accept phase (where an append's index is known).
@@ -461,7 +473,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     ) {
         self.note_incarnation(from, incarnation);
         let promise = self.op.get_promise();
-        let leads = ballot == promise && self.is_ready_leader();
+        let leads = ballot == promise && self.is_ready_leader() && self.leader_ballot() == promise;
         // Not the leader, but following the same one and connected to it: relay.
         let relays = !leads
             && ballot == promise

@@ -108,7 +108,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         let metrics = Metrics {
             pid: self.me,
             configuration_id: cluster.configuration_id,
-            leader: self.op.get_current_leader().map(|(pid, _)| pid),
+            leader: Some(self.leader_ballot().pid).filter(|pid| *pid != 0),
             ballot: self.op.get_promise(),
             role: self.role(),
             quorum_connected,

@@ -297,15 +297,19 @@ async fn outbound<T: RuntimeEntry>(
             Err(_) => continue,
         };
         backoff = Duration::from_millis(10);
-        // Anything queued while there was no connection is stale.
-        while queue.try_recv().is_ok() {}
-        link.connected.store(true, Ordering::Relaxed);
-        link.inbox.deliver(TransportEvent::Connected(pid));
-        let reason = write_loop(&shared, conn, &mut queue, &mut link.stop).await;
+        let (reason, was_up) = write_loop(&shared, conn, &mut queue, &mut link).await;
         link.connected.store(false, Ordering::Relaxed);
         let Some(reason) = reason else {
             return;
         };
+        if !was_up {
+            // The peer never answered on it: not a connection that was up and went down.
+            tokio::select! {
+                _ = stopped(&mut link.stop) => return,
+                _ = sleep_backoff(&mut backoff, shared.config.max_backoff) => {}
+            }
+            continue;
+        }
         let mut dropped = 0;
         while queue.try_recv().is_ok() {
             dropped += 1;
@@ -345,13 +349,19 @@ pub(crate) trait ConnBox: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<C: Conn> ConnBox for C {}
 
 /// Writes the queue on `conn` until the connection fails or goes silent (returns why) or the
-/// transport stops (returns `None`).
+/// transport stops (returns `None`); also whether the connection was ever up. A connection is
+/// up, and the node told `Connected`, only once the peer answered on it: a TCP handshake alone
+/// (a proxy, a backlog) proves nothing.
 async fn write_loop<T: RuntimeEntry>(
     shared: &Shared,
     conn: Box<dyn ConnBox>,
     queue: &mut mpsc::Receiver<WireMessage<T>>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<String> {
+    link: &mut Link<T>,
+) -> (Option<String>, bool) {
+    let stop = &mut link.stop;
+    let mut up = false;
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let answered_by_reader = answered.clone();
     let timeout = shared.config.peer_timeout;
     let (mut reader, mut writer) = tokio::io::split(conn);
     let start = Instant::now();
@@ -363,16 +373,25 @@ async fn write_loop<T: RuntimeEntry>(
         let mut body = Vec::new();
         while read_frame(&mut reader, max, &mut body).await.is_ok() {
             heard_by_reader.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            answered_by_reader.notify_one();
         }
     });
     let mut ping = tokio::time::interval(timeout / 4);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buf = Vec::new();
+    let mut reader_done = false;
     let reason = loop {
         buf.clear();
         tokio::select! {
             _ = stopped(stop) => break None,
+            _ = answered.notified(), if !up => {
+                up = true;
+                // Anything queued while there was no connection is stale.
+                while queue.try_recv().is_ok() {}
+                link.connected.store(true, Ordering::Relaxed);
+                link.inbox.deliver(TransportEvent::Connected(link.pid));
+            }
             n = queue.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
                     break None;
@@ -386,7 +405,10 @@ async fn write_loop<T: RuntimeEntry>(
                 }
                 put_frame(&mut buf, PING, &[]);
             }
-            _ = &mut read_task => break Some("closed by the peer".to_string()),
+            _ = &mut read_task => {
+                reader_done = true;
+                break Some("closed by the peer".to_string());
+            }
         }
         if buf.is_empty() {
             continue;
@@ -398,9 +420,11 @@ async fn write_loop<T: RuntimeEntry>(
         }
     };
     // No reader outlives its connection.
-    read_task.abort();
-    let _ = read_task.await;
-    reason
+    if !reader_done {
+        read_task.abort();
+        let _ = read_task.await;
+    }
+    (reason, up)
 }
 
 /// Encodes `batch` into frames in `buf`; a message above the frame limit is not sent.

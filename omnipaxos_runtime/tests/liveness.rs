@@ -1,0 +1,103 @@
+//! A link that goes silent (no FIN, no RST: a pulled cable) is noticed by the transport's own
+//! liveness checks, its queue dropped, and a new connection serves as soon as the link heals.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::*;
+use omnipaxos::OmniPaxos;
+use omnipaxos_runtime::transport::tcp::TcpTransport;
+use omnipaxos_runtime::transport::Transport;
+use omnipaxos_runtime::{spawn_actor, NetworkConfig, RuntimeConfig};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use std::collections::BTreeMap;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_cut_link_is_replaced_and_serves_again_after_the_heal() {
+    let nodes = [1u64, 2, 3];
+    let mut transports: Vec<TcpTransport<u64>> = nodes
+        .iter()
+        .map(|&pid| {
+            let config = NetworkConfig::new("127.0.0.1:0".parse().expect("addr"), BTreeMap::new());
+            TcpTransport::bind(pid, config).expect("bind")
+        })
+        .collect();
+    let addrs: Vec<_> = transports
+        .iter()
+        .map(|t| t.local_addr().expect("bound"))
+        .collect();
+    // One proxy per direction of every link: proxies[(from, to)].
+    let mut proxies = BTreeMap::new();
+    for &from in &nodes {
+        for &to in &nodes {
+            if from != to {
+                let proxy = Proxy::start(addrs[(to - 1) as usize]).await;
+                transports[(from - 1) as usize].add_peer(to, Some(proxy.addr.to_string()));
+                proxies.insert((from, to), proxy);
+            }
+        }
+    }
+    let handles: Vec<_> = nodes
+        .iter()
+        .zip(transports)
+        .map(|(&pid, t)| {
+            let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(&nodes)
+                .build_for_server(server_config(pid), MemoryStorage::default())
+                .expect("config");
+            spawn_actor(op, RuntimeConfig::default(), t)
+        })
+        .collect();
+    let leader = wait_leader(&handles).await;
+    let cut = nodes.iter().copied().find(|p| *p != leader).unwrap_or(1);
+    let handle = |pid: u64| handles[(pid - 1) as usize].clone();
+    within("append", handle(cut).append_notify(1))
+        .await
+        .expect("decided");
+
+    // Pull the cable between the leader and `cut`: both directions go silent.
+    proxies[&(leader, cut)].stall();
+    proxies[&(cut, leader)].stall();
+    wait_metrics(
+        &handle(cut),
+        "cut notices its connection to the leader is dead",
+        |m| m.peers.get(&leader).is_some_and(|p| !p.connected),
+    )
+    .await;
+    wait_metrics(&handle(leader), "the leader notices too", |m| {
+        m.peers.get(&cut).is_some_and(|p| !p.connected)
+    })
+    .await;
+    // The cluster keeps serving meanwhile (through whichever majority is connected).
+    let third = nodes
+        .iter()
+        .copied()
+        .find(|p| *p != leader && *p != cut)
+        .unwrap_or(3);
+    within("append during the cut", handle(third).append_notify(2))
+        .await
+        .expect("a connected majority decides");
+
+    // Heal: new connections come up and the cut-off node serves writes and reads again.
+    proxies[&(leader, cut)].resume();
+    proxies[&(cut, leader)].resume();
+    wait_metrics(&handle(cut), "reconnected", |m| {
+        m.peers.values().all(|p| p.connected)
+    })
+    .await;
+    let idx = within("append after the heal", handle(cut).append_notify(3))
+        .await
+        .expect("decided after the heal");
+    let read = within("read after the heal", handle(cut).read_linearizable())
+        .await
+        .expect("read index");
+    assert!(read > idx);
+    // Nothing was decided twice: each value once.
+    wait_decided(&handle(cut), idx + 1).await;
+    let log = decided_log(&handle(cut)).await;
+    for v in 1..=3u64 {
+        assert_eq!(log.iter().filter(|x| **x == Some(v)).count(), 1, "{log:?}");
+    }
+    for h in &handles {
+        h.shutdown().await;
+    }
+}
