@@ -9,7 +9,6 @@ use omnipaxos_runtime::transport::tcp::TcpTransport;
 use omnipaxos_runtime::{spawn_actor, wire, AppendError, OmniPaxosHandle, RuntimeConfig};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
-use std::collections::BTreeSet;
 use tokio::io::AsyncWriteExt;
 
 fn start(nodes: &[u64], transports: Vec<TcpTransport<u64>>) -> Vec<OmniPaxosHandle<u64>> {
@@ -42,16 +41,15 @@ async fn append_notify_over_tcp_is_exact_across_a_leader_crash() {
     }
     // The leader stops while entries are on their way.
     handles[(leader - 1) as usize].shutdown().await;
-    let mut decided = Vec::new();
+    let mut ledger = Ledger::default();
     for t in tasks {
         let (value, result) = within("append", t).await.expect("task");
         match result {
-            Ok(idx) => decided.push((value, idx)),
-            Err(AppendError::InDoubt { .. })
-            | Err(AppendError::NoLeader)
-            | Err(AppendError::Timeout)
-            | Err(AppendError::Shutdown) => {}
-            Err(other) => panic!("{value}: {other}"),
+            // Stopped before it was sent anywhere, or while the leader held it.
+            Err(AppendError::Shutdown) => ledger.in_doubt.push(value),
+            result => {
+                ledger.record(value, result);
+            }
         }
     }
     let survivors: Vec<_> = handles
@@ -62,23 +60,11 @@ async fn append_notify_over_tcp_is_exact_across_a_leader_crash() {
     assert_eq!(survivors.len(), 2);
     wait_leader(&survivors).await;
     for (k, h) in survivors.iter().enumerate() {
-        let value = 90_000 + k as u64;
-        let idx = within("append after the crash", h.append_notify(value))
-            .await
-            .expect("a majority is up");
-        decided.push((value, idx));
+        ledger
+            .append_until_decided(h, 90_000 + 1000 * k as u64)
+            .await;
     }
-    let top = decided.iter().map(|(_, i)| i + 1).max().unwrap_or(0);
-    for h in &survivors {
-        wait_decided(h, top).await;
-        let log = decided_log(h).await;
-        for (value, idx) in &decided {
-            assert_eq!(log[*idx], Some(*value), "{value} reported at {idx}");
-        }
-        let values: Vec<u64> = log.iter().flatten().copied().collect();
-        let unique: BTreeSet<u64> = values.iter().copied().collect();
-        assert_eq!(values.len(), unique.len(), "an entry was decided twice");
-    }
+    ledger.check(&survivors).await;
     for h in &survivors {
         h.shutdown().await;
     }

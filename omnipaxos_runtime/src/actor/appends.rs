@@ -37,8 +37,13 @@ pub(crate) type AppendReply<T> = oneshot::Sender<Result<usize, AppendError<T>>>;
 enum LocalState {
     /// Waiting for a leader to go to, since `since`.
     Waiting { since: Instant },
-    /// Sent to `to`'s runtime, whose incarnation then was `incarnation`.
-    Sent { to: NodeId, incarnation: u64 },
+    /// Sent to `to`'s runtime, whose incarnation then was `incarnation`, for the leader of
+    /// configuration `config_id`.
+    Sent {
+        to: NodeId,
+        incarnation: u64,
+        config_id: u32,
+    },
     /// Placed here, this node being the leader.
     Placed,
 }
@@ -55,6 +60,8 @@ struct LocalAppend<T: RuntimeEntry> {
     /// Kept until the entry is placed: to resend it, or to hand it back in an error.
     entry: Option<T>,
     reply: Reply<T>,
+    /// The configuration whose sealed log refused it: it waits for the next one.
+    sealed_in: Option<u32>,
     deadline: Instant,
     state: LocalState,
 }
@@ -192,6 +199,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             LocalAppend {
                 entry: Some(entry),
                 reply: Reply::Caller(reply),
+                sealed_in: None,
                 deadline,
                 state,
             },
@@ -206,6 +214,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         let append = LocalAppend {
             entry: Some(entry),
             reply: Reply::Relay { to, req },
+            sealed_in: None,
             deadline: Instant::now() + self.config.append_notify_timeout,
             state: LocalState::Waiting {
                 since: Instant::now(),
@@ -241,23 +250,26 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         if self.reconf.retired {
             self.fail_waiting_retired();
         }
-        if self.appends.waiting.is_empty() || self.reconf.sealed {
+        if self.appends.waiting.is_empty() {
             return;
         }
         let promise = self.leader_ballot();
         let leader = promise.pid;
+        let config_id = self.config_id();
         if leader == self.me {
             if self.is_ready_leader() {
+                let mut keep = VecDeque::new();
                 while let Some(req) = self.appends.waiting.pop_front() {
-                    let entry = self
-                        .appends
-                        .local
-                        .get_mut(&req)
-                        .and_then(|a| a.entry.take());
-                    if let Some(entry) = entry {
+                    let Some(append) = self.appends.local.get_mut(&req) else {
+                        continue;
+                    };
+                    if append.sealed_in == Some(config_id) {
+                        keep.push_back(req);
+                    } else if let Some(entry) = append.entry.take() {
                         self.place(entry, Owner::Local(req));
                     }
                 }
+                self.appends.waiting.extend(keep);
             }
             return;
         }
@@ -276,14 +288,20 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             let Some(append) = self.appends.local.get_mut(&req) else {
                 continue;
             };
-            // An entry relayed for another node is never relayed again.
-            if relayed && matches!(append.reply, Reply::Relay { .. }) {
+            // An entry relayed for another node is never relayed again; one refused by this
+            // configuration's sealed log waits for the next configuration.
+            let relay_again = relayed && matches!(append.reply, Reply::Relay { .. });
+            if relay_again || append.sealed_in == Some(config_id) {
                 keep.push_back(req);
                 continue;
             }
             if let Some(entry) = &append.entry {
                 entries.push((req, entry.clone()));
-                append.state = LocalState::Sent { to, incarnation };
+                append.state = LocalState::Sent {
+                    to,
+                    incarnation,
+                    config_id,
+                };
             }
         }
         self.appends.waiting = keep;
@@ -309,9 +327,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         }
         let limit = self.config.leader_unreachable_timeout;
         let now = Instant::now();
+        let config_id = self.config_id();
         let mut still = VecDeque::new();
         while let Some(req) = self.appends.waiting.pop_front() {
             let expired = match self.appends.local.get(&req) {
+                // Waiting for the next configuration, not for a leader: until its deadline.
+                Some(a) if a.sealed_in == Some(config_id) => false,
                 Some(LocalAppend {
                     state: LocalState::Waiting { since },
                     ..
@@ -370,11 +391,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             {
                 // The log is sealed; the next configuration takes it (a remote sender
                 // learns `Sealed` and sends it again there).
-                self.reconf.sealed = true;
+                let config_id = self.config_id();
                 match owner {
                     Owner::Local(req) => {
                         if let Some(a) = self.appends.local.get_mut(&req) {
                             a.entry = Some(entry);
+                            a.sealed_in = Some(config_id);
                             a.state = LocalState::Waiting {
                                 since: Instant::now(),
                             };
@@ -513,6 +535,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             let LocalState::Sent {
                 to,
                 incarnation: sent_to,
+                config_id,
             } = append.state
             else {
                 continue;
@@ -538,7 +561,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                     if sent_to == incarnation && self.reconf.follows() && !self.reconf.retired =>
                 {
                     // Never appended there; the next configuration takes it.
-                    self.reconf.sealed = true;
+                    append.sealed_in = Some(config_id);
                     append.state = LocalState::Waiting {
                         since: Instant::now(),
                     };

@@ -44,6 +44,19 @@ pub trait StorageFactory<T: RuntimeEntry, B: Storage<T>>: Send + 'static {
     }
 }
 
+/// A closure that opens a configuration's storage is a factory that keeps no handover (enough
+/// for in-memory storage, where a restart starts over anyway).
+impl<T, B, F> StorageFactory<T, B> for F
+where
+    T: RuntimeEntry,
+    B: Storage<T>,
+    F: FnMut(u32) -> Result<B, String> + Send + 'static,
+{
+    fn open(&mut self, config_id: u32) -> Result<B, String> {
+        self(config_id)
+    }
+}
+
 /// How often a joining node asks for the handover.
 const ASK_HANDOVER_EVERY: Duration = Duration::from_millis(200);
 
@@ -62,8 +75,6 @@ pub(crate) struct Reconfiguration<T: RuntimeEntry, B: Storage<T>> {
     pub(crate) handover: Option<(u32, Handover<T>)>,
     pub(crate) join: Option<Join<T>>,
     pub(crate) retired: bool,
-    /// Appends refused by a sealed log wait for the next configuration.
-    pub(crate) sealed: bool,
     outgoing: Vec<Message<T>>,
 }
 
@@ -76,7 +87,6 @@ impl<T: RuntimeEntry, B: Storage<T>> Reconfiguration<T, B> {
             handover: None,
             join: None,
             retired: false,
-            sealed: false,
             outgoing: Vec::new(),
         }
     }
@@ -227,7 +237,6 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             );
             let ended_instance = std::mem::replace(&mut self.op, next);
             self.reconf.previous = Some(ended_instance);
-            self.reconf.sealed = false;
             self.reads_restart();
         }
     }

@@ -26,8 +26,10 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 pub fn server_config(pid: u64) -> ServerConfig {
     ServerConfig {
         pid,
-        election_tick_timeout: 10,
-        resend_message_tick_timeout: 10,
+        // The runtime's recommended rounds (300 ms at 10 ms ticks): a loaded test machine
+        // does not cause elections.
+        election_tick_timeout: omnipaxos_runtime::config::DEFAULT_ELECTION_TICKS,
+        resend_message_tick_timeout: omnipaxos_runtime::config::DEFAULT_RESEND_TICKS,
         ..Default::default()
     }
 }
@@ -163,4 +165,72 @@ pub fn tcp_transports(
         }
     }
     transports
+}
+
+/// What tests appended and what became of it. A leader change makes some outcomes unknown
+/// (`InDoubt`, `Timeout`); such values may be decided at most once, never twice.
+#[derive(Default, Debug)]
+pub struct Ledger {
+    pub decided: Vec<(u64, usize)>,
+    pub in_doubt: Vec<u64>,
+}
+
+impl Ledger {
+    /// Appends `value` on `handle` and records the outcome; the index if decided.
+    pub async fn append(&mut self, handle: &OmniPaxosHandle<u64>, value: u64) -> Option<usize> {
+        let result = within("append", handle.append_notify(value)).await;
+        self.record(value, result)
+    }
+
+    pub fn record(
+        &mut self,
+        value: u64,
+        result: Result<usize, omnipaxos_runtime::AppendError<u64>>,
+    ) -> Option<usize> {
+        use omnipaxos_runtime::AppendError;
+        match result {
+            Ok(idx) => {
+                self.decided.push((value, idx));
+                Some(idx)
+            }
+            Err(AppendError::InDoubt { .. }) | Err(AppendError::Timeout) => {
+                self.in_doubt.push(value);
+                None
+            }
+            // Never proposed.
+            Err(AppendError::NoLeader) => None,
+            Err(other) => panic!("{value}: unexpected outcome {other}"),
+        }
+    }
+
+    /// Appends fresh values from `first` on until one is decided; returns (value, index).
+    pub async fn append_until_decided(
+        &mut self,
+        handle: &OmniPaxosHandle<u64>,
+        first: u64,
+    ) -> (u64, usize) {
+        for value in first.. {
+            if let Some(idx) = self.append(handle, value).await {
+                return (value, idx);
+            }
+        }
+        unreachable!("u64 values run out")
+    }
+
+    /// On every handle: each decided value is at the index it was reported at, and no value
+    /// appears twice in the decided log.
+    pub async fn check(&self, handles: &[OmniPaxosHandle<u64>]) {
+        let top = self.decided.iter().map(|(_, i)| i + 1).max().unwrap_or(0);
+        for h in handles {
+            wait_decided(h, top).await;
+            let log = decided_log(h).await;
+            for (value, idx) in &self.decided {
+                assert_eq!(log[*idx], Some(*value), "{value} was reported at {idx}");
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for v in log.iter().flatten() {
+                assert!(seen.insert(*v), "{v} decided twice: {log:?}");
+            }
+        }
+    }
 }
