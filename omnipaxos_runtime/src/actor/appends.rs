@@ -84,6 +84,10 @@ pub(crate) struct Appends<T: RuntimeEntry> {
     incarnations: BTreeMap<NodeId, u64>,
     /// Outcomes to send to other nodes at the end of the pass.
     outcomes: BTreeMap<NodeId, Vec<(u64, RemoteOutcome)>>,
+    /// Entries other nodes sent this leader, to place with the next batch.
+    remote: Vec<(NodeId, u64, T)>,
+    /// Since when new entries wait for the batch in flight to be decided.
+    held_since: Option<Instant>,
     /// Appends answered `Ok` on this node.
     pub(crate) decided: u64,
 }
@@ -98,13 +102,15 @@ impl<T: RuntimeEntry> Appends<T> {
             placed_in: Ballot::default(),
             incarnations: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            remote: Vec::new(),
+            held_since: None,
             decided: 0,
         }
     }
 
     /// Appends and remote entries waiting for an outcome here.
     pub(crate) fn pending(&self) -> usize {
-        self.local.len() + self.placed.len()
+        self.local.len() + self.placed.len() + self.remote.len()
     }
 
     fn answer(&mut self, req: u64, result: Result<usize, AppendError<T>>) {
@@ -250,14 +256,28 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         if self.reconf.retired {
             self.fail_waiting_retired();
         }
-        if self.appends.waiting.is_empty() {
-            return;
-        }
         let promise = self.leader_ballot();
         let leader = promise.pid;
         let config_id = self.config_id();
+        let leads = leader == self.me && self.is_ready_leader();
+        if !leads {
+            // Entries other nodes sent while this node led: never placed, safe to resend.
+            for (from, req, _) in std::mem::take(&mut self.appends.remote) {
+                let outcome = (req, RemoteOutcome::NotLeader);
+                self.appends.outcomes.entry(from).or_default().push(outcome);
+            }
+        }
+        if self.appends.waiting.is_empty() && self.appends.remote.is_empty() {
+            return;
+        }
+        if leads && self.hold_for_batch() {
+            return;
+        }
         if leader == self.me {
-            if self.is_ready_leader() {
+            if leads {
+                for (from, req, entry) in std::mem::take(&mut self.appends.remote) {
+                    self.place(entry, Owner::Remote { from, req });
+                }
                 let mut keep = VecDeque::new();
                 while let Some(req) = self.appends.waiting.pop_front() {
                     let Some(append) = self.appends.local.get_mut(&req) else {
@@ -317,6 +337,26 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             entries,
         };
         self.outbox.entry(to).or_default().push(msg);
+    }
+
+    /// Batching on the leader: while a batch is in flight (placed, not yet decided), new
+    /// entries wait for its decision, so that everything that arrives meanwhile goes out as
+    /// one batch (one storage write, one message per follower). A lone writer never waits (no
+    /// batch is in flight); a waiting entry is held at most one tick period, and a backlog of
+    /// `MAX_HELD` goes out at once.
+    fn hold_for_batch(&mut self) -> bool {
+        const MAX_HELD: usize = 4096;
+        let backlog = self.appends.waiting.len() + self.appends.remote.len();
+        if self.appends.placed.is_empty() || backlog >= MAX_HELD {
+            self.appends.held_since = None;
+            return false;
+        }
+        let since = *self.appends.held_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.config.tick_period {
+            return true;
+        }
+        self.appends.held_since = None;
+        false
     }
 
     /// With the leader known but out of reach (or no leader known), appends wait: for a known
@@ -507,7 +547,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         for (req, entry) in entries {
             let room = self.appends.pending() < self.config.max_pending_appends;
             if leads && room {
-                self.place(entry, Owner::Remote { from, req });
+                self.appends.remote.push((from, req, entry));
             } else if relays && room {
                 self.submit_relay(entry, from, req);
             } else {
