@@ -91,28 +91,26 @@ pub async fn fresh_metrics(handle: &OmniPaxosHandle<u64>) -> Metrics {
     m
 }
 
-/// Waits until every handle sees the same leader in the accept phase; returns its pid.
+/// Waits until every handle sees the same leader, one of them, in the accept phase; returns
+/// its pid.
 pub async fn wait_leader(handles: &[OmniPaxosHandle<u64>]) -> u64 {
-    loop {
-        let m = wait_metrics(&handles[0], "a leader", |m| m.leader.is_some()).await;
-        let leader = m.leader.unwrap_or(0);
-        let mut all = true;
-        for h in handles {
-            let m = wait_metrics(h, "a leader everywhere", |m| m.leader.is_some()).await;
-            all &= m.leader == Some(leader);
+    within("a leader everywhere", async {
+        loop {
+            let mut views = Vec::new();
+            for h in handles {
+                views.push(fresh_metrics(h).await);
+            }
+            let leader = views[0].leader.unwrap_or(0);
+            let agreed = views.iter().all(|m| m.leader == Some(leader));
+            let leads = views
+                .iter()
+                .any(|m| m.pid == leader && m.role == omnipaxos_runtime::Role::Leader);
+            if agreed && leads && views.iter().any(|m| m.pid == leader) {
+                return leader;
+            }
         }
-        if all
-            && within("leader state", handles[0].current_leader())
-                .await
-                .ok()
-                .flatten()
-                == Some((leader, true))
-        {
-            return leader;
-        }
-        let mut rx = handles[0].metrics();
-        let _ = within("a metrics update", rx.changed()).await;
-    }
+    })
+    .await
 }
 
 /// The decided log of `handle` as values (`None` for compacted or StopSign slots).

@@ -1,0 +1,131 @@
+//! The default timings hold on a starved machine: with twice as many busy threads as cores
+//! competing with the nodes, a cluster configured from TOML with the runtime's defaults has no
+//! leader change while it works, and still replaces a crashed leader.
+
+mod common;
+
+use common::*;
+use omnipaxos::OmniPaxos;
+use omnipaxos_runtime::{spawn_actor, NodeConfig};
+use omnipaxos_storage::memory_storage::MemoryStorage;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn node_toml(pid: u64) -> String {
+    format!(
+        "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2, 3]\n\n\
+         [server_config]\npid = {pid}\n\n\
+         [runtime]\nlisten = \"127.0.0.1:0\"\n"
+    )
+}
+
+/// Busy threads that take the CPU from everything else until dropped.
+struct Starve {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Starve {
+    fn start(threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n = std::hint::black_box(
+                            n.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    n
+                })
+            })
+            .collect();
+        Starve { stop, threads }
+    }
+}
+
+impl Drop for Starve {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_cluster_keeps_its_leader_and_still_replaces_a_crashed_one() {
+    let nodes = [1u64, 2, 3];
+    let configs: Vec<NodeConfig> = nodes
+        .iter()
+        .map(|&pid| NodeConfig::from_toml(&node_toml(pid)).expect("valid"))
+        .collect();
+    let transports = tcp_transports(&nodes, |_, _| {});
+    let handles: Vec<_> = configs
+        .iter()
+        .zip(transports)
+        .map(|(config, transport)| {
+            let op: OmniPaxos<u64, MemoryStorage<u64>> = config
+                .omnipaxos
+                .clone()
+                .build(MemoryStorage::default())
+                .expect("config");
+            spawn_actor(op, config.runtime.clone(), transport)
+        })
+        .collect();
+    let leader = wait_leader(&handles).await;
+    let before: Vec<u64> = handles
+        .iter()
+        .map(|h| h.metrics().borrow().leader_changes)
+        .collect();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut ledger = Ledger::default();
+    {
+        let _starve = Starve::start(4 * cores);
+        let follower = &handles[(leader % 3) as usize];
+        for v in 0..300u64 {
+            ledger.append(follower, v).await;
+            if v % 50 == 0 {
+                within("read", follower.read_linearizable())
+                    .await
+                    .expect("read");
+            }
+        }
+    }
+    for (h, before) in handles.iter().zip(before) {
+        let m = fresh_metrics(h).await;
+        assert_eq!(
+            m.leader_changes, before,
+            "node {} saw the leader change under load",
+            m.pid
+        );
+    }
+    assert!(
+        ledger.in_doubt.is_empty(),
+        "no leader change, so no doubt: {:?}",
+        ledger.in_doubt
+    );
+    ledger.check(&handles).await;
+    // A crashed leader is still replaced.
+    handles[(leader - 1) as usize].shutdown().await;
+    let survivors: Vec<_> = handles
+        .iter()
+        .filter(|h| !h.is_stopped())
+        .cloned()
+        .collect();
+    let started = std::time::Instant::now();
+    let next = wait_leader(&survivors).await;
+    eprintln!(
+        "leader {leader} crashed; {next} leads after {:?}",
+        started.elapsed()
+    );
+    assert_ne!(next, leader);
+    ledger.append_until_decided(&survivors[0], 1000).await;
+    for h in &survivors {
+        h.shutdown().await;
+    }
+}
