@@ -10,10 +10,10 @@ mod common;
 use common::*;
 use omnipaxos_runtime::{AppendError, OmniPaxosHandle, Role};
 
-fn spawn_appends(
-    h: &OmniPaxosHandle<u64>,
-    values: impl Iterator<Item = u64>,
-) -> Vec<tokio::task::JoinHandle<(u64, Result<usize, AppendError<u64>>)>> {
+/// An append in flight: its value and, once it resolves, its outcome.
+type Pending = tokio::task::JoinHandle<(u64, Result<usize, AppendError<u64>>)>;
+
+fn spawn_appends(h: &OmniPaxosHandle<u64>, values: impl Iterator<Item = u64>) -> Vec<Pending> {
     values
         .map(|value| {
             let h = h.clone();
@@ -22,10 +22,7 @@ fn spawn_appends(
         .collect()
 }
 
-async fn collect(
-    ledger: &mut Ledger,
-    tasks: Vec<tokio::task::JoinHandle<(u64, Result<usize, AppendError<u64>>)>>,
-) {
+async fn collect(ledger: &mut Ledger, tasks: Vec<Pending>) {
     for t in tasks {
         let (value, result) = within("append", t).await.expect("task");
         ledger.record(value, result);
