@@ -36,6 +36,11 @@ pub mod status;
 pub mod transport;
 pub mod wire;
 
+/// The guide's page on the runtime (`docs/runtime.md`); its examples are compiled and run as
+/// doctests.
+#[doc = include_str!("../../docs/runtime.md")]
+pub mod guide {}
+
 pub use actor::subscribers::DecidedEntry;
 pub use actor::StorageFactory;
 pub use config::{NetworkConfig, NodeConfig, RuntimeConfig};

@@ -1,52 +1,41 @@
-//! A replicated log on three servers in one process, each on its own thread, with channels as
-//! the network and a real 5 ms tick. It shows an election, entries decided everywhere, the
-//! leader crashing, a new leader taking over, and the crashed server restarting from its storage
-//! and catching up. Exits 0 if every server ends with the same log, 1 otherwise.
+//! Three nodes on `omnipaxos_runtime` in one process, talking TCP on 127.0.0.1. It shows an
+//! election, appends from every node resolving with their exact decided index, the leader
+//! crashing and a new one taking over, and the crashed node restarting from its storage and
+//! catching up. Exits 0 if every node ends with the same log and every reported index is right,
+//! 1 otherwise.
 //!
 //! Run it with `cargo run --release -p local_cluster`.
 
 use omnipaxos::macros::Entry;
-use omnipaxos::messages::Message;
 use omnipaxos::util::{LogEntry, NodeId};
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
+use omnipaxos_runtime::config::{DEFAULT_ELECTION_TICKS, DEFAULT_RESEND_TICKS};
+use omnipaxos_runtime::transport::tcp::TcpTransport;
+use omnipaxos_runtime::transport::Transport;
+use omnipaxos_runtime::{spawn_actor, NetworkConfig, OmniPaxosHandle, Role, RuntimeConfig};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-#[derive(Clone, Debug, PartialEq, Entry)]
+#[derive(Clone, Debug, PartialEq, Entry, serde::Serialize, serde::Deserialize)]
 struct KeyValue {
     key: String,
     value: u64,
 }
 
-/// The storage of a server, kept by `main` so that it outlives a crash of the server's thread.
+/// A node's storage, kept by `main` so that it outlives a crash of the node.
 type Storage = Arc<Mutex<MemoryStorage<KeyValue>>>;
-type Server = OmniPaxos<KeyValue, Storage>;
+type Node = OmniPaxosHandle<KeyValue>;
 
-const TICK: Duration = Duration::from_millis(5);
 const NODES: [NodeId; 3] = [1, 2, 3];
 
-enum Input {
-    Network(Message<KeyValue>),
-    Append(KeyValue),
-    Reconnected(NodeId),
-    Crash,
-}
-
-/// What a server thread publishes for `main` to watch.
-#[derive(Clone, Default)]
-struct Status {
-    leader: Option<(NodeId, bool)>,
-    decided: Vec<KeyValue>,
-}
-
-type Mailboxes = Arc<Mutex<BTreeMap<NodeId, Sender<Input>>>>;
-type Statuses = Arc<Mutex<BTreeMap<NodeId, Status>>>;
-
-fn build(pid: NodeId, storage: Storage) -> Server {
+fn start(
+    pid: NodeId,
+    storage: Storage,
+    addrs: &BTreeMap<NodeId, SocketAddr>,
+) -> Result<Node, String> {
     let cluster = ClusterConfig {
         configuration_id: 1,
         nodes: NODES.to_vec(),
@@ -54,257 +43,173 @@ fn build(pid: NodeId, storage: Storage) -> Server {
     };
     let server = ServerConfig {
         pid,
-        election_tick_timeout: 4, // a heartbeat round every 20 ms
-        resend_message_tick_timeout: 20,
+        election_tick_timeout: DEFAULT_ELECTION_TICKS,
+        resend_message_tick_timeout: DEFAULT_RESEND_TICKS,
         ..Default::default()
     };
-    cluster
+    let op: OmniPaxos<KeyValue, Storage> = cluster
         .build_for_server(server, storage)
-        .expect("the demo's configuration is valid")
+        .map_err(|e| e.to_string())?;
+    let mut transport = TcpTransport::bind(pid, NetworkConfig::new(addrs[&pid], BTreeMap::new()))
+        .map_err(|e| format!("node {pid}: {e}"))?;
+    for (&peer, addr) in addrs.iter().filter(|(p, _)| **p != pid) {
+        transport.add_peer(peer, Some(addr.to_string()));
+    }
+    Ok(spawn_actor(op, RuntimeConfig::default(), transport))
 }
 
-/// Runs one server until it receives `Input::Crash`.
-fn run_server(
-    mut server: Server,
-    inbox: Receiver<Input>,
-    mailboxes: Mailboxes,
-    statuses: Statuses,
-) {
-    let pid = server.get_pid();
-    let mut next_tick = Instant::now() + TICK;
-    let mut outgoing = Vec::new();
+/// Waits until the nodes agree on a leader among them; returns it.
+async fn leader_of(nodes: &BTreeMap<NodeId, Node>) -> NodeId {
     loop {
-        match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
-            Ok(Input::Network(msg)) => server.handle_incoming(msg),
-            Ok(Input::Append(kv)) => server.append(kv).expect("the log is not sealed"),
-            Ok(Input::Reconnected(peer)) => server.reconnected(peer),
-            Ok(Input::Crash) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {
-                server.tick();
-                next_tick += TICK;
-            }
+        let mut views = Vec::new();
+        for node in nodes.values() {
+            let mut rx = node.metrics();
+            let _ = rx.changed().await;
+            views.push(rx.borrow().clone());
         }
-        server.take_outgoing_messages(&mut outgoing);
-        let boxes = mailboxes.lock().unwrap();
-        for msg in outgoing.drain(..) {
-            if let Some(mailbox) = boxes.get(&msg.get_receiver()) {
-                let _ = mailbox.send(Input::Network(msg)); // a crashed peer loses it
-            }
-        }
-        drop(boxes);
-        let decided = server
-            .read_decided_suffix(0)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| match e {
-                LogEntry::Decided(kv) => Some(kv),
-                _ => None,
-            })
-            .collect();
-        statuses.lock().unwrap().insert(
-            pid,
-            Status {
-                leader: server.get_current_leader(),
-                decided,
-            },
-        );
-    }
-}
-
-struct Cluster {
-    storages: BTreeMap<NodeId, Storage>,
-    mailboxes: Mailboxes,
-    statuses: Statuses,
-    threads: BTreeMap<NodeId, JoinHandle<()>>,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let mut cluster = Cluster {
-            storages: NODES
+        let leader = views[0].leader.unwrap_or(0);
+        let agreed = views.iter().all(|m| m.leader == Some(leader));
+        if agreed
+            && views
                 .iter()
-                .map(|&pid| (pid, Arc::new(Mutex::new(MemoryStorage::default()))))
-                .collect(),
-            mailboxes: Arc::default(),
-            statuses: Arc::default(),
-            threads: BTreeMap::new(),
-        };
-        for pid in NODES {
-            cluster.spawn(pid);
-        }
-        cluster
-    }
-
-    fn spawn(&mut self, pid: NodeId) {
-        let server = build(pid, self.storages[&pid].clone());
-        let (tx, rx) = channel();
-        self.mailboxes.lock().unwrap().insert(pid, tx);
-        let (mailboxes, statuses) = (self.mailboxes.clone(), self.statuses.clone());
-        let handle = thread::spawn(move || run_server(server, rx, mailboxes, statuses));
-        self.threads.insert(pid, handle);
-    }
-
-    fn send(&self, pid: NodeId, input: Input) {
-        if let Some(mailbox) = self.mailboxes.lock().unwrap().get(&pid) {
-            let _ = mailbox.send(input);
+                .any(|m| m.pid == leader && m.role == Role::Leader)
+        {
+            return leader;
         }
     }
+}
 
-    fn crash(&mut self, pid: NodeId) {
-        self.send(pid, Input::Crash);
-        self.mailboxes.lock().unwrap().remove(&pid);
-        if let Some(handle) = self.threads.remove(&pid) {
-            handle.join().expect("server thread ended cleanly");
+/// Appends `count` entries from every node at once; returns (entry, index) for those decided.
+async fn append_from_all(
+    nodes: &BTreeMap<NodeId, Node>,
+    round: &str,
+    count: u64,
+) -> Vec<(KeyValue, usize)> {
+    let mut tasks = Vec::new();
+    for (pid, node) in nodes {
+        for i in 0..count {
+            let node = node.clone();
+            let kv = KeyValue {
+                key: format!("{round}-{pid}-{i}"),
+                value: i,
+            };
+            tasks.push(tokio::spawn(async move {
+                (kv.clone(), node.append_notify(kv).await)
+            }));
         }
-        self.statuses.lock().unwrap().remove(&pid);
     }
-
-    fn restart(&mut self, pid: NodeId) {
-        self.spawn(pid);
-        for other in NODES.iter().filter(|p| **p != pid) {
-            self.send(*other, Input::Reconnected(pid));
-        }
-    }
-
-    fn status(&self) -> BTreeMap<NodeId, Status> {
-        self.statuses.lock().unwrap().clone()
-    }
-
-    /// Waits until `done` holds for the published statuses, or gives up after 10 s.
-    fn wait_for(&self, what: &str, done: impl Fn(&BTreeMap<NodeId, Status>) -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if done(&self.status()) {
-                return true;
+    let mut decided = Vec::new();
+    for t in tasks {
+        if let Ok((kv, result)) = t.await {
+            match result {
+                Ok(idx) => decided.push((kv, idx)),
+                Err(e) => println!("  {}: {e}", kv.key),
             }
-            thread::sleep(Duration::from_millis(2));
-        }
-        eprintln!("timed out waiting for {what}");
-        false
-    }
-
-    /// The leader every live server follows in the accept phase.
-    fn agreed_leader(&self) -> Option<NodeId> {
-        let status = self.status();
-        let (first, _) = status.values().next()?.leader?;
-        let live = self.threads.len();
-        (status.len() == live && status.values().all(|s| s.leader == Some((first, true))))
-            .then_some(first)
-    }
-
-    fn stop(mut self) {
-        for pid in NODES {
-            self.crash(pid);
         }
     }
+    decided
 }
 
-fn kv(i: u64) -> KeyValue {
-    KeyValue {
-        key: format!("key-{i}"),
-        value: i * i,
-    }
+async fn log_of(node: &Node) -> Vec<Option<KeyValue>> {
+    let entries = node
+        .read_decided_suffix(0)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|e| match e {
+            LogEntry::Decided(kv) => Some(kv),
+            _ => None,
+        })
+        .collect()
 }
 
-fn main() {
-    let started = Instant::now();
-    println!("Starting servers {NODES:?}, one thread each, ticking every {TICK:?}.");
-    let mut cluster = Cluster::start();
-    let ok = cluster.wait_for("a leader", |_| cluster.agreed_leader().is_some());
-    let Some(leader) = cluster.agreed_leader().filter(|_| ok) else {
-        fail(cluster)
-    };
-    println!(
-        "[{:>5.0?}] server {leader} was elected leader",
-        started.elapsed()
-    );
+async fn run() -> Result<(), String> {
+    let t0 = Instant::now();
+    let say = |msg: String| println!("[{:6.2}s] {msg}", t0.elapsed().as_secs_f64());
+    let mut addrs = BTreeMap::new();
+    for pid in NODES {
+        // Reserve a free port for each node: every node must know the others' addresses.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        addrs.insert(pid, probe.local_addr().map_err(|e| e.to_string())?);
+    }
+    let storages: BTreeMap<NodeId, Storage> =
+        NODES.iter().map(|&p| (p, Storage::default())).collect();
+    let mut nodes = BTreeMap::new();
+    for pid in NODES {
+        nodes.insert(pid, start(pid, storages[&pid].clone(), &addrs)?);
+    }
+    say(format!(
+        "started nodes {NODES:?} on {:?}",
+        addrs.values().collect::<Vec<_>>()
+    ));
+    let leader = leader_of(&nodes).await;
+    say(format!("node {leader} is the leader"));
 
-    for i in 0..10 {
-        cluster.send(NODES[i as usize % 3], Input::Append(kv(i)));
-    }
-    if !cluster.wait_for("10 decided entries", |s| {
-        s.len() == 3 && s.values().all(|s| s.decided.len() == 10)
-    }) {
-        fail(cluster);
-    }
-    println!(
-        "[{:>5.0?}] 10 entries appended on all three servers are decided everywhere:",
-        started.elapsed()
-    );
-    for kv in &cluster.status()[&1].decided {
-        print!(" {}={}", kv.key, kv.value);
-    }
-    println!();
+    let mut decided = append_from_all(&nodes, "a", 100).await;
+    let mut metrics = nodes[&leader].metrics();
+    let _ = metrics.changed().await; // published every tick
+    let writes = metrics.borrow().storage_writes;
+    say(format!("{} appends from all three nodes decided, each with its exact index ({writes} storage writes on the leader)", decided.len()));
 
-    println!(
-        "[{:>5.0?}] crashing the leader, server {leader}",
-        started.elapsed()
-    );
-    cluster.crash(leader);
-    if !cluster.wait_for("a new leader", |_| {
-        cluster.agreed_leader().is_some_and(|l| l != leader)
-    }) {
-        fail(cluster);
+    say(format!("crashing the leader, node {leader}"));
+    if let Some(node) = nodes.remove(&leader) {
+        node.shutdown().await;
     }
-    let Some(new_leader) = cluster.agreed_leader() else {
-        fail(cluster)
-    };
-    println!(
-        "[{:>5.0?}] server {new_leader} took over",
-        started.elapsed()
-    );
-    for i in 10..20 {
-        cluster.send(new_leader, Input::Append(kv(i)));
-    }
-    if !cluster.wait_for("20 decided entries", |s| {
-        s.values().all(|s| s.decided.len() == 20)
-    }) {
-        fail(cluster);
-    }
-    println!(
-        "[{:>5.0?}] 10 more entries decided by the two remaining servers",
-        started.elapsed()
-    );
+    let t_crash = Instant::now();
+    let next = leader_of(&nodes).await;
+    say(format!(
+        "node {next} took over after {:.2}s",
+        t_crash.elapsed().as_secs_f64()
+    ));
+    decided.extend(append_from_all(&nodes, "b", 100).await);
 
-    println!(
-        "[{:>5.0?}] restarting server {leader} from its storage",
-        started.elapsed()
-    );
-    cluster.restart(leader);
-    if !cluster.wait_for("the restarted server to catch up", |s| {
-        s.len() == 3 && s.values().all(|s| s.decided.len() == 20)
-    }) {
-        fail(cluster);
-    }
-    println!(
-        "[{:>5.0?}] server {leader} caught up: 20 decided entries",
-        started.elapsed()
-    );
+    say(format!("restarting node {leader} from its storage"));
+    nodes.insert(leader, start(leader, storages[&leader].clone(), &addrs)?);
+    let target = nodes[&next]
+        .decided_idx()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rx = nodes[&leader].metrics();
+    rx.wait_for(|m| m.decided_idx >= target)
+        .await
+        .map_err(|e| e.to_string())?;
+    say(format!("node {leader} caught up to index {target}"));
 
-    let status = cluster.status();
-    let reference = &status[&1].decided;
-    let same = status.values().all(|s| &s.decided == reference);
-    let complete = (0..20).all(|i| reference.contains(&kv(i)));
-    cluster.stop();
-    if same && complete {
-        println!(
-            "All three servers hold the same 20 decided entries. Done in {:.0?}.",
-            started.elapsed()
-        );
+    let logs: Vec<_> = futures_join(&nodes).await;
+    let reference = &logs[0];
+    let mut ok = logs.iter().all(|l| l[..target] == reference[..target]);
+    for (kv, idx) in &decided {
+        ok &= reference.get(*idx) == Some(&Some(kv.clone()));
+    }
+    for node in nodes.values() {
+        node.shutdown().await;
+    }
+    if ok {
+        say(format!(
+            "every node holds the same {target} entries; all {} reported indices are right",
+            decided.len()
+        ));
+        Ok(())
     } else {
-        eprintln!("FAILED: the servers' logs differ or miss entries");
+        Err("the logs differ, or an index was wrong".into())
+    }
+}
+
+async fn futures_join(nodes: &BTreeMap<NodeId, Node>) -> Vec<Vec<Option<KeyValue>>> {
+    let mut logs = Vec::new();
+    for node in nodes.values() {
+        logs.push(log_of(node).await);
+    }
+    logs
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("local_cluster failed: {e}");
         std::process::exit(1);
     }
-}
-
-fn fail(cluster: Cluster) -> ! {
-    for (pid, status) in cluster.status() {
-        eprintln!(
-            "server {pid}: leader {:?}, {} decided",
-            status.leader,
-            status.decided.len()
-        );
-    }
-    cluster.stop();
-    std::process::exit(1);
 }
