@@ -192,3 +192,30 @@ async fn shutdown_leaves_no_task_running_and_the_store_reopens() {
         assert!(op.get_decided_idx() > idx);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_stops_the_node_and_releases_its_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node-1").to_string_lossy().to_string();
+    let open = || PersistentStorage::try_open(PersistentStorageConfig::with_path(path.clone()));
+    let nodes = [1];
+    let op: OmniPaxos<u64, PersistentStorage<u64>> = cluster_config(&nodes)
+        .build_for_server(server_config(1), open().expect("open"))
+        .expect("config");
+    let transport = tcp_transports(&nodes, |_, _| {}).remove(0);
+    let handle = spawn_actor(op, RuntimeConfig::default(), transport);
+    let clone = handle.clone();
+    let (_, idx) = Ledger::default().append_until_decided(&clone, 5).await;
+    let mut metrics = handle.metrics();
+    drop(handle);
+    drop(clone);
+    // The node's metrics sender goes away only after the instance (and its store) is dropped.
+    within("the node stops", async {
+        while metrics.changed().await.is_ok() {}
+    })
+    .await;
+    let reopened: OmniPaxos<u64, PersistentStorage<u64>> = cluster_config(&nodes)
+        .build_for_server(server_config(1), open().expect("the store is free again"))
+        .expect("config");
+    assert!(reopened.get_decided_idx() > idx);
+}

@@ -80,6 +80,8 @@ pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Tra
     outgoing: Vec<Message<T>>,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) read_failures: Vec<ReadFailure>,
+    /// Declared after `op` (fields drop in order): when the metrics channel closes, the
+    /// instance and its storage are already gone.
     pub(crate) outputs: Outputs,
     pub(crate) report: Report,
 }
