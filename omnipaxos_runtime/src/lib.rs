@@ -30,6 +30,8 @@
 
 mod actor;
 pub mod config;
+#[cfg(feature = "persistent_storage")]
+pub mod directory;
 pub mod errors;
 mod handle;
 pub mod status;

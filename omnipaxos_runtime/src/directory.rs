@@ -1,0 +1,74 @@
+//! A durable [`StorageFactory`]: one `PersistentStorage` per configuration under a data
+//! directory (`config-<id>/`), and the handover a joining node received in `handover.bin`, so
+//! that a node restarts alone, replaying its configurations in order.
+
+use crate::actor::StorageFactory;
+use crate::wire::RuntimeEntry;
+use omnipaxos::reconfiguration::Handover;
+use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
+use std::path::{Path, PathBuf};
+
+/// Opens `data_dir/config-<id>` for each configuration; keeps the handover in
+/// `data_dir/handover.bin` (written to a temporary file, synced, then renamed).
+pub struct DirectoryStorage {
+    data_dir: PathBuf,
+}
+
+impl DirectoryStorage {
+    /// Storage under `data_dir` (created when needed).
+    pub fn new(data_dir: impl AsRef<Path>) -> Self {
+        Self {
+            data_dir: data_dir.as_ref().to_path_buf(),
+        }
+    }
+
+    /// The directory of configuration `config_id`.
+    pub fn config_dir(&self, config_id: u32) -> PathBuf {
+        self.data_dir.join(format!("config-{config_id}"))
+    }
+
+    fn handover_path(&self) -> PathBuf {
+        self.data_dir.join("handover.bin")
+    }
+}
+
+impl<T: RuntimeEntry> StorageFactory<T, PersistentStorage<T>> for DirectoryStorage {
+    fn open(&mut self, config_id: u32) -> Result<PersistentStorage<T>, String> {
+        let dir = self.config_dir(config_id);
+        PersistentStorage::try_open(PersistentStorageConfig::with_path(
+            dir.to_string_lossy().into_owned(),
+        ))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+    }
+
+    fn save_handover(&mut self, config_id: u32, handover: &Handover<T>) -> Result<(), String> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| e.to_string())?;
+        let bytes =
+            bincode::serde::encode_to_vec((config_id, handover), bincode::config::standard())
+                .map_err(|e| e.to_string())?;
+        let path = self.handover_path();
+        let tmp = path.with_extension("tmp");
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Ok(dir) = std::fs::File::open(&self.data_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn load_handover(&mut self) -> Result<Option<(u32, Handover<T>)>, String> {
+        let path = self.handover_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                .map(|(saved, _)| Some(saved))
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Restarting nodes that went through a reconfiguration, on durable storage: a node replays its
+//! configurations in order and comes back in the newest one, and a node that joined restarts
+//! alone, from the handover it saved, with the old configuration's nodes gone.
+
+mod common;
+
+use common::*;
+use omnipaxos::util::LogEntry;
+use omnipaxos::{ClusterConfig, OmniPaxos};
+use omnipaxos_runtime::directory::DirectoryStorage;
+use omnipaxos_runtime::transport::memory::MemoryNetwork;
+use omnipaxos_runtime::{spawn_reconfigurable, OmniPaxosHandle, RuntimeConfig, StorageFactory};
+use omnipaxos_storage::persistent_storage::PersistentStorage;
+use std::path::Path;
+
+fn config(id: u32, nodes: &[u64]) -> ClusterConfig {
+    ClusterConfig {
+        configuration_id: id,
+        nodes: nodes.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Starts `pid` from `data/node-<pid>`, built for configuration `cluster` (the one it was first
+/// given: the runtime replays from there).
+fn start(
+    data: &Path,
+    pid: u64,
+    cluster: ClusterConfig,
+    net: &MemoryNetwork<u64>,
+    join_from: Vec<u64>,
+) -> OmniPaxosHandle<u64> {
+    let mut storage = DirectoryStorage::new(data.join(format!("node-{pid}")));
+    let first: PersistentStorage<u64> = storage.open(cluster.configuration_id).expect("open");
+    let op: OmniPaxos<u64, PersistentStorage<u64>> = cluster
+        .build_for_server(server_config(pid), first)
+        .expect("config");
+    spawn_reconfigurable(
+        op,
+        RuntimeConfig::default(),
+        net.transport(),
+        storage,
+        join_from,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_restart_into_the_newest_configuration_and_a_joiner_restarts_alone() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let old = [1, 2, 3];
+    let new = [1, 2, 4];
+    let net = MemoryNetwork::new();
+    let mut handles: Vec<_> = old
+        .iter()
+        .map(|&p| start(data.path(), p, config(1, &old), &net, vec![]))
+        .collect();
+    let joiner = start(data.path(), 4, config(2, &new), &net, old.to_vec());
+    wait_leader(&handles).await;
+    let mut ledger = Ledger::default();
+    for v in 1..=10u64 {
+        ledger.append(&handles[0], v).await;
+    }
+    handles[1]
+        .reconfigure(config(2, &new), None)
+        .await
+        .expect("proposed");
+    wait_metrics(&handles[0], "node 1 in configuration 2", |m| {
+        m.configuration_id == 2
+    })
+    .await;
+    wait_metrics(&handles[2], "node 3 retired", |m| {
+        m.role == omnipaxos_runtime::Role::Retired
+    })
+    .await;
+    if let Some(retired) = handles.pop() {
+        retired.shutdown().await;
+    }
+    handles.push(joiner);
+    wait_leader(&handles).await;
+    let (_, idx) = ledger.append_until_decided(&handles[2], 100).await;
+    for h in &handles {
+        wait_decided(h, idx + 1).await;
+        h.shutdown().await;
+    }
+
+    // Everything restarts from disk with the configuration it was first given. Node 3 (retired)
+    // stays down, so the joiner cannot fetch its handover again.
+    let net = MemoryNetwork::new();
+    let restarted = vec![
+        start(data.path(), 1, config(1, &old), &net, vec![]),
+        start(data.path(), 2, config(1, &old), &net, vec![]),
+        start(data.path(), 4, config(2, &new), &net, old.to_vec()),
+    ];
+    for h in &restarted {
+        wait_metrics(h, "back in configuration 2", |m| m.configuration_id == 2).await;
+    }
+    wait_leader(&restarted).await;
+    ledger.append_until_decided(&restarted[0], 200).await;
+    // The joiner's stream starts with the old configuration, from the handover it saved.
+    let mut stream = restarted[2].subscribe_decided(0).await.expect("subscribed");
+    let mut old_values = Vec::new();
+    loop {
+        let e = within("the joiner's stream", stream.next())
+            .await
+            .expect("open");
+        match (e.config_id, e.entry) {
+            (1, LogEntry::Decided(v)) => old_values.push(v),
+            (1, LogEntry::StopSign(..)) => break,
+            other => panic!("unexpected {other:?} before the StopSign"),
+        }
+    }
+    for (v, _) in ledger.decided.iter().filter(|(v, _)| *v <= 10) {
+        assert!(
+            old_values.contains(v),
+            "{v} missing from the saved handover {old_values:?}"
+        );
+    }
+    for h in &restarted {
+        h.shutdown().await;
+    }
+}
