@@ -5,11 +5,9 @@ mod common;
 
 use common::proxy::Proxy;
 use common::*;
-use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
 use omnipaxos_runtime::transport::Transport;
-use omnipaxos_runtime::{spawn_actor, NetworkConfig, RuntimeConfig};
-use omnipaxos_storage::memory_storage::MemoryStorage;
+use omnipaxos_runtime::NetworkConfig;
 use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,16 +35,7 @@ async fn a_silently_cut_link_is_replaced_and_serves_again_after_the_heal() {
             }
         }
     }
-    let handles: Vec<_> = nodes
-        .iter()
-        .zip(transports)
-        .map(|(&pid, t)| {
-            let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(&nodes)
-                .build_for_server(server_config(pid), MemoryStorage::default())
-                .expect("config");
-            spawn_actor(op, RuntimeConfig::default(), t)
-        })
-        .collect();
+    let handles = spawn_nodes(&nodes, transports);
     let leader = wait_leader(&handles).await;
     let cut = nodes.iter().copied().find(|p| *p != leader).unwrap_or(1);
     let handle = |pid: u64| handles[(pid - 1) as usize].clone();

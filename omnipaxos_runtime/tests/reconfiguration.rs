@@ -14,14 +14,6 @@ use omnipaxos_runtime::{
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 
-fn config(id: u32, nodes: &[u64]) -> ClusterConfig {
-    ClusterConfig {
-        configuration_id: id,
-        nodes: nodes.to_vec(),
-        ..Default::default()
-    }
-}
-
 fn start(
     pid: u64,
     cluster: ClusterConfig,

@@ -13,14 +13,6 @@ use omnipaxos_runtime::{spawn_reconfigurable, OmniPaxosHandle, RuntimeConfig, St
 use omnipaxos_storage::persistent_storage::PersistentStorage;
 use std::path::Path;
 
-fn config(id: u32, nodes: &[u64]) -> ClusterConfig {
-    ClusterConfig {
-        configuration_id: id,
-        nodes: nodes.to_vec(),
-        ..Default::default()
-    }
-}
-
 /// Starts `pid` from `data/node-<pid>`, built for configuration `cluster` (the one it was first
 /// given: the runtime replays from there).
 fn start(

@@ -5,29 +5,13 @@ mod common;
 
 use common::*;
 use omnipaxos::OmniPaxos;
-use omnipaxos_runtime::transport::tcp::TcpTransport;
-use omnipaxos_runtime::{spawn_actor, wire, AppendError, OmniPaxosHandle, RuntimeConfig};
-use omnipaxos_storage::memory_storage::MemoryStorage;
+use omnipaxos_runtime::{spawn_actor, wire, AppendError, RuntimeConfig};
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
-use tokio::io::AsyncWriteExt;
-
-fn start(nodes: &[u64], transports: Vec<TcpTransport<u64>>) -> Vec<OmniPaxosHandle<u64>> {
-    nodes
-        .iter()
-        .zip(transports)
-        .map(|(&pid, transport)| {
-            let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(nodes)
-                .build_for_server(server_config(pid), MemoryStorage::default())
-                .expect("config");
-            spawn_actor(op, RuntimeConfig::default(), transport)
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_notify_over_tcp_is_exact_across_a_leader_crash() {
     let nodes = [1, 2, 3];
-    let handles = start(&nodes, tcp_transports(&nodes, |_, _| {}));
+    let handles = spawn_nodes(&nodes, tcp_transports(&nodes, |_, _| {}));
     let leader = wait_leader(&handles).await;
     let mut tasks = Vec::new();
     for (i, h) in handles.iter().enumerate() {
@@ -70,22 +54,6 @@ async fn append_notify_over_tcp_is_exact_across_a_leader_crash() {
     }
 }
 
-/// Writes raw frames (4-byte length, kind, body) to `addr`, as a stranger would.
-async fn send_raw(addr: std::net::SocketAddr, frames: &[(u8, Vec<u8>)]) {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return;
-    };
-    for (kind, body) in frames {
-        let mut frame = ((body.len() + 1) as u32).to_be_bytes().to_vec();
-        frame.push(*kind);
-        frame.extend_from_slice(body);
-        if stream.write_all(&frame).await.is_err() {
-            return;
-        }
-    }
-    let _ = stream.flush().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_from_strangers_and_oversized_frames_are_refused_and_change_nothing() {
     let nodes = [1, 2, 3];
@@ -94,7 +62,7 @@ async fn frames_from_strangers_and_oversized_frames_are_refused_and_change_nothi
         .iter()
         .map(|t| t.local_addr().expect("bound"))
         .collect();
-    let handles = start(&nodes, transports);
+    let handles = spawn_nodes(&nodes, transports);
     let leader = wait_leader(&handles).await;
     let target = &handles[(leader - 1) as usize];
     let ballot = target.metrics().borrow().ballot;
@@ -124,9 +92,7 @@ async fn frames_from_strangers_and_oversized_frames_are_refused_and_change_nothi
     })
     .await;
     // The cluster still works, and 666 was never appended.
-    let idx = within("append", handles[0].append_notify(7))
-        .await
-        .expect("decided");
+    let (_, idx) = Ledger::default().append_until_decided(&handles[0], 7).await;
     for h in &handles {
         wait_decided(h, idx + 1).await;
         let log = decided_log(h).await;
@@ -168,9 +134,9 @@ async fn shutdown_leaves_no_task_running_and_the_store_reopens() {
         })
         .collect();
     wait_leader(&handles).await;
-    let idx = within("append", handles[1].append_notify(42))
-        .await
-        .expect("decided");
+    let (_, idx) = Ledger::default()
+        .append_until_decided(&handles[1], 42)
+        .await;
     for h in &handles {
         wait_decided(h, idx + 1).await;
     }

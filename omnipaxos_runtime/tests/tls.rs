@@ -4,15 +4,12 @@
 mod common;
 
 use common::*;
-use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::config::TlsFiles;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
 use omnipaxos_runtime::transport::Transport;
-use omnipaxos_runtime::{spawn_actor, wire, NetworkConfig, RuntimeConfig};
-use omnipaxos_storage::memory_storage::MemoryStorage;
+use omnipaxos_runtime::{wire, NetworkConfig};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use std::path::Path;
-use tokio::io::AsyncWriteExt;
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -55,20 +52,9 @@ async fn only_peers_with_the_clusters_certificates_get_in() {
         .iter()
         .map(|t| t.local_addr().expect("bound"))
         .collect();
-    let handles: Vec<_> = nodes
-        .iter()
-        .zip(transports)
-        .map(|(&pid, t)| {
-            let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(&nodes)
-                .build_for_server(server_config(pid), MemoryStorage::default())
-                .expect("config");
-            spawn_actor(op, RuntimeConfig::default(), t)
-        })
-        .collect();
+    let handles = spawn_nodes(&nodes, transports);
     let leader = wait_leader(&handles).await;
-    let idx = within("append over TLS", handles[2].append_notify(1))
-        .await
-        .expect("decided");
+    let (_, idx) = Ledger::default().append_until_decided(&handles[2], 1).await;
     let target = &handles[(leader - 1) as usize];
     let ballot = target.metrics().borrow().ballot;
     let leader_addr = addresses[(leader - 1) as usize].to_string();
@@ -110,23 +96,18 @@ async fn only_peers_with_the_clusters_certificates_get_in() {
         &mut body,
     )
     .expect("encode");
-    if let Ok(mut stream) = tokio::net::TcpStream::connect(&leader_addr).await {
-        let mut bytes = Vec::new();
-        for (kind, b) in [(0u8, 3u64.to_be_bytes().to_vec()), (1u8, body)] {
-            bytes.extend_from_slice(&((b.len() + 1) as u32).to_be_bytes());
-            bytes.push(kind);
-            bytes.extend_from_slice(&b);
-        }
-        let _ = stream.write_all(&bytes).await;
-    }
+    let leader_socket = leader_addr.parse().expect("address");
+    send_raw(
+        leader_socket,
+        &[(0, 3u64.to_be_bytes().to_vec()), (1, body)],
+    )
+    .await;
     wait_metrics(target, "the plain client refused", |m| {
         m.frames_refused > before
     })
     .await;
 
-    let idx2 = within("append", handles[0].append_notify(2))
-        .await
-        .expect("decided");
+    let (_, idx2) = Ledger::default().append_until_decided(&handles[0], 2).await;
     assert!(idx2 > idx);
     for h in &handles {
         wait_decided(h, idx2 + 1).await;

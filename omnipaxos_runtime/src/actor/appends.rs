@@ -140,7 +140,7 @@ impl<T: RuntimeEntry> Appends<T> {
                     }
                     Err(_) => RemoteOutcome::InDoubt { idx: None },
                 };
-                self.outcomes.entry(to).or_default().push((req, outcome));
+                self.tell(to, req, outcome);
             }
         }
     }
@@ -160,9 +160,14 @@ impl<T: RuntimeEntry> Appends<T> {
                 } else {
                     RemoteOutcome::InDoubt { idx: Some(idx) }
                 };
-                self.outcomes.entry(from).or_default().push((req, outcome));
+                self.tell(from, req, outcome);
             }
         }
+    }
+
+    /// Queues `outcome` for request `req` of node `to`.
+    fn tell(&mut self, to: NodeId, req: u64, outcome: RemoteOutcome) {
+        self.outcomes.entry(to).or_default().push((req, outcome));
     }
 
     /// Every append still waiting gets `Shutdown`.
@@ -263,8 +268,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         if !leads {
             // Entries other nodes sent while this node led: never placed, safe to resend.
             for (from, req, _) in std::mem::take(&mut self.appends.remote) {
-                let outcome = (req, RemoteOutcome::NotLeader);
-                self.appends.outcomes.entry(from).or_default().push(outcome);
+                self.appends.tell(from, req, RemoteOutcome::NotLeader);
             }
         }
         if self.appends.waiting.is_empty() && self.appends.remote.is_empty() {
@@ -443,12 +447,9 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                             self.appends.waiting.push_back(req);
                         }
                     }
-                    Owner::Remote { from, req } => self
-                        .appends
-                        .outcomes
-                        .entry(from)
-                        .or_default()
-                        .push((req, RemoteOutcome::Sealed)),
+                    Owner::Remote { from, req } => {
+                        self.appends.tell(from, req, RemoteOutcome::Sealed)
+                    }
                 }
             }
             Err(ProposeErr::PendingReconfigEntry(entry)) => match owner {
@@ -458,21 +459,14 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                         entry,
                     ))),
                 ),
-                Owner::Remote { from, req } => self
-                    .appends
-                    .outcomes
-                    .entry(from)
-                    .or_default()
-                    .push((req, RemoteOutcome::Sealed)),
+                Owner::Remote { from, req } => self.appends.tell(from, req, RemoteOutcome::Sealed),
             },
             Err(err) => match owner {
                 Owner::Local(req) => self.appends.answer(req, Err(AppendError::Propose(err))),
-                Owner::Remote { from, req } => self
-                    .appends
-                    .outcomes
-                    .entry(from)
-                    .or_default()
-                    .push((req, RemoteOutcome::Rejected(format!("{err:?}")))),
+                Owner::Remote { from, req } => {
+                    self.appends
+                        .tell(from, req, RemoteOutcome::Rejected(format!("{err:?}")))
+                }
             },
         }
     }
@@ -484,11 +478,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 .answer(req, Err(AppendError::InDoubt { log_entry_idx: idx })),
             Owner::Remote { from, req } => {
                 let outcome = RemoteOutcome::InDoubt { idx };
-                self.appends
-                    .outcomes
-                    .entry(from)
-                    .or_default()
-                    .push((req, outcome));
+                self.appends.tell(from, req, outcome);
             }
         }
     }
@@ -551,11 +541,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             } else if relays && room {
                 self.submit_relay(entry, from, req);
             } else {
-                self.appends
-                    .outcomes
-                    .entry(from)
-                    .or_default()
-                    .push((req, RemoteOutcome::NotLeader));
+                self.appends.tell(from, req, RemoteOutcome::NotLeader);
             }
         }
     }

@@ -35,31 +35,38 @@ pub fn server_config(pid: u64) -> ServerConfig {
 }
 
 pub fn cluster_config(nodes: &[u64]) -> ClusterConfig {
+    config(1, nodes)
+}
+
+/// Configuration `id` of `nodes`.
+pub fn config(id: u32, nodes: &[u64]) -> ClusterConfig {
     ClusterConfig {
-        configuration_id: 1,
+        configuration_id: id,
         nodes: nodes.to_vec(),
         ..Default::default()
     }
 }
 
-pub fn memory_node(
-    pid: u64,
+/// Starts one node per transport, on memory storage, with the tests' server settings.
+pub fn spawn_nodes<Tr: omnipaxos_runtime::transport::Transport<u64>>(
     nodes: &[u64],
-    net: &MemoryNetwork<u64>,
-    storage: MemoryStorage<u64>,
-) -> OmniPaxosHandle<u64> {
-    let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(nodes)
-        .build_for_server(server_config(pid), storage)
-        .expect("valid config");
-    spawn_actor(op, RuntimeConfig::default(), net.transport())
+    transports: Vec<Tr>,
+) -> Vec<OmniPaxosHandle<u64>> {
+    nodes
+        .iter()
+        .zip(transports)
+        .map(|(&pid, transport)| {
+            let op: OmniPaxos<u64, MemoryStorage<u64>> = cluster_config(nodes)
+                .build_for_server(server_config(pid), MemoryStorage::default())
+                .expect("valid config");
+            spawn_actor(op, RuntimeConfig::default(), transport)
+        })
+        .collect()
 }
 
 pub fn memory_cluster(nodes: &[u64]) -> (MemoryNetwork<u64>, Vec<OmniPaxosHandle<u64>>) {
     let net = MemoryNetwork::new();
-    let handles = nodes
-        .iter()
-        .map(|&pid| memory_node(pid, nodes, &net, MemoryStorage::default()))
-        .collect();
+    let handles = spawn_nodes(nodes, nodes.iter().map(|_| net.transport()).collect());
     (net, handles)
 }
 
@@ -230,5 +237,26 @@ impl Ledger {
                 assert!(seen.insert(*v), "{v} decided twice: {log:?}");
             }
         }
+    }
+}
+
+/// Raw frames as the TCP transport writes them (4-byte length, kind byte, body), for tests that
+/// play a stranger on the wire.
+pub fn raw_frames(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (kind, body) in frames {
+        bytes.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
+        bytes.push(*kind);
+        bytes.extend_from_slice(body);
+    }
+    bytes
+}
+
+/// Writes raw frames to `addr`, as a stranger would (errors ignored: the node may hang up).
+pub async fn send_raw(addr: std::net::SocketAddr, frames: &[(u8, Vec<u8>)]) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+        let _ = stream.write_all(&raw_frames(frames)).await;
+        let _ = stream.flush().await;
     }
 }
