@@ -117,11 +117,15 @@ impl BallotLeaderElection {
         }
         match msg.msg {
             HeartbeatMsg::Request(req) => {
+                // Quorum-connected in the last round, or already in this one: rounds of
+                // different servers are not aligned, and a server whose last round ended before
+                // its connections were up would otherwise look cut off for one more round.
+                let happy = self.quorum_connected || self.replies.len() + 1 >= self.quorum.read;
                 let reply = HeartbeatReply {
                     round: req.round,
                     ballot: self.current_ballot,
                     leader: self.leader,
-                    happy: self.quorum_connected,
+                    happy,
                 };
                 self.outgoing.push(BLEMessage {
                     from: self.pid,
@@ -148,6 +152,21 @@ impl BallotLeaderElection {
                 }
             }
         }
+    }
+
+    /// A connection to `pid` came (back) up: the request of this round may have been lost with
+    /// the old one, so it is sent again; otherwise the round would end without `pid`'s reply
+    /// and count it as gone (at start-up, every server's first round would).
+    pub(crate) fn reconnected(&mut self, pid: NodeId) {
+        if !self.peers.contains(&pid) || self.replies.iter().any(|(p, _)| *p == pid) {
+            return;
+        }
+        let round = self.current_round;
+        self.outgoing.push(BLEMessage {
+            from: self.pid,
+            to: pid,
+            msg: HeartbeatMsg::Request(HeartbeatRequest { round }),
+        });
     }
 
     /// Ends the current heartbeat round and starts the next. Returns a newly elected leader.

@@ -426,6 +426,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     pub fn reconnected(&mut self, pid: NodeId) {
         if self.storage_error.is_none() {
             self.seq_paxos.reconnected(pid);
+            self.ble.reconnected(pid);
         }
     }
 

@@ -84,6 +84,8 @@ pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Tra
     /// instance and its storage are already gone.
     pub(crate) outputs: Outputs,
     pub(crate) report: Report,
+    /// Whether the core's clock runs (from the first tick with a majority connected on).
+    ticking: bool,
 }
 
 /// Whether the loop goes on.
@@ -129,6 +131,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             read_failures: Vec::new(),
             outputs,
             report: Report::default(),
+            ticking: false,
         }
     }
 
@@ -149,10 +152,11 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         let mut ticker = tokio::time::interval(self.config.tick_period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut tick_due = false;
             let flow = tokio::select! {
                 biased;
                 _ = ticker.tick() => {
-                    self.on_tick();
+                    tick_due = true;
                     Flow::Continue
                 }
                 event = incoming.recv() => {
@@ -168,6 +172,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             };
             if flow == Flow::Stop || self.drain(&mut commands, &mut incoming) == Flow::Stop {
                 break;
+            }
+            // The tick comes after every message that arrived before it: a heartbeat reply
+            // that waited in the queue while this thread was not scheduled still counts in the
+            // round it answers, so a busy machine does not end rounds early.
+            if tick_due {
+                self.on_tick();
             }
             self.end_pass();
         }
@@ -208,13 +218,30 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         Flow::Continue
     }
 
+    /// Whether the transport reaches a majority of the configuration (this node included).
+    /// Until it first does, the core's clock does not run: heartbeats sent before the
+    /// connections are up would be lost, leave the first rounds without replies, and cause a
+    /// needless re-election once they are up. A node that never reaches a majority could not
+    /// take part in any decision anyway.
+    fn majority_connected(&self) -> bool {
+        let nodes = &self.op.get_config().cluster_config.nodes;
+        let reachable = nodes
+            .iter()
+            .filter(|&&pid| pid == self.me || self.transport.is_connected(pid))
+            .count();
+        reachable * 2 > nodes.len()
+    }
+
     /// After any call into the core: settle what it decided or changed.
     pub(crate) fn observe(&mut self) {
         self.observe_appends();
     }
 
     fn on_tick(&mut self) {
-        self.op.tick();
+        if self.ticking || self.majority_connected() {
+            self.ticking = true;
+            self.op.tick();
+        }
         self.reconf_tick();
         self.observe();
         let now = Instant::now();
