@@ -137,10 +137,15 @@ pub fn encode<T: RuntimeEntry>(msg: &WireMessage<T>, out: &mut Vec<u8>) -> Resul
         .map_err(|e| e.to_string())
 }
 
+/// Memory a decoded message may claim: a malformed length prefix can never make the decoder
+/// reserve more than this (frames themselves are capped by `max_frame_bytes`).
+const DECODE_LIMIT: usize = 1 << 30;
+
 /// Decodes a message; the whole of `bytes` must be one message.
 pub fn decode<T: RuntimeEntry>(bytes: &[u8]) -> Result<WireMessage<T>, String> {
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| e.to_string())?;
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    let (msg, used) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| e.to_string())?;
     if used != bytes.len() {
         return Err(format!("{} trailing bytes", bytes.len() - used));
     }

@@ -399,7 +399,7 @@ async fn write_loop<T: RuntimeEntry>(
                 encode_batch(shared, &mut batch, &mut buf);
             }
             _ = ping.tick() => {
-                let silent = start.elapsed().as_millis() as u64 - heard.load(Ordering::Relaxed);
+                let silent = (start.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Relaxed));
                 if start.elapsed() > timeout && silent > timeout.as_millis() as u64 {
                     break Some(format!("nothing heard for {silent} ms"));
                 }
