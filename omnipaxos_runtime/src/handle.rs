@@ -255,7 +255,9 @@ impl<T: RuntimeEntry> OmniPaxosHandle<T> {
         self.send(Command::Reconnected(pid))
     }
 
-    /// The leader this node follows and whether it reached the accept phase.
+    /// The leader this node follows and whether it reached the accept phase. Unlike upstream's
+    /// (which returns the value itself), `Err(Shutdown)` tells a stopped node from one that
+    /// knows no leader; the same holds for `decided_idx` and `read_decided_suffix`.
     pub async fn current_leader(&self) -> Result<Option<(NodeId, bool)>, RuntimeError> {
         self.ask(Command::CurrentLeader).await
     }

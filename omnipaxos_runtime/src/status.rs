@@ -3,10 +3,11 @@
 use crate::transport::KindCounts;
 use crate::wire::NodeId;
 use omnipaxos::ballot_leader_election::Ballot;
-use omnipaxos::ClusterConfig;
 use std::collections::BTreeMap;
 
-/// Something that happened on the node (`OmniPaxosHandle::subscribe_events`).
+/// Something that happened on the node (`OmniPaxosHandle::subscribe_events`). The first three
+/// variants have upstream's fields exactly; the ballot, the next configuration and whether this
+/// node moved to it are in [`Metrics`] and the decided log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OmniPaxosEvent {
     /// A leader reached the accept phase in this node's view: `accepted` tells whether this
@@ -14,8 +15,6 @@ pub enum OmniPaxosEvent {
     LeaderElected {
         /// The leader.
         pid: NodeId,
-        /// Its ballot.
-        ballot: Ballot,
         /// Whether this node follows it in the accept phase.
         accepted: bool,
     },
@@ -24,14 +23,13 @@ pub enum OmniPaxosEvent {
         /// The new decided index.
         new_decided_idx: usize,
     },
-    /// The configuration ended with a decided StopSign.
+    /// The configuration ended with a decided StopSign (the entry at `stop_sign_idx` of its
+    /// log). A node started with `spawn_reconfigurable` then moves to the next configuration if
+    /// it is one of its nodes (`Metrics::configuration_id`), and retires otherwise
+    /// (`Role::Retired`).
     Reconfigured {
         /// The index of the StopSign in the ended configuration's log.
         stop_sign_idx: usize,
-        /// The next configuration.
-        next: ClusterConfig,
-        /// Whether this node moved to it (false: it is not one of its nodes and retired).
-        joined: bool,
     },
     /// The storage failed; the instance stopped taking part (fail-stop). Restart the node
     /// from its storage.

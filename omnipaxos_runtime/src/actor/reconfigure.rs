@@ -198,11 +198,10 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             let stop_sign_idx = self.op.get_decided_idx().saturating_sub(1);
             self.reconf.handover = self.op.handover().map(|h| (ended, h));
             let joined = ss.next_config.nodes.contains(&self.me) && self.reconf.follows();
-            let _ = self.outputs.events.send(OmniPaxosEvent::Reconfigured {
-                stop_sign_idx,
-                next: ss.next_config.clone(),
-                joined,
-            });
+            let _ = self
+                .outputs
+                .events
+                .send(OmniPaxosEvent::Reconfigured { stop_sign_idx });
             if !joined {
                 tracing::info!(
                     pid = self.me,

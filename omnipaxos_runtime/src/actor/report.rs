@@ -39,11 +39,10 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             self.report.leader = current;
             if let Some((pid, ballot, accepted)) = current {
                 tracing::info!(pid = self.me, leader = pid, n = ballot.n, "leader elected");
-                let _ = self.outputs.events.send(OmniPaxosEvent::LeaderElected {
-                    pid,
-                    ballot,
-                    accepted,
-                });
+                let _ = self
+                    .outputs
+                    .events
+                    .send(OmniPaxosEvent::LeaderElected { pid, accepted });
             }
             self.publish_metrics();
         }
