@@ -244,3 +244,41 @@ async fn a_node_cut_off_from_the_leader_writes_through_a_peer() {
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_reaches_a_deposed_leader_is_forwarded_to_the_new_one() {
+    let nodes = [1, 2, 3];
+    let (net, handles) = memory_cluster(&nodes);
+    let old = wait_leader(&handles).await;
+    let others: Vec<u64> = nodes.iter().copied().filter(|p| *p != old).collect();
+    let (follower, next) = (others[0], others[1]);
+    let handle = |pid: u64| handles[(pid - 1) as usize].clone();
+    // The follower's append is on its way to the old leader (held back) when `next` takes over.
+    net.pause(follower, old);
+    let pending = {
+        let h = handle(follower);
+        tokio::spawn(async move { h.append_notify(4242).await })
+    };
+    wait_metrics(&handle(follower), "the append sent", |m| {
+        m.pending_requests > 0
+    })
+    .await;
+    handle(next).try_become_leader().await.expect("running");
+    wait_metrics(&handle(old), "the old leader deposed", |m| {
+        m.leader == Some(next)
+    })
+    .await;
+    net.resume(follower, old);
+    // The old leader answers that it did not take the entry; the follower sends it to `next`.
+    let result = within("the append", pending).await.expect("task");
+    let mut ledger = Ledger::default();
+    let idx = ledger.record(4242, result);
+    assert!(
+        idx.is_some(),
+        "the entry was neither forwarded nor decided: {ledger:?}"
+    );
+    ledger.check(&handles).await;
+    for h in &handles {
+        h.shutdown().await;
+    }
+}
