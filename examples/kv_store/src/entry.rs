@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Identifies a client request across the cluster: the pid of the node that took it and a
-/// counter of that node. Lets the node that took it find out when it is applied.
+/// number of that node, counted from a random start in each life of the node so that numbers are
+/// unique across restarts. Lets the node that took it find out when it is applied.
 pub type RequestId = (u64, u64);
 
 /// One entry of the replicated log.

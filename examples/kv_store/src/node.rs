@@ -157,6 +157,22 @@ fn join_state(data_dir: &Path, from: SocketAddr) -> Result<KvHandover, String> {
     }
 }
 
+/// Where this life's request numbers start: random in the 64-bit space, so that a node that
+/// restarts never reuses a number of an earlier life. Otherwise an entry of the earlier life,
+/// decided late, would carry the same `(pid, number)` as a new request and answer it.
+fn first_request_number() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    // Leave room below u64::MAX so that the counter never wraps in one life.
+    h.finish() >> 1
+}
+
 impl Node {
     pub fn open(config: &NodeConfig, peers: Peers) -> Result<Self, String> {
         let mut state = KvState::default();
@@ -187,7 +203,7 @@ impl Node {
             data_dir: config.data_dir.clone(),
             state,
             peers,
-            next_request: 0,
+            next_request: first_request_number(),
             waiters: HashMap::new(),
             reads: HashMap::new(),
             reads_to_ask: Vec::new(),
@@ -303,7 +319,7 @@ impl Node {
                     )));
                     return;
                 }
-                self.next_request += 1;
+                self.next_request = self.next_request.wrapping_add(1);
                 let id = (self.server.get_pid(), self.next_request);
                 let deadline = Instant::now() + REQUEST_TIMEOUT;
                 let cmd = match kind {
@@ -523,5 +539,25 @@ impl Node {
             peers_connected: self.peers.connected(),
             keys: self.state.map.len(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_request_number;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_life_of_a_node_numbers_its_requests_from_a_new_start() {
+        let starts: BTreeSet<u64> = (0..1000).map(|_| first_request_number()).collect();
+        assert_eq!(
+            starts.len(),
+            1000,
+            "two lives started at the same request number"
+        );
+        assert!(
+            starts.iter().all(|s| *s < u64::MAX / 2 + 1),
+            "no room to count up"
+        );
     }
 }
