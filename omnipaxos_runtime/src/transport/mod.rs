@@ -55,9 +55,14 @@ impl<T: RuntimeEntry> Inbox<T> {
                     tracing::debug!("inbox full: dropped an incoming message");
                     false
                 } else {
-                    // Connection changes are rare and must not be lost: wait for room.
+                    // Connection changes are rare and must not be lost: wait for room (on the
+                    // runtime of the caller; called from outside one, it is dropped and logged).
+                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                        tracing::warn!("inbox full outside a Tokio runtime: dropped {event:?}");
+                        return false;
+                    };
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    runtime.spawn(async move {
                         let _ = tx.send(event).await;
                     });
                     true
