@@ -128,3 +128,33 @@ fn sparse_pids_elect_and_replicate() {
         assert_eq!(sim.server(pid).unwrap().get_compacted_idx(), 10);
     }
 }
+
+/// A server whose connection to a peer comes back in the middle of a heartbeat round asks that
+/// peer again at once, instead of going without its reply until the round ends. (At start-up,
+/// when connections come up during the first round, every server would otherwise end that round
+/// without replies and re-elect right after the first election.) Healed at each point of a round
+/// in turn, so a request that only happened to start a new round cannot pass for it.
+#[test]
+fn a_reconnected_peer_is_asked_for_its_heartbeat_in_the_same_round() {
+    use omnipaxos::messages::ballot_leader_election::HeartbeatMsg;
+    use omnipaxos::messages::Message;
+    let mut sim = led_by(1, 3, 7);
+    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 1);
+    for offset in 0..ELECTION_TICKS {
+        sim.disconnect(2, 3);
+        sim.run(ELECTION_TICKS + offset);
+        sim.copy(usize::MAX, |m| {
+            matches!(m, Message::BLE(b) if b.from == 2 && b.to == 3
+                && matches!(b.msg, HeartbeatMsg::Request(_)))
+        });
+        sim.heal_link(2, 3);
+        sim.heal_link(3, 2);
+        sim.step();
+        let asked = sim.take_held().len();
+        sim.stop_intercepting();
+        assert!(
+            asked >= 1,
+            "healed {offset} ticks into a round: 2 did not ask 3 at once"
+        );
+    }
+}
