@@ -4,7 +4,7 @@
 //! it is sure of, and says "may still be decided" when it cannot know.
 
 use omnipaxos::storage::Entry;
-use omnipaxos::ProposeErr;
+use omnipaxos::{CompactionErr, ProposeErr};
 
 /// Why `append_notify` did not resolve with a decided index.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,17 @@ pub enum ReconfigureError<T: Entry> {
     /// The core refused the new configuration (invalid, or a reconfiguration is pending).
     #[error("the reconfiguration was refused: {0:?}")]
     Propose(ProposeErr<T>),
+    /// The node stopped, or the queue is full.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Why `snapshot` or `trim` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    /// The core refused (an undecided index, a failed storage, ...).
+    #[error("the compaction was refused: {0}")]
+    Compaction(CompactionErr),
     /// The node stopped, or the queue is full.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

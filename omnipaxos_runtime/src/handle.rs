@@ -1,12 +1,15 @@
 //! The handle to a running node, and the calls that start one.
 
-use crate::actor::{Actor, Command, Outputs, Reconfiguration, StorageFactory};
+use crate::actor::{Actor, Command, Outputs, ReadPoint, Reconfiguration, StorageFactory};
 use crate::config::RuntimeConfig;
-use crate::errors::{AppendError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr};
+use crate::errors::{
+    AppendError, CompactError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr,
+};
 use crate::status::{Metrics, OmniPaxosEvent};
 use crate::transport::{Inbox, Transport};
 use crate::wire::{NodeId, RuntimeEntry};
 use crate::DecidedEntry;
+use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
 use omnipaxos::util::LogEntry;
 use omnipaxos::{ClusterConfig, OmniPaxos};
@@ -201,6 +204,13 @@ impl<T: RuntimeEntry> OmniPaxosHandle<T> {
     /// that completed before this call started. Nothing is written to the log (the core's read
     /// index; a lease when one is set on the instance).
     pub async fn read_linearizable(&self) -> Result<usize, ReadError> {
+        self.read_linearizable_at().await.map(|point| point.idx)
+    }
+
+    /// [`read_linearizable`](Self::read_linearizable) with the configuration the index belongs
+    /// to: what an application that follows reconfigurations compares its applied position
+    /// with (an index alone is ambiguous across configurations).
+    pub async fn read_linearizable_at(&self) -> Result<ReadPoint, ReadError> {
         let deadline = Instant::now() + self.shared.config.read_timeout;
         match self.ask(|reply| Command::Read { reply, deadline }).await {
             Ok(result) => result,
@@ -274,6 +284,41 @@ impl<T: RuntimeEntry> OmniPaxosHandle<T> {
     ) -> Result<Option<Vec<LogEntry<T>>>, RuntimeError> {
         self.ask(|reply| Command::ReadDecidedSuffix(from, reply))
             .await
+    }
+
+    /// Compacts the current configuration's decided log up to `compact_idx` (all of it if
+    /// `None`) into a snapshot (`OmniPaxos::snapshot`): only here if `local_only`, on every node
+    /// otherwise.
+    pub async fn snapshot(
+        &self,
+        compact_idx: Option<usize>,
+        local_only: bool,
+    ) -> Result<(), CompactError> {
+        self.ask(|reply| Command::Compact {
+            snapshot: Some(local_only),
+            idx: compact_idx,
+            reply,
+        })
+        .await?
+        .map_err(CompactError::Compaction)
+    }
+
+    /// Trims the current configuration's decided log up to `trim_idx` on every node
+    /// (`OmniPaxos::trim`).
+    pub async fn trim(&self, trim_idx: Option<usize>) -> Result<(), CompactError> {
+        self.ask(|reply| Command::Compact {
+            snapshot: None,
+            idx: trim_idx,
+            reply,
+        })
+        .await?
+        .map_err(CompactError::Compaction)
+    }
+
+    /// The state of the last configuration that ended on this node (its id and
+    /// `OmniPaxos::handover`), which joining nodes start from; `None` before one ended.
+    pub async fn handover(&self) -> Result<Option<(u32, Handover<T>)>, RuntimeError> {
+        self.ask(Command::Handover).await
     }
 
     /// Stops the node and waits until it stopped: pending requests are answered `Shutdown`,

@@ -44,9 +44,11 @@ pub mod wire;
 pub mod guide {}
 
 pub use actor::subscribers::DecidedEntry;
-pub use actor::StorageFactory;
+pub use actor::{ReadPoint, StorageFactory};
 pub use config::{NetworkConfig, NodeConfig, RuntimeConfig};
-pub use errors::{AppendError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr};
+pub use errors::{
+    AppendError, CompactError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr,
+};
 pub use handle::{spawn_actor, spawn_reconfigurable, DecidedStream, OmniPaxosHandle};
 pub use status::{Metrics, OmniPaxosEvent, PeerMetrics, Role};
 pub use wire::{NodeId, RuntimeEntry};

@@ -107,7 +107,48 @@ async fn nodes_restart_into_the_newest_configuration_and_a_joiner_restarts_alone
             "{v} missing from the saved handover {old_values:?}"
         );
     }
+    // A node that replayed its configurations streams its whole history from 0: configuration
+    // 1 up to its StopSign, then configuration 2.
+    let replayed = history(&restarted[0], 200).await;
+    assert_eq!(replayed.first().map(|(c, _)| *c), Some(1), "{replayed:?}");
+    for (v, _) in &ledger.decided {
+        let config = if *v <= 10 { 1 } else { 2 };
+        assert!(
+            replayed.contains(&(config, *v)),
+            "{v} missing from configuration {config} in {replayed:?}"
+        );
+    }
+    // After a trim of configuration 2, its compacted prefix arrives as one entry.
+    let decided = restarted[0].decided_idx().await.expect("running");
+    for h in &restarted {
+        wait_decided(h, decided).await;
+    }
+    let leader = restarted
+        .iter()
+        .find(|h| h.metrics().borrow().role == omnipaxos_runtime::Role::Leader)
+        .expect("a leader");
+    leader.trim(Some(decided)).await.expect("trim");
+    wait_metrics(&restarted[0], "the trim", |m| m.compacted_idx == decided).await;
+    let after = history(&restarted[0], 200).await;
+    assert!(after.contains(&(1, 10)), "configuration 1 is still streamed");
+    assert!(!after.contains(&(2, 100)), "trimmed away");
     for h in &restarted {
         h.shutdown().await;
     }
+}
+
+/// `(configuration, value)` of every decided entry streamed from 0 until `last` arrives;
+/// a compacted prefix shows as `(configuration, 0)`.
+async fn history(node: &OmniPaxosHandle<u64>, last: u64) -> Vec<(u32, u64)> {
+    let mut stream = node.subscribe_decided(0).await.expect("subscribed");
+    let mut seen = Vec::new();
+    while !seen.contains(&(2, last)) && !seen.contains(&(2, 0)) {
+        let e = within("the history", stream.next()).await.expect("open");
+        match e.entry {
+            LogEntry::Decided(v) => seen.push((e.config_id, v)),
+            LogEntry::Snapshotted(_) | LogEntry::Trimmed(_) => seen.push((e.config_id, 0)),
+            _ => {}
+        }
+    }
+    seen
 }

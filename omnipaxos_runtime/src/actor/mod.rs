@@ -16,9 +16,12 @@ use crate::transport::{Inbox, Transport, TransportEvent};
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
 use appends::{AppendReply, Appends};
 use omnipaxos::messages::Message;
+use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
 use omnipaxos::util::LogEntry;
+use omnipaxos::CompactionErr;
 use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr, ReadFailure, ReadState};
+pub use reads::ReadPoint;
 use reads::{ReadReply, Reads};
 pub(crate) use reconfigure::Reconfiguration;
 pub use reconfigure::StorageFactory;
@@ -55,6 +58,13 @@ pub(crate) enum Command<T: RuntimeEntry> {
     CurrentLeader(oneshot::Sender<Option<(NodeId, bool)>>),
     DecidedIdx(oneshot::Sender<usize>),
     ReadDecidedSuffix(usize, oneshot::Sender<Option<Vec<LogEntry<T>>>>),
+    /// `snapshot` (with `local_only`) or, without it, `trim`, of the current configuration.
+    Compact {
+        snapshot: Option<bool>,
+        idx: Option<usize>,
+        reply: oneshot::Sender<Result<(), CompactionErr>>,
+    },
+    Handover(oneshot::Sender<Option<(u32, Handover<T>)>>),
     Shutdown,
 }
 
@@ -348,6 +358,21 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
             Command::ReadDecidedSuffix(from, reply) => {
                 let _ = reply.send(self.op.read_decided_suffix(from));
+            }
+            Command::Compact {
+                snapshot,
+                idx,
+                reply,
+            } => {
+                let result = match snapshot {
+                    Some(local_only) => self.op.snapshot(idx, local_only),
+                    None => self.op.trim(idx),
+                };
+                let _ = reply.send(result);
+                self.observe();
+            }
+            Command::Handover(reply) => {
+                let _ = reply.send(self.reconf.handover.clone());
             }
             Command::Shutdown => return Flow::Stop,
         }

@@ -12,7 +12,18 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
-pub(crate) type ReadReply = oneshot::Sender<Result<usize, ReadError>>;
+pub(crate) type ReadReply = oneshot::Sender<Result<ReadPoint, ReadError>>;
+
+/// Where a linearizable read may be served: once state applied from the decided log has
+/// reached index `idx` of configuration `config_id`
+/// (`OmniPaxosHandle::read_linearizable_at`). Indices start at 0 in every configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadPoint {
+    /// The configuration whose log the index is in.
+    pub config_id: u32,
+    /// The decided index the state must have reached.
+    pub idx: usize,
+}
 
 struct PendingRead {
     reply: ReadReply,
@@ -111,6 +122,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
         }
         let decided = self.op.get_decided_idx();
+        let config_id = self.config_id();
         let ready: Vec<u64> = self
             .reads
             .pending
@@ -120,7 +132,8 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             .collect();
         for ctx in ready {
             if let Some(read) = self.reads.pending.remove(&ctx) {
-                let _ = read.reply.send(Ok(read.index.unwrap_or(decided)));
+                let idx = read.index.unwrap_or(decided);
+                let _ = read.reply.send(Ok(ReadPoint { config_id, idx }));
             }
         }
     }

@@ -71,6 +71,9 @@ pub(crate) struct Reconfiguration<T: RuntimeEntry, B: Storage<T>> {
     factory: Option<Box<dyn StorageFactory<T, B>>>,
     /// The ended configuration's instance, sealed and still running for laggards.
     pub(crate) previous: Option<OmniPaxos<T, B>>,
+    /// Configurations that ended before `previous`, oldest first, kept (idle) so that a
+    /// subscriber from index 0 reads the node's whole history, also after a restart replayed it.
+    pub(crate) older: Vec<OmniPaxos<T, B>>,
     /// The ended configuration's id and handover, served to joiners.
     pub(crate) handover: Option<(u32, Handover<T>)>,
     pub(crate) join: Option<Join<T>>,
@@ -84,6 +87,7 @@ impl<T: RuntimeEntry, B: Storage<T>> Reconfiguration<T, B> {
         Self {
             factory: None,
             previous: None,
+            older: Vec::new(),
             handover: None,
             join: None,
             retired: false,
@@ -235,7 +239,9 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 "moved to the next configuration"
             );
             let ended_instance = std::mem::replace(&mut self.op, next);
-            self.reconf.previous = Some(ended_instance);
+            if let Some(older) = self.reconf.previous.replace(ended_instance) {
+                self.reconf.older.push(older);
+            }
             self.reads_restart();
         }
     }

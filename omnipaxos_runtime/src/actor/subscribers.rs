@@ -60,17 +60,43 @@ enum Source<'a, T: RuntimeEntry, B: Storage<T>> {
 }
 
 impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T, B, Tr> {
-    /// A subscriber from index `from` of the current configuration (or of the handover, for a
-    /// joiner asking from 0).
+    /// A subscriber from index `from` of the current configuration, or, from 0, from the start
+    /// of the node's history: the handover it joined with, then every configuration it ran.
     pub(crate) fn new_subscriber(
         &self,
         tx: mpsc::Sender<DecidedEntry<T>>,
         from: usize,
     ) -> Subscriber<T> {
-        match &self.reconf.join {
-            Some(join) if from == 0 => Subscriber::new(tx, join.got.as_ref().map(|(id, _)| *id), 0),
-            _ => Subscriber::new(tx, Some(self.config_id()), from),
+        if from > 0 {
+            return Subscriber::new(tx, Some(self.config_id()), from);
         }
+        match &self.reconf.join {
+            Some(join) => Subscriber::new(tx, join.got.as_ref().map(|(id, _)| *id), 0),
+            None => Subscriber::new(tx, self.history().first().copied(), 0),
+        }
+    }
+
+    /// The configurations this node holds a log of, oldest first: the handover it joined with,
+    /// the ended ones it ran, the current one.
+    fn history(&self) -> Vec<u32> {
+        let joined = self.reconf.join.as_ref().and_then(|j| j.got.as_ref());
+        let ended = self.reconf.older.iter().chain(&self.reconf.previous);
+        joined
+            .map(|(id, _)| *id)
+            .into_iter()
+            .chain(ended.map(|op| op.get_config().cluster_config.configuration_id))
+            .chain([self.config_id()])
+            .collect()
+    }
+
+    /// The configuration after `config_id` in this node's history (the current one if none).
+    fn config_after(&self, config_id: u32) -> u32 {
+        let history = self.history();
+        history
+            .iter()
+            .position(|id| *id == config_id)
+            .and_then(|at| history.get(at + 1).copied())
+            .unwrap_or_else(|| self.config_id())
     }
 
     /// Feeds every subscriber what was decided past its cursor, as far as its buffer allows.
@@ -87,9 +113,10 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         if config_id == self.config_id() {
             return Some(Source::Instance(&self.op, false));
         }
-        if let Some(previous) = &self.reconf.previous {
-            if previous.get_config().cluster_config.configuration_id == config_id {
-                return Some(Source::Instance(previous, true));
+        let ended = self.reconf.older.iter().chain(&self.reconf.previous);
+        for op in ended {
+            if op.get_config().cluster_config.configuration_id == config_id {
+                return Some(Source::Instance(op, true));
             }
         }
         match &self.reconf.join {
@@ -168,7 +195,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 return true;
             }
             // The configuration ended and the subscriber has all of it: on to the next.
-            s.config_id = Some(self.config_id());
+            s.config_id = Some(self.config_after(config_id));
             s.cursor = 0;
             if config_id == self.config_id() {
                 return true;
