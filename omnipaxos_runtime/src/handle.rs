@@ -321,6 +321,13 @@ impl<T: RuntimeEntry> OmniPaxosHandle<T> {
         self.ask(Command::Handover).await
     }
 
+    /// Tells the transport where peer `pid` is (`Transport::add_peer`): for nodes that join in a
+    /// reconfiguration, which the configured peers do not list. The application decides how
+    /// addresses travel (for instance in the StopSign's metadata, as the kv_store example does).
+    pub async fn add_peer(&self, pid: NodeId, address: String) -> Result<(), RuntimeError> {
+        self.send(Command::AddPeer(pid, address))
+    }
+
     /// Stops the node and waits until it stopped: pending requests are answered `Shutdown`,
     /// the transport's tasks have ended and the storage is closed (a persistent store can be
     /// reopened at once). Other handles then get `Shutdown` too.

@@ -130,7 +130,10 @@ async fn nodes_restart_into_the_newest_configuration_and_a_joiner_restarts_alone
     leader.trim(Some(decided)).await.expect("trim");
     wait_metrics(&restarted[0], "the trim", |m| m.compacted_idx == decided).await;
     let after = history(&restarted[0], 200).await;
-    assert!(after.contains(&(1, 10)), "configuration 1 is still streamed");
+    assert!(
+        after.contains(&(1, 10)),
+        "configuration 1 is still streamed"
+    );
     assert!(!after.contains(&(2, 100)), "trimmed away");
     for h in &restarted {
         h.shutdown().await;

@@ -27,10 +27,10 @@ struct NodeSection {
     data_dir: String,
     #[serde(default = "default_tick_ms")]
     tick_ms: u64,
-    /// For a node that joins in a reconfiguration: the HTTP address of a node of the previous
-    /// configuration to fetch the state (`GET /handover`) from.
+    /// For a node that joins in a reconfiguration: pids of nodes of the previous configuration
+    /// (their addresses under `[peers]`) to fetch its state from.
     #[serde(default)]
-    join_from: Option<String>,
+    join_from: Vec<u64>,
     /// Leader leases for reads: how long (in ticks) a confirmed leader answers reads at once.
     /// Every node must use the same value; safe if tick rates differ by at most
     /// `read_lease_max_drift_percent` (default 10).
@@ -56,7 +56,8 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub tick_ms: u64,
-    pub join_from: Option<SocketAddr>,
+    /// Nodes of the previous configuration to fetch the state from (empty unless joining).
+    pub join_from: Vec<u64>,
     /// Leader leases for reads, if configured.
     pub read_lease: Option<omnipaxos::ReadLease>,
     /// Addresses of the other nodes, by pid.
@@ -128,6 +129,14 @@ impl NodeConfig {
                 ));
             }
         }
+        for pid in &file.node.join_from {
+            if !peers.contains_key(pid) {
+                return Err(err(
+                    "node.join_from",
+                    format!("node {pid} has no address under [peers]"),
+                ));
+            }
+        }
         if file.node.tick_ms == 0 {
             return Err(err("node.tick_ms", "must be positive".into()));
         }
@@ -149,10 +158,7 @@ impl NodeConfig {
             http_addr: addr("node.http_addr", &file.node.http_addr)?,
             data_dir: PathBuf::from(file.node.data_dir),
             tick_ms: file.node.tick_ms,
-            join_from: match &file.node.join_from {
-                Some(a) => Some(addr("node.join_from", a)?),
-                None => None,
-            },
+            join_from: file.node.join_from,
             read_lease,
             peers,
             omnipaxos,
@@ -170,8 +176,8 @@ pub struct NodeFile<'a> {
     pub data_dir: &'a str,
     /// The other nodes' peer addresses.
     pub peers: &'a BTreeMap<u64, SocketAddr>,
-    /// Set for a node that joins a later configuration.
-    pub join_from: Option<SocketAddr>,
+    /// For a node that joins a later configuration: nodes of the previous one (in `peers`).
+    pub join_from: &'a [u64],
     /// Leader leases for reads, in ticks.
     pub read_lease_ticks: Option<u64>,
 }
@@ -193,8 +199,8 @@ impl NodeFile<'_> {
              [server_config]\npid = {pid}\nelection_tick_timeout = 10\nresend_message_tick_timeout = 40\n\n\
              [node]\npeer_addr = \"{peer_addr}\"\nhttp_addr = \"{http_addr}\"\ndata_dir = {data_dir:?}\n"
         );
-        if let Some(from) = self.join_from {
-            text.push_str(&format!("join_from = \"{from}\"\n"));
+        if !self.join_from.is_empty() {
+            text.push_str(&format!("join_from = {:?}\n", self.join_from));
         }
         if let Some(ticks) = self.read_lease_ticks {
             text.push_str(&format!("read_lease_ticks = {ticks}\n"));

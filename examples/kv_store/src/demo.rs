@@ -98,7 +98,7 @@ impl Demo {
                 http_addr: http[&pid],
                 data_dir: &data.to_string_lossy(),
                 peers: &first,
-                join_from: None,
+                join_from: &[],
                 read_lease_ticks,
             }
             .to_toml();
@@ -116,7 +116,7 @@ impl Demo {
             http_addr: http[&NEW_NODE],
             data_dir: &data.to_string_lossy(),
             peers: &next,
-            join_from: Some(http[&1]),
+            join_from: &[1, 2],
             read_lease_ticks,
         }
         .to_toml();

@@ -1,131 +1,95 @@
-//! The replicated state machine: the log's entries (`KvCommand`), the snapshot that compacts
-//! them (`KVSnapshot`), and the map they build (`KvState`).
+//! The log's entries (`KvCommand`) and the snapshot that compacts them (`KVSnapshot`).
+//!
+//! Every write carries the id of the request that made it. A node retries a write whose outcome
+//! it does not know (a leader change, a crash of the leader) with the same id, so the same write
+//! can be decided more than once; the state machine ([`crate::machine`]) applies it once.
 
+use crate::machine::KvMachine;
 use omnipaxos::macros::Entry;
 use omnipaxos::storage::Snapshot;
-use omnipaxos::util::LogEntry;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-/// Identifies a client request across the cluster: the pid of the node that took it and a
-/// number of that node, counted from a random start in each life of the node so that numbers are
-/// unique across restarts. Lets the node that took it find out when it is applied.
-pub type RequestId = (u64, u64);
+/// Identifies a write across the cluster and across retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The pid of the node that took the request.
+    pub node: u64,
+    /// Random per start of that node: its session.
+    pub life: u64,
+    /// Counts the session's requests from 1.
+    pub seq: u64,
+}
+
+/// A write: the request it came from and what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Write {
+    pub id: RequestId,
+    /// Every request of the session numbered below this had its answer (or was given up) when
+    /// this copy was proposed, so copies of them decided later are ignored.
+    pub done_below: u64,
+    pub op: WriteOp,
+}
+
+/// What a write changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put { key: String, value: String },
+    /// Remove `key`.
+    Delete { key: String },
+}
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Entry, Serialize, Deserialize)]
 #[snapshot(KVSnapshot)]
 pub enum KvCommand {
-    /// Set `key` to `value`.
-    Put {
-        id: RequestId,
-        key: String,
-        value: String,
-    },
-    /// Remove `key`.
-    Delete { id: RequestId, key: String },
-    /// A read marker, as earlier versions appended for a linearizable read (reads now use the
-    /// core's read index and write nothing); still applied if found in an old log.
-    Read { id: RequestId, key: String },
+    /// A client's write.
+    Write(Write),
 }
 
-impl KvCommand {
-    pub fn id(&self) -> RequestId {
-        match self {
-            KvCommand::Put { id, .. }
-            | KvCommand::Delete { id, .. }
-            | KvCommand::Read { id, .. } => *id,
-        }
-    }
-}
-
-/// The map after a prefix of the log; `None` marks a deleted key so that merging a later
-/// snapshot removes it.
+/// The state after a prefix of the log. Whether an entry takes effect depends on what came
+/// before it (a retried write is applied once), so a snapshot made from entries alone keeps
+/// them in `pending`, and `merge` applies them in order on top of the older state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KVSnapshot {
-    pub map: HashMap<String, Option<String>>,
+    /// The state the snapshot starts from.
+    pub state: KvMachine,
+    /// Entries to apply on top of `state`, in log order.
+    pub pending: Vec<KvCommand>,
+}
+
+impl KVSnapshot {
+    /// The complete state this snapshot stands for.
+    pub fn into_state(self) -> KvMachine {
+        let mut state = self.state;
+        for cmd in self.pending {
+            state.apply(cmd);
+        }
+        state
+    }
 }
 
 impl Snapshot<KvCommand> for KVSnapshot {
     fn create(entries: &[KvCommand]) -> Self {
-        let mut snapshot = KVSnapshot::default();
-        for e in entries {
-            match e {
-                KvCommand::Put { key, value, .. } => {
-                    snapshot.map.insert(key.clone(), Some(value.clone()));
-                }
-                KvCommand::Delete { key, .. } => {
-                    snapshot.map.insert(key.clone(), None);
-                }
-                KvCommand::Read { .. } => {}
-            }
+        KVSnapshot {
+            state: KvMachine::tracking_removals(),
+            pending: entries.to_vec(),
         }
-        snapshot
     }
 
     fn merge(&mut self, delta: Self) {
-        self.map.extend(delta.map);
+        let mut state = std::mem::take(self).into_state();
+        if !delta.state.is_empty() {
+            // A delta that carries a state is a complete snapshot: it replaces ours.
+            state = delta.state;
+        }
+        for cmd in delta.pending {
+            state.apply(cmd);
+        }
+        self.state = state;
     }
 
     fn use_snapshots() -> bool {
         true
-    }
-}
-
-/// What applying a request's entry produced.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    Written,
-    /// Whether the key existed.
-    Deleted(bool),
-    /// The value at the read's position in the log.
-    Read(Option<String>),
-}
-
-/// The key-value map applied from the decided log.
-#[derive(Debug, Default)]
-pub struct KvState {
-    pub map: HashMap<String, String>,
-    /// The log index up to which entries are applied.
-    pub applied_idx: usize,
-}
-
-impl KvState {
-    /// Applies decided log entries starting at `applied_idx`; returns each request's outcome.
-    pub fn apply(&mut self, entries: Vec<LogEntry<KvCommand>>) -> Vec<(RequestId, Outcome)> {
-        let mut applied = Vec::new();
-        for entry in entries {
-            match entry {
-                LogEntry::Decided(cmd) => {
-                    let id = cmd.id();
-                    let outcome = match cmd {
-                        KvCommand::Put { key, value, .. } => {
-                            self.map.insert(key, value);
-                            Outcome::Written
-                        }
-                        KvCommand::Delete { key, .. } => {
-                            Outcome::Deleted(self.map.remove(&key).is_some())
-                        }
-                        KvCommand::Read { key, .. } => Outcome::Read(self.map.get(&key).cloned()),
-                    };
-                    applied.push((id, outcome));
-                    self.applied_idx += 1;
-                }
-                LogEntry::Snapshotted(s) => {
-                    // The compacted prefix: the snapshot is the complete state up to it.
-                    self.map = s
-                        .snapshot
-                        .map
-                        .into_iter()
-                        .filter_map(|(k, v)| v.map(|v| (k, v)))
-                        .collect();
-                    self.applied_idx = s.trimmed_idx;
-                }
-                LogEntry::StopSign(..) => self.applied_idx += 1,
-                LogEntry::Trimmed(idx) => self.applied_idx = idx,
-                LogEntry::Undecided(_) => break,
-            }
-        }
-        applied
     }
 }

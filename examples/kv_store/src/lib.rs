@@ -1,6 +1,6 @@
-//! `kv_store`: a replicated key-value service on OmniPaxos, over TCP between nodes and HTTP for
-//! clients. The binary (`main.rs`) is a thin CLI over these modules; the tests drive the same
-//! code.
+//! `kv_store`: a replicated key-value service on OmniPaxos, run by `omnipaxos_runtime` (TCP
+//! between nodes, durable storage, reconfiguration) with an HTTP API for clients. The binary
+//! (`main.rs`) is a thin CLI over these modules; the tests drive the same code.
 
 pub mod client;
 pub mod config;
@@ -8,6 +8,6 @@ pub mod demo;
 pub mod entry;
 pub mod history;
 pub mod http;
-pub mod net;
+pub mod machine;
 pub mod node;
 pub mod serve;

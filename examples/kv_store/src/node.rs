@@ -1,60 +1,51 @@
-//! One node: the task that owns the `OmniPaxos` instance (no lock, no await while it holds
-//! it), fed by the peer transport, a tick every `tick_ms`, and client requests. A write is
-//! answered when its entry is decided and applied here. A read goes through the core's read
-//! index (`OmniPaxos::read_index`, nothing written to the log) and is answered from this node's
-//! map once it has applied up to the read's index; a read that fails (a leader change, no
-//! leader yet) is asked again on the next tick. Anything that takes longer than
-//! `REQUEST_TIMEOUT` (an election, a partition) is answered with an error.
+//! One node: an `omnipaxos_runtime` node (consensus, TCP between nodes, durable storage,
+//! reconfiguration) and this service's state machine, applied from the runtime's stream of
+//! decided entries.
 //!
-//! Reconfiguration: when the current configuration's StopSign is decided, the node keeps the
-//! `Handover` (served at `GET /handover` to nodes that join), and if it belongs to the next
-//! configuration it starts that configuration's instance on a new store directory, keeping the
-//! map; otherwise it retires. Every configuration has its own directory `data_dir/config-<id>`,
-//! so a restart replays them in order.
+//! - A write is appended with `append_notify` and answered once the state machine applied it
+//!   here. A write that meets an election (no leader yet, the leader went away before it was
+//!   decided) is sent again, with the same request id, until the request's deadline; the state
+//!   machine applies a write once however many copies are decided ([`crate::machine`]).
+//! - A read asks for a linearizable read point (the core's read index, or a lease when
+//!   configured; nothing is written to the log) and is answered from this node's map once it
+//!   applied up to that point, on followers too.
+//! - Reconfiguration is the runtime's: a node moves to the next configuration by itself, and
+//!   the new nodes' peer addresses travel in the StopSign's metadata.
 
-use crate::config::NodeConfig;
-use crate::entry::{KvCommand, KvState, Outcome, RequestId};
-use crate::net::{self, NetEvent, Peers};
-use omnipaxos::reconfiguration::Handover;
-use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
-use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
+use crate::entry::{KvCommand, RequestId, Write, WriteOp};
+use crate::machine::{KvMachine, Outcome};
+use omnipaxos::util::LogEntry;
+use omnipaxos::ClusterConfig;
+use omnipaxos_runtime::{AppendError, OmniPaxosHandle, Role};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
-/// How long a request may wait for its decision.
+/// How long a request may take, retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Compact the log into a snapshot every this many applied entries.
 const SNAPSHOT_EVERY: usize = 1000;
-/// How long a joining node tries to fetch the handover.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause before sending a write again when no leader could take it.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
-type Server = OmniPaxos<KvCommand, PersistentStorage<KvCommand>>;
-pub type KvHandover = Handover<KvCommand>;
-
-/// A client request and where to send its outcome.
-pub enum Request {
-    Propose(KvCommandKind, oneshot::Sender<Result<Outcome, String>>),
-    Status(oneshot::Sender<Status>),
-    /// Propose the next configuration; the metadata carries the new nodes' peer addresses.
-    Reconfigure(
-        ClusterConfig,
-        BTreeMap<u64, SocketAddr>,
-        oneshot::Sender<Result<(), String>>,
-    ),
-    Handover(oneshot::Sender<Option<KvHandover>>),
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No decision or read point within the deadline (an election, no quorum). A write may
+    /// still be applied later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This node left the cluster in a reconfiguration.
+    #[error("this node left the cluster when configuration {0} ended")]
+    Retired(u32),
 }
 
-/// A request before it gets its id.
-pub enum KvCommandKind {
-    Put { key: String, value: String },
-    Delete { key: String },
-    Read { key: String },
-}
-
+/// What `GET /status` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub pid: u64,
@@ -71,96 +62,50 @@ pub struct Status {
     pub keys: usize,
 }
 
-struct Waiter {
-    reply: oneshot::Sender<Result<Outcome, String>>,
-    deadline: Instant,
+/// Where the state machine is: the configuration and the number of its entries applied.
+type Position = (u32, usize);
+
+/// The state machine and who waits for it.
+#[derive(Default)]
+struct Applied {
+    machine: KvMachine,
+    position: Position,
+    /// Writes of this node waiting for their outcome.
+    waiters: HashMap<RequestId, oneshot::Sender<Outcome>>,
 }
 
-/// A linearizable read: asked of the core, then waiting for its index to be applied here.
-struct PendingRead {
-    key: String,
-    waiter: Waiter,
-    /// The read index, once the core gave it.
-    index: Option<usize>,
+/// This start of the node as a client of the log: its session and its unanswered requests.
+struct Session {
+    life: u64,
+    next_seq: AtomicU64,
+    open: Mutex<BTreeSet<u64>>,
 }
 
+impl Session {
+    fn open(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every request numbered below this is answered or given up.
+    fn done_below(&self) -> u64 {
+        self.open()
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.next_seq.load(Ordering::Relaxed))
+    }
+}
+
+/// A running node, shared by the HTTP handlers.
 pub struct Node {
-    server: Server,
-    server_config: ServerConfig,
-    read_lease: Option<omnipaxos::ReadLease>,
-    cluster: ClusterConfig,
-    data_dir: PathBuf,
-    state: KvState,
-    peers: Peers,
-    next_request: u64,
-    waiters: HashMap<RequestId, Waiter>,
-    /// Reads by their number (`ctx` of the core's read index).
-    reads: HashMap<u64, PendingRead>,
-    /// Reads to ask (again) of the core on the next tick: not asked yet, or failed.
-    reads_to_ask: Vec<u64>,
-    outgoing: Vec<net::Msg>,
-    last_leader: Option<u64>,
-    last_snapshot: usize,
-    handover: Option<KvHandover>,
-    retired: bool,
-    /// The instance of the configuration this node ended last, kept running (sealed: it takes
-    /// no entries) so that nodes which missed the StopSign still learn it from us.
-    previous: Option<(u32, Server)>,
+    pid: u64,
+    handle: OmniPaxosHandle<KvCommand>,
+    applied: Arc<Mutex<Applied>>,
+    position: watch::Receiver<Position>,
+    session: Session,
 }
 
-fn open_instance(
-    data_dir: &Path,
-    cluster: &ClusterConfig,
-    server: &ServerConfig,
-    read_lease: Option<omnipaxos::ReadLease>,
-) -> Result<Server, String> {
-    let dir = data_dir.join(format!("config-{}", cluster.configuration_id));
-    let storage = PersistentStorage::try_open(PersistentStorageConfig::with_path(
-        dir.to_string_lossy().to_string(),
-    ))
-    .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-    let mut instance = cluster
-        .clone()
-        .build_for_server(server.clone(), storage)
-        .map_err(|e| e.to_string())?;
-    instance.set_read_lease(read_lease);
-    Ok(instance)
-}
-
-/// Fetches the handover from a node of the previous configuration (blocking, with retries),
-/// or reads the copy saved when this node first joined.
-fn join_state(data_dir: &Path, from: SocketAddr) -> Result<KvHandover, String> {
-    let saved = data_dir.join("handover.json");
-    if let Ok(text) = std::fs::read_to_string(&saved) {
-        return serde_json::from_str(&text).map_err(|e| format!("{}: {e}", saved.display()));
-    }
-    let deadline = Instant::now() + JOIN_TIMEOUT;
-    loop {
-        if let Ok(r) = crate::client::request(from, "GET", "/handover", "", Duration::from_secs(5))
-        {
-            if r.status == 200 {
-                let handover: KvHandover = serde_json::from_value(r.body)
-                    .map_err(|e| format!("handover from {from}: {e}"))?;
-                std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-                let text = serde_json::to_string(&handover).map_err(|e| e.to_string())?;
-                std::fs::write(&saved, text).map_err(|e| format!("{}: {e}", saved.display()))?;
-                return Ok(handover);
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no handover from {from} within {} s",
-                JOIN_TIMEOUT.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Where this life's request numbers start: random in the 64-bit space, so that a node that
-/// restarts never reuses a number of an earlier life. Otherwise an entry of the earlier life,
-/// decided late, would carry the same `(pid, number)` as a new request and answer it.
-fn first_request_number() -> u64 {
+/// A random number per start of the node (its session's life).
+fn random_life() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -169,395 +114,297 @@ fn first_request_number() -> u64 {
             .map(|d| d.as_nanos())
             .unwrap_or(0),
     );
-    // Leave room below u64::MAX so that the counter never wraps in one life.
-    h.finish() >> 1
+    h.finish()
 }
 
 impl Node {
-    pub fn open(config: &NodeConfig, peers: Peers) -> Result<Self, String> {
-        let mut state = KvState::default();
-        if let Some(from) = config.join_from {
-            let handover = join_state(&config.data_dir, from)?;
-            if let Some(snapshot) = handover.complete_snapshot() {
-                state.map = snapshot
-                    .map
-                    .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k, v)))
-                    .collect();
-            }
-            tracing::info!(keys = state.map.len(), %from, "joined with the state of the previous configuration");
-        }
-        let cluster = config.omnipaxos.cluster_config.clone();
-        let server_config = config.omnipaxos.server_config.clone();
-        let server = open_instance(
-            &config.data_dir,
-            &cluster,
-            &server_config,
-            config.read_lease,
-        )?;
-        let mut node = Node {
-            server,
-            server_config,
-            read_lease: config.read_lease,
-            cluster,
-            data_dir: config.data_dir.clone(),
-            state,
-            peers,
-            next_request: first_request_number(),
-            waiters: HashMap::new(),
-            reads: HashMap::new(),
-            reads_to_ask: Vec::new(),
-            outgoing: Vec::new(),
-            last_leader: None,
-            last_snapshot: 0,
-            handover: None,
-            retired: false,
-            previous: None,
-        };
-        node.apply_decided()?;
-        if node.state.applied_idx > 0
-            || node.cluster.configuration_id != config.omnipaxos.cluster_config.configuration_id
-        {
-            tracing::info!(
-                configuration = node.cluster.configuration_id,
-                keys = node.state.map.len(),
-                "recovered the state from storage"
-            );
-        }
-        node.last_snapshot = node.state.applied_idx;
+    /// Starts applying the node's decided log (from the start of its history) and returns the
+    /// node. `first_config` is the configuration the history starts with (the one the node was
+    /// built with; 0 for a node that joins, whose history starts with the handover). Must run
+    /// inside the Tokio runtime the handle's node runs on.
+    pub async fn start(
+        pid: u64,
+        first_config: u32,
+        handle: OmniPaxosHandle<KvCommand>,
+    ) -> Result<Arc<Self>, String> {
+        let stream = handle
+            .subscribe_decided(0)
+            .await
+            .map_err(|e| format!("cannot read the decided log: {e}"))?;
+        let applied = Arc::new(Mutex::new(Applied {
+            position: (first_config, 0),
+            ..Applied::default()
+        }));
+        let (position_tx, position) = watch::channel((first_config, 0));
+        let node = Arc::new(Node {
+            pid,
+            handle: handle.clone(),
+            applied: applied.clone(),
+            position,
+            session: Session {
+                life: random_life(),
+                next_seq: AtomicU64::new(1),
+                open: Mutex::new(BTreeSet::new()),
+            },
+        });
+        tokio::spawn(apply_decided(stream, handle, applied, position_tx));
         Ok(node)
     }
 
-    /// The pids the transport accepts connections from.
-    pub fn allowed_peers(&self) -> net::Allowed {
-        self.peers.allowed()
+    fn applied(&self) -> MutexGuard<'_, Applied> {
+        lock(&self.applied)
     }
 
-    /// The node's loop; returns when every input is closed.
-    pub async fn run(
-        mut self,
-        tick: Duration,
-        mut net: mpsc::Receiver<NetEvent>,
-        mut requests: mpsc::Receiver<Request>,
-    ) {
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// The runtime handle (for shutting the node down).
+    pub fn handle(&self) -> &OmniPaxosHandle<KvCommand> {
+        &self.handle
+    }
+
+    fn retired(&self) -> Option<u32> {
+        let metrics = self.handle.metrics();
+        let m = metrics.borrow();
+        (m.role == Role::Retired).then_some(m.configuration_id)
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(&self, key: String, value: String) -> Result<Outcome, RequestError> {
+        self.write(WriteOp::Put { key, value }).await
+    }
+
+    /// Removes `key`; `Outcome::Deleted(false)` if it did not exist.
+    pub async fn delete(&self, key: String) -> Result<Outcome, RequestError> {
+        self.write(WriteOp::Delete { key }).await
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Outcome, RequestError> {
+        if let Some(config) = self.retired() {
+            return Err(RequestError::Retired(config));
+        }
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let seq = self.session.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.session.open().insert(seq);
+        let id = RequestId {
+            node: self.pid,
+            life: self.session.life,
+            seq,
+        };
+        let (tx, mut outcome) = oneshot::channel();
+        self.applied().waiters.insert(id, tx);
+        let result = self.propose_until(id, op, &mut outcome, deadline).await;
+        self.applied().waiters.remove(&id);
+        self.session.open().remove(&seq);
+        result
+    }
+
+    /// Proposes `cmd` (again) until a copy is applied here or the deadline passes.
+    async fn propose_until(
+        &self,
+        id: RequestId,
+        op: WriteOp,
+        outcome: &mut oneshot::Receiver<Outcome>,
+        deadline: Instant,
+    ) -> Result<Outcome, RequestError> {
+        let gave_up = || {
+            RequestError::Unavailable(format!(
+                "not decided within {} s (a leader election or a partition?); it may still be applied later",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        };
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    self.server.tick();
-                    if let Some((_, previous)) = &mut self.previous {
-                        previous.tick();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(gave_up());
+            }
+            let copy = KvCommand::Write(Write {
+                id,
+                done_below: self.session.done_below(),
+                op: op.clone(),
+            });
+            let appended = tokio::select! {
+                biased;
+                applied = &mut *outcome => return applied.map_err(|_| gave_up()),
+                appended = self.handle.append_notify_with_timeout(copy, left) => appended,
+            };
+            match appended {
+                // Decided: the state machine gets to it in a moment.
+                Ok(_) => {
+                    return match tokio::time::timeout_at(deadline, outcome).await {
+                        Ok(Ok(applied)) => Ok(applied),
+                        _ => Err(gave_up()),
                     }
-                    self.expire_waiters();
-                    self.ask_reads();
                 }
-                event = net.recv() => match event {
-                    Some(NetEvent::Message(config_id, m)) => {
-                        if config_id == self.cluster.configuration_id {
-                            self.server.handle_incoming(*m);
-                        } else if let Some((previous_id, previous)) = &mut self.previous {
-                            // A node still in the configuration we ended: answer it from there.
-                            if *previous_id == config_id {
-                                previous.handle_incoming(*m);
-                            }
+                Err(AppendError::Timeout | AppendError::Shutdown) => return Err(gave_up()),
+                Err(AppendError::Propose(e)) => {
+                    return match self.retired() {
+                        Some(config) => Err(RequestError::Retired(config)),
+                        None => Err(RequestError::Unavailable(format!("not accepted: {e:?}"))),
+                    }
+                }
+                // The leader went away before deciding it (it may still be decided: the state
+                // machine applies one copy), or none could take it: send it again.
+                Err(e) => {
+                    tracing::debug!(?e, "retrying a write");
+                    if !matches!(e, AppendError::InDoubt { .. }) {
+                        let pause = Instant::now() + RETRY_PAUSE;
+                        tokio::select! {
+                            applied = &mut *outcome => return applied.map_err(|_| gave_up()),
+                            _ = tokio::time::sleep_until(pause.min(deadline)) => {}
                         }
                     }
-                    Some(NetEvent::Reconnected(pid)) => {
-                        self.server.reconnected(pid);
-                        if let Some((_, previous)) = &mut self.previous {
-                            previous.reconnected(pid);
-                        }
-                    }
-                    None => return,
-                },
-                request = requests.recv() => match request {
-                    Some(r) => self.handle_request(r),
-                    None => return,
-                },
-            }
-            self.server.take_outgoing_messages(&mut self.outgoing);
-            for msg in self.outgoing.drain(..) {
-                self.peers.send(self.cluster.configuration_id, msg);
-            }
-            if let Some((previous_id, previous)) = &mut self.previous {
-                previous.take_outgoing_messages(&mut self.outgoing);
-                for msg in self.outgoing.drain(..) {
-                    self.peers.send(*previous_id, msg);
-                }
-            }
-            if let Err(e) = self.apply_decided() {
-                tracing::error!("stopping: {e}");
-                return;
-            }
-            self.serve_reads();
-            self.log_leader_change();
-        }
-    }
-
-    fn handle_request(&mut self, request: Request) {
-        match request {
-            Request::Status(reply) => {
-                let _ = reply.send(self.status());
-            }
-            Request::Handover(reply) => {
-                let _ = reply.send(self.handover.clone());
-            }
-            Request::Reconfigure(next, new_peers, reply) => {
-                let metadata = serde_json::to_vec(&new_peers).ok();
-                let result = self
-                    .server
-                    .reconfigure(next, metadata)
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(result);
-            }
-            Request::Propose(kind, reply) => {
-                if self.retired {
-                    let _ = reply.send(Err(format!(
-                        "this node left the cluster when configuration {} ended",
-                        self.cluster.configuration_id
-                    )));
-                    return;
-                }
-                self.next_request = self.next_request.wrapping_add(1);
-                let id = (self.server.get_pid(), self.next_request);
-                let deadline = Instant::now() + REQUEST_TIMEOUT;
-                let cmd = match kind {
-                    KvCommandKind::Put { key, value } => KvCommand::Put { id, key, value },
-                    KvCommandKind::Delete { key } => KvCommand::Delete { id, key },
-                    KvCommandKind::Read { key } => {
-                        let ctx = self.next_request;
-                        let waiter = Waiter { reply, deadline };
-                        let read = PendingRead {
-                            key,
-                            waiter,
-                            index: None,
-                        };
-                        self.reads.insert(ctx, read);
-                        self.ask_read(ctx);
-                        return;
-                    }
-                };
-                match self.server.append(cmd) {
-                    Ok(()) => {
-                        self.waiters.insert(id, Waiter { reply, deadline });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(format!("not accepted: {e:?}")));
-                    }
                 }
             }
         }
     }
 
-    /// Applies what was decided since the last call; moves to the next configuration when the
-    /// current one ended.
-    fn apply_decided(&mut self) -> Result<(), String> {
-        loop {
-            if let Some(entries) = self.server.read_decided_suffix(self.state.applied_idx) {
-                for (id, outcome) in self.state.apply(entries) {
-                    if let Some(w) = self.waiters.remove(&id) {
-                        let _ = w.reply.send(Ok(outcome));
-                    }
-                }
-            }
-            if self.state.applied_idx >= self.last_snapshot + SNAPSHOT_EVERY {
-                if let Err(e) = self.server.snapshot(Some(self.state.applied_idx), true) {
-                    tracing::warn!("snapshot failed: {e}");
-                }
-                self.last_snapshot = self.state.applied_idx;
-            }
-            match self.server.is_reconfigured() {
-                Some(ss) if !self.retired => self.next_configuration(ss)?,
-                _ => return Ok(()),
-            }
-            if self.retired {
-                return Ok(());
-            }
+    /// The value of `key` (`None`: no such key), linearizable.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, RequestError> {
+        if let Some(config) = self.retired() {
+            return Err(RequestError::Retired(config));
         }
+        let failed = || {
+            RequestError::Unavailable(format!(
+                "no linearizable read within {} s (a leader election or a partition?)",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        };
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let point = tokio::time::timeout_at(deadline, self.handle.read_linearizable_at())
+            .await
+            .map_err(|_| failed())?
+            .map_err(|_| failed())?;
+        let mut position = self.position.clone();
+        let reached = |p: &Position| *p >= (point.config_id, point.idx);
+        tokio::time::timeout_at(deadline, position.wait_for(reached))
+            .await
+            .map_err(|_| failed())?
+            .map_err(|_| failed())?;
+        Ok(self.applied().machine.map.get(key).cloned())
     }
 
-    fn next_configuration(&mut self, ss: omnipaxos::storage::StopSign) -> Result<(), String> {
-        self.handover = self.server.handover();
-        let next = ss.next_config;
-        let me = self.server.get_pid();
-        tracing::info!(
-            ended = self.cluster.configuration_id,
-            next = next.configuration_id,
-            nodes = ?next.nodes,
-            "reconfiguration: configuration ended"
-        );
-        if !next.nodes.contains(&me) {
-            tracing::info!("this node is not part of the next configuration: retiring");
-            self.retired = true;
-            return Ok(());
+    /// Proposes the next configuration; the new nodes' peer addresses travel with it.
+    pub async fn reconfigure(
+        &self,
+        next: ClusterConfig,
+        new_peers: BTreeMap<u64, SocketAddr>,
+    ) -> Result<(), String> {
+        for (pid, address) in &new_peers {
+            let _ = self.handle.add_peer(*pid, address.to_string()).await;
         }
-        if let Some(peers) = ss
-            .metadata
-            .as_deref()
-            .and_then(|m| serde_json::from_slice::<BTreeMap<u64, SocketAddr>>(m).ok())
-        {
-            for (pid, addr) in peers {
-                self.peers.add(pid, addr);
-            }
-        }
-        let ended = std::mem::replace(
-            &mut self.server,
-            open_instance(&self.data_dir, &next, &self.server_config, self.read_lease)?,
-        );
-        self.previous = Some((self.cluster.configuration_id, ended));
-        self.cluster = next;
-        self.state.applied_idx = 0;
-        self.last_snapshot = 0;
-        // Reads asked of the ended configuration are asked again of the next one.
-        for (ctx, read) in self.reads.iter_mut() {
-            read.index = None;
-            self.reads_to_ask.push(*ctx);
-        }
-        Ok(())
+        let metadata = serde_json::to_vec(&new_peers).map_err(|e| e.to_string())?;
+        self.handle
+            .reconfigure(next, Some(metadata))
+            .await
+            .map_err(|e| e.to_string())
     }
 
-    /// Asks the core for read `ctx`'s index; if it cannot start now (no leader yet, the
-    /// configuration just ended), it is asked again on the next tick.
-    fn ask_read(&mut self, ctx: u64) {
-        if self.retired {
-            if let Some(read) = self.reads.remove(&ctx) {
-                let _ = read.waiter.reply.send(Err(format!(
-                    "this node left the cluster when configuration {} ended",
-                    self.cluster.configuration_id
-                )));
-            }
-            return;
-        }
-        if self.server.read_index(ctx).is_err() {
-            self.reads_to_ask.push(ctx);
-        }
+    /// The state of the last configuration that ended here, for nodes that join.
+    pub async fn handover(&self) -> Option<omnipaxos::reconfiguration::Handover<KvCommand>> {
+        self.handle.handover().await.ok().flatten().map(|(_, h)| h)
     }
 
-    fn ask_reads(&mut self) {
-        for ctx in std::mem::take(&mut self.reads_to_ask) {
-            if self.reads.contains_key(&ctx) {
-                self.ask_read(ctx);
-            }
-        }
-    }
-
-    /// Takes the core's read outcomes and answers every read whose index this node applied.
-    fn serve_reads(&mut self) {
-        let mut states = Vec::new();
-        self.server.take_read_states(&mut states);
-        for state in states {
-            if let Some(read) = self.reads.get_mut(&state.ctx) {
-                read.index = Some(state.index);
-            }
-        }
-        let mut failures = Vec::new();
-        self.server.take_read_failures(&mut failures);
-        for failure in failures {
-            if self.reads.contains_key(&failure.ctx) {
-                tracing::debug!(ctx = failure.ctx, reason = %failure.reason, "read failed, asking again");
-                self.reads_to_ask.push(failure.ctx);
-            }
-        }
-        let applied = self.state.applied_idx;
-        let ready: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_some_and(|index| index <= applied))
-            .map(|(ctx, _)| *ctx)
-            .collect();
-        for ctx in ready {
-            if let Some(read) = self.reads.remove(&ctx) {
-                let value = self.state.map.get(&read.key).cloned();
-                let _ = read.waiter.reply.send(Ok(Outcome::Read(value)));
-            }
-        }
-    }
-
-    fn expire_waiters(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<RequestId> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(w) = self.waiters.remove(&id) {
-                let _ = w.reply.send(Err(format!(
-                    "not decided within {} s (a leader election or a partition?); it may still be applied later",
-                    REQUEST_TIMEOUT.as_secs()
-                )));
-            }
-        }
-        let expired: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.waiter.deadline <= now)
-            .map(|(ctx, _)| *ctx)
-            .collect();
-        for ctx in expired {
-            if let Some(read) = self.reads.remove(&ctx) {
-                let _ = read.waiter.reply.send(Err(format!(
-                    "no linearizable read within {} s (a leader election or a partition?)",
-                    REQUEST_TIMEOUT.as_secs()
-                )));
-            }
-        }
-    }
-
-    fn log_leader_change(&mut self) {
-        let leader = self
-            .server
-            .get_current_leader()
-            .filter(|(_, ready)| *ready)
-            .map(|(pid, _)| pid);
-        if leader.is_some() && leader != self.last_leader {
-            tracing::info!(
-                leader = leader.unwrap_or(0),
-                configuration = self.cluster.configuration_id,
-                "leader change"
-            );
-            self.last_leader = leader;
-        }
-    }
-
-    fn status(&self) -> Status {
-        let promise = self.server.get_promise();
-        let leader = self.server.get_current_leader();
+    pub async fn status(&self) -> Status {
+        let m = self.handle.metrics().borrow().clone();
+        let leader = self.handle.current_leader().await.ok().flatten();
+        let (applied_idx, keys) = {
+            let a = self.applied();
+            let idx = if a.position.0 == m.configuration_id {
+                a.position.1
+            } else {
+                0
+            };
+            (idx, a.machine.map.len())
+        };
+        let mut nodes: Vec<u64> = m.peers.keys().copied().chain([self.pid]).collect();
+        nodes.sort_unstable();
         Status {
-            pid: self.server.get_pid(),
+            pid: self.pid,
             leader: leader.map(|(pid, _)| pid),
             leader_ready: leader.is_some_and(|(_, ready)| ready),
-            ballot: (promise.n, promise.pid),
-            decided_idx: self.server.get_decided_idx(),
-            applied_idx: self.state.applied_idx,
-            compacted_idx: self.server.get_compacted_idx(),
-            configuration_id: self.cluster.configuration_id,
-            nodes: self.cluster.nodes.clone(),
-            retired: self.retired,
-            peers_connected: self.peers.connected(),
-            keys: self.state.map.len(),
+            ballot: (m.ballot.n, m.ballot.pid),
+            decided_idx: m.decided_idx,
+            applied_idx,
+            compacted_idx: m.compacted_idx,
+            configuration_id: m.configuration_id,
+            nodes,
+            retired: m.role == Role::Retired,
+            peers_connected: m
+                .peers
+                .iter()
+                .filter(|(_, p)| p.connected)
+                .map(|(pid, _)| *pid)
+                .collect(),
+            keys,
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::first_request_number;
-    use std::collections::BTreeSet;
+fn lock(applied: &Mutex<Applied>) -> MutexGuard<'_, Applied> {
+    applied.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-    #[test]
-    fn every_life_of_a_node_numbers_its_requests_from_a_new_start() {
-        let starts: BTreeSet<u64> = (0..1000).map(|_| first_request_number()).collect();
-        assert_eq!(
-            starts.len(),
-            1000,
-            "two lives started at the same request number"
-        );
-        assert!(
-            starts.iter().all(|s| *s < u64::MAX / 2 + 1),
-            "no room to count up"
-        );
+/// Applies the decided log as the runtime streams it, answers the waiting writes, learns the
+/// addresses of nodes that join, and compacts the log now and then.
+async fn apply_decided(
+    mut stream: omnipaxos_runtime::DecidedStream<KvCommand>,
+    handle: OmniPaxosHandle<KvCommand>,
+    applied: Arc<Mutex<Applied>>,
+    position: watch::Sender<Position>,
+) {
+    let mut last_snapshot = 0;
+    // The state the current configuration started from; `None` in the first configuration of
+    // the stream, whose snapshots are complete (a configuration's snapshot covers its own log).
+    let mut config_start: Option<KvMachine> = None;
+    while let Some(decided) = stream.next().await {
+        let mut new_peers = None;
+        let now_at = {
+            let mut a = lock(&applied);
+            let next = (decided.config_id, decided.idx + 1);
+            match decided.entry {
+                LogEntry::Decided(cmd) => {
+                    let KvCommand::Write(Write { id, .. }) = &cmd;
+                    let id = *id;
+                    if let Some(outcome) = a.machine.apply(cmd) {
+                        if let Some(waiter) = a.waiters.remove(&id) {
+                            let _ = waiter.send(outcome);
+                        }
+                    }
+                    a.position = next;
+                }
+                LogEntry::Snapshotted(s) => {
+                    let snapshot = s.snapshot.into_state();
+                    a.machine = match &config_start {
+                        Some(start) => start.clone().then(snapshot),
+                        None => snapshot.untracked(),
+                    };
+                    a.position = (decided.config_id, s.trimmed_idx);
+                }
+                LogEntry::Trimmed(idx) => a.position = (decided.config_id, idx),
+                LogEntry::StopSign(ss, _) => {
+                    new_peers = ss
+                        .metadata
+                        .as_deref()
+                        .and_then(|m| serde_json::from_slice::<BTreeMap<u64, SocketAddr>>(m).ok());
+                    // Everything of the ended configuration is applied: the next one starts.
+                    config_start = Some(a.machine.clone());
+                    a.position = (ss.next_config.configuration_id, 0);
+                    last_snapshot = 0;
+                }
+                LogEntry::Undecided(_) => {}
+            }
+            a.position
+        };
+        let _ = position.send(now_at);
+        for (pid, address) in new_peers.into_iter().flatten() {
+            let _ = handle.add_peer(pid, address.to_string()).await;
+        }
+        let (config_id, idx) = now_at;
+        if idx >= last_snapshot + SNAPSHOT_EVERY
+            && handle.metrics().borrow().configuration_id == config_id
+        {
+            if let Err(e) = handle.snapshot(Some(idx), true).await {
+                tracing::warn!("snapshot failed: {e}");
+            }
+            last_snapshot = idx;
+        }
     }
 }

@@ -1,35 +1,51 @@
-//! Runs one node: binds the peer and HTTP listeners, opens the store, starts the transport and
-//! the HTTP server, and runs the node's loop.
+//! Runs one node: opens its storage (one directory per configuration under `data_dir`), binds
+//! the peer transport and the HTTP listener, starts the runtime's node and the state machine,
+//! and serves HTTP until the process is stopped.
 
-use crate::{config, http, net, node};
+use crate::entry::KvCommand;
+use crate::{config, http, node};
+use omnipaxos::OmniPaxos;
+use omnipaxos_runtime::directory::DirectoryStorage;
+use omnipaxos_runtime::transport::tcp::TcpTransport;
+use omnipaxos_runtime::{spawn_reconfigurable, NetworkConfig, RuntimeConfig, StorageFactory};
+use omnipaxos_storage::persistent_storage::PersistentStorage;
 use std::time::Duration;
 
-/// Runs the node described by `config` until its inputs close.
+/// Runs the node described by `config`.
 pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     let pid = config.omnipaxos.server_config.pid;
-    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
-        .await
+    let cluster = config.omnipaxos.cluster_config.clone();
+    // A joiner's history starts with the handover of the configuration before its own.
+    let first_config = match config.join_from.is_empty() {
+        true => cluster.configuration_id,
+        false => 0,
+    };
+    let mut storage = DirectoryStorage::new(&config.data_dir);
+    let first: PersistentStorage<KvCommand> = storage.open(cluster.configuration_id)?;
+    let mut op: OmniPaxos<KvCommand, PersistentStorage<KvCommand>> = cluster
+        .build_for_server(config.omnipaxos.server_config.clone(), first)
+        .map_err(|e| e.to_string())?;
+    op.set_read_lease(config.read_lease);
+    let peers = config
+        .peers
+        .iter()
+        .map(|(pid, addr)| (*pid, addr.to_string()))
+        .collect();
+    let transport = TcpTransport::bind(pid, NetworkConfig::new(config.peer_addr, peers))
         .map_err(|e| format!("cannot listen on {}: {e}", config.peer_addr))?;
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.http_addr))?;
-    let (net_tx, net_rx) = tokio::sync::mpsc::channel(10_000);
-    let (req_tx, req_rx) = tokio::sync::mpsc::channel(10_000);
-    let peers = net::connect_peers(pid, &config.peers, net_tx.clone());
-    let node = node::Node::open(&config, peers)?;
-    tokio::spawn(net::listen(
-        peer_listener,
-        pid,
-        node.allowed_peers(),
-        net_tx,
-    ));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(req_tx)).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
+    let runtime = RuntimeConfig {
+        tick_period: Duration::from_millis(config.tick_ms),
+        append_notify_timeout: node::REQUEST_TIMEOUT,
+        read_timeout: node::REQUEST_TIMEOUT,
+        ..RuntimeConfig::default()
+    };
+    let handle = spawn_reconfigurable(op, runtime, transport, storage, config.join_from.clone());
+    let node = node::Node::start(pid, first_config, handle).await?;
     tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
-    node.run(Duration::from_millis(config.tick_ms), net_rx, req_rx)
-        .await;
-    Ok(())
+    let served = axum::serve(http_listener, http::router(node.clone())).await;
+    node.handle().shutdown().await;
+    served.map_err(|e| format!("HTTP server stopped: {e}"))
 }

@@ -77,10 +77,13 @@ fn unknown_peers_and_oversized_frames_are_disconnected() {
         .trim_matches('"')
         .parse()
         .unwrap();
+    // The runtime's frames: a 4-byte length (kind + body), a kind (0 = hello with the sender's
+    // pid, 1 = a message), the body.
     let closed = |hello: u64, frame: &[u8]| {
         let mut s = TcpStream::connect(peer_addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(&8u32.to_be_bytes()).unwrap();
+        s.write_all(&9u32.to_be_bytes()).unwrap();
+        s.write_all(&[0]).unwrap();
         s.write_all(&hello.to_be_bytes()).unwrap();
         let _ = s.write_all(frame);
         let mut buf = [0u8; 1];
@@ -92,11 +95,14 @@ fn unknown_peers_and_oversized_frames_are_disconnected() {
         "an oversized frame closes the connection"
     );
     assert!(
-        closed(2, &[0, 0, 0, 3, 1, 2, 3]),
+        closed(2, &[0, 0, 0, 4, 1, 0xff, 0xff, 0xff]),
         "an undecodable frame closes the connection"
     );
     let log = std::fs::read_to_string(cluster.dir().join("node1.log")).unwrap();
-    assert!(log.contains("unknown pid 99"), "logged: {log}");
+    assert!(
+        log.contains("hello from pid 99, which is not a peer"),
+        "logged: {log}"
+    );
     // The cluster is unaffected.
     let r = request(
         cluster.http[&1],

@@ -65,6 +65,7 @@ pub(crate) enum Command<T: RuntimeEntry> {
         reply: oneshot::Sender<Result<(), CompactionErr>>,
     },
     Handover(oneshot::Sender<Option<(u32, Handover<T>)>>),
+    AddPeer(NodeId, String),
     Shutdown,
 }
 
@@ -374,6 +375,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             Command::Handover(reply) => {
                 let _ = reply.send(self.reconf.handover.clone());
             }
+            Command::AddPeer(pid, address) => self.transport.add_peer(pid, Some(address)),
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue
