@@ -2,7 +2,7 @@
 //! service. Each operation has an invocation and a response time; a write whose outcome is
 //! unknown (an error or a timeout) may take effect at any point after its invocation, or never.
 //! The search (Wing & Gong, memoised on the set of remaining operations and the register value)
-//! is exponential in the worst case, so a history per key is limited to 64 operations.
+//! is exponential in the worst case, so a history per key is limited to 128 operations.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -13,6 +13,8 @@ pub enum Op {
     Write { value: String, acknowledged: bool },
     /// A read that returned this value (`None`: the key did not exist).
     Read { value: Option<String> },
+    /// A delete; `existed` is what it answered (`None`: no answer, it may or may not happen).
+    Delete { existed: Option<bool> },
 }
 
 /// One operation of a client with its real-time interval (in any monotonic unit).
@@ -32,9 +34,9 @@ pub fn check(events: &[Event]) -> Result<(), String> {
         by_key.entry(&e.key).or_default().push(e);
     }
     for (key, ops) in by_key {
-        if ops.len() > 64 {
+        if ops.len() > MAX_OPS {
             return Err(format!(
-                "key {key}: {} operations, the checker handles at most 64",
+                "key {key}: {} operations, the checker handles at most {MAX_OPS}",
                 ops.len()
             ));
         }
@@ -47,11 +49,14 @@ pub fn check(events: &[Event]) -> Result<(), String> {
     Ok(())
 }
 
+/// Operations per key the checker takes (the bits of its set of remaining operations).
+const MAX_OPS: usize = 128;
+
 fn linearizable(ops: &[&Event]) -> bool {
-    let all: u64 = if ops.len() == 64 {
-        u64::MAX
+    let all: u128 = if ops.len() == MAX_OPS {
+        u128::MAX
     } else {
-        (1u64 << ops.len()) - 1
+        (1u128 << ops.len()) - 1
     };
     let mut failed = HashSet::new();
     search(ops, all, None, &mut failed)
@@ -60,13 +65,13 @@ fn linearizable(ops: &[&Event]) -> bool {
 /// Whether the operations in `remaining` can be ordered, starting from register `value`.
 fn search(
     ops: &[&Event],
-    remaining: u64,
+    remaining: u128,
     value: Option<&str>,
-    failed: &mut HashSet<(u64, Option<String>)>,
+    failed: &mut HashSet<(u128, Option<String>)>,
 ) -> bool {
     // Done when only operations that may never have happened are left.
     let must_happen =
-        (0..ops.len()).any(|i| remaining & (1 << i) != 0 && ops[i].responded.is_some());
+        (0..ops.len()).any(|i| remaining & (1u128 << i) != 0 && ops[i].responded.is_some());
     if !must_happen {
         return true;
     }
@@ -76,19 +81,22 @@ fn search(
     }
     // An operation can go first if no other remaining operation responded before it was invoked.
     let earliest_response = (0..ops.len())
-        .filter(|i| remaining & (1 << i) != 0)
+        .filter(|i| remaining & (1u128 << i) != 0)
         .filter_map(|i| ops[i].responded)
         .min()
         .unwrap_or(u64::MAX);
     for i in 0..ops.len() {
-        if remaining & (1 << i) == 0 || ops[i].invoked > earliest_response {
+        if remaining & (1u128 << i) == 0 || ops[i].invoked > earliest_response {
             continue;
         }
-        let rest = remaining & !(1 << i);
+        let rest = remaining & !(1u128 << i);
         let ok = match &ops[i].op {
             Op::Write { value: v, .. } => search(ops, rest, Some(v), failed),
             Op::Read { value: seen } => {
                 seen.as_deref() == value && search(ops, rest, value, failed)
+            }
+            Op::Delete { existed } => {
+                existed.is_none_or(|e| e == value.is_some()) && search(ops, rest, None, failed)
             }
         };
         if ok {
@@ -113,6 +121,35 @@ mod tests {
             invoked: a,
             responded: b,
         }
+    }
+
+    fn d(key: &str, existed: Option<bool>, a: u64, b: Option<u64>) -> Event {
+        Event {
+            key: key.into(),
+            op: Op::Delete { existed },
+            invoked: a,
+            responded: b,
+        }
+    }
+
+    #[test]
+    fn deletes_answer_whether_the_key_existed() {
+        let h = vec![
+            w("k", "1", 0, Some(10)),
+            d("k", Some(true), 11, Some(12)),
+            r("k", None, 13, 14),
+            d("k", Some(false), 15, Some(16)),
+        ];
+        assert!(check(&h).is_ok());
+        let h = vec![w("k", "1", 0, Some(10)), d("k", Some(false), 11, Some(12))];
+        assert!(check(&h).is_err(), "the key existed");
+        let h = vec![
+            w("k", "1", 0, Some(10)),
+            d("k", None, 11, None),
+            r("k", Some("1"), 12, 13),
+            r("k", None, 14, 15),
+        ];
+        assert!(check(&h).is_ok(), "an unanswered delete may happen late");
     }
 
     fn r(key: &str, v: Option<&str>, a: u64, b: u64) -> Event {
