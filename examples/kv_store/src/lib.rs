@@ -2,6 +2,7 @@
 //! between nodes, durable storage, reconfiguration) with an HTTP API for clients. The binary
 //! (`main.rs`) is a thin CLI over these modules; the tests drive the same code.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -4,9 +4,10 @@
 //! kv_store node --config node1.toml        run one node
 //! kv_store client --addr 127.0.0.1:8001 put KEY VALUE | get KEY | delete KEY | status
 //! kv_store demo                            a 3-process cluster on localhost, with a crash
+//! kv_store bench                           wrk against it and, if installed, against etcd
 //! ```
 
-use kv_store::{client, config, demo, serve};
+use kv_store::{bench, client, config, demo, serve};
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -42,6 +43,19 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         keys: usize,
     },
+    /// Measure a local 3-node cluster with wrk, side by side with a local etcd cluster when
+    /// `etcd` is installed: PUT and linearizable GET at several connection counts.
+    Bench {
+        /// Connection counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        connections: Vec<usize>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Repetitions (interleaved; the table shows medians).
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,6 +72,15 @@ fn main() {
         Command::Node { config } => run_node(&config),
         Command::Client { addr, op } => run_client(addr, op),
         Command::Demo { keys } => demo::run(keys),
+        Command::Bench {
+            connections,
+            seconds,
+            repetitions,
+        } => bench::run(bench::BenchConfig {
+            connections,
+            seconds,
+            repetitions,
+        }),
     };
     std::process::exit(code);
 }

@@ -1,0 +1,370 @@
+//! `kv_store bench`: the same HTTP load, by `wrk`, against a local 3-node kv_store cluster and,
+//! when `etcd` is installed, a local 3-member etcd cluster with the same durability (both sync
+//! their log to disk before a write is acknowledged). Writes and linearizable reads of random
+//! keys, sent to the leader, at several connection counts; repetitions interleaved, medians
+//! printed as one table with the ratios.
+//!
+//! etcd is driven through its JSON gateway (`POST /v3/kv/put`, `POST /v3/kv/range`, whose reads
+//! are linearizable by default). Needs `wrk` (Debian: `wrk`) and optionally `etcd`
+//! (`etcd-server`).
+
+use crate::demo::Demo;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Keys the load picks from (written once before the reads).
+const KEYS: usize = 10_000;
+
+/// What `kv_store bench` runs.
+pub struct BenchConfig {
+    pub connections: Vec<usize>,
+    pub seconds: u64,
+    pub repetitions: usize,
+}
+
+/// One wrk run's figures.
+#[derive(Clone, Copy, Debug, Default)]
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum System {
+    KvStore,
+    Etcd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Load {
+    Put,
+    Get,
+}
+
+pub fn run(config: BenchConfig) -> i32 {
+    match bench(config) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bench FAILED: {e}");
+            1
+        }
+    }
+}
+
+fn found(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn bench(config: BenchConfig) -> Result<(), String> {
+    if !found("wrk") {
+        return Err("wrk is not installed (Debian package `wrk`)".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let scripts = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let kv = Demo::start(exe)?;
+    let leader = kv.wait_for("a kv_store leader", |d| d.leader())?;
+    let mut targets = vec![(System::KvStore, kv.http[&leader])];
+    let etcd = if found("etcd") {
+        let cluster = EtcdCluster::start()?;
+        targets.push((System::Etcd, cluster.leader()?));
+        Some(cluster)
+    } else {
+        println!("etcd not found: measuring kv_store alone (Debian package `etcd-server`)");
+        None
+    };
+    for (system, _) in &targets {
+        write_scripts(scripts.path(), *system)?;
+    }
+    println!(
+        "3 nodes each on 127.0.0.1, wrk against the leader, {KEYS} random keys, {} s per run, {} repetitions interleaved",
+        config.seconds, config.repetitions
+    );
+    // Fill the key space so that reads find values.
+    for (system, addr) in &targets {
+        wrk(scripts.path(), *system, Load::Put, *addr, 64, 3)?;
+    }
+    let mut results: BTreeMap<(Load, usize, System), Vec<Figures>> = BTreeMap::new();
+    for rep in 0..config.repetitions {
+        for &c in &config.connections {
+            for load in [Load::Put, Load::Get] {
+                for (system, addr) in &targets {
+                    let f = wrk(scripts.path(), *system, load, *addr, c, config.seconds)?;
+                    eprintln!(
+                        "  rep {rep}: {load:?} {c:>3} conns {system:?}: {:.0}/s p50 {:.2} ms p99 {:.2} ms",
+                        f.rps, f.p50_ms, f.p99_ms
+                    );
+                    results.entry((load, c, *system)).or_default().push(f);
+                }
+            }
+        }
+    }
+    print_table(&results, etcd.is_some());
+    drop(etcd);
+    drop(kv);
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn print_table(results: &BTreeMap<(Load, usize, System), Vec<Figures>>, with_etcd: bool) {
+    println!();
+    println!("| load | connections | kv_store | etcd | throughput ratio | p50 kv_store / etcd | p99 kv_store / etcd |");
+    println!("|---|---|---|---|---|---|---|");
+    let summary = |f: &[Figures]| {
+        (
+            median(f.iter().map(|x| x.rps).collect()),
+            median(f.iter().map(|x| x.p50_ms).collect()),
+            median(f.iter().map(|x| x.p99_ms).collect()),
+        )
+    };
+    let mut rows: Vec<(Load, usize)> = results.keys().map(|(l, c, _)| (*l, *c)).collect();
+    rows.dedup();
+    for (load, c) in rows {
+        let Some(kv) = results.get(&(load, c, System::KvStore)) else {
+            continue;
+        };
+        let (rps, p50, p99) = summary(kv);
+        let name = match load {
+            Load::Put => "PUT",
+            Load::Get => "linearizable GET",
+        };
+        let ours = format!("{rps:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+        match results.get(&(load, c, System::Etcd)).filter(|_| with_etcd) {
+            Some(e) => {
+                let (erps, ep50, ep99) = summary(e);
+                println!(
+                    "| {name} | {c} | {ours} | {erps:.0}/s, p50 {ep50:.2} ms, p99 {ep99:.2} ms | {:.2}x | {:.2} | {:.2} |",
+                    rps / erps,
+                    p50 / ep50,
+                    p99 / ep99
+                );
+            }
+            None => println!("| {name} | {c} | {ours} | - | - | - | - |"),
+        }
+    }
+}
+
+/// Writes `put-<system>.lua` and `get-<system>.lua`: requests for random keys.
+fn write_scripts(dir: &Path, system: System) -> Result<(), String> {
+    let (put, get) = match system {
+        System::KvStore => (
+            r#"request = function()
+  return wrk.format("PUT", "/kv/key-" .. math.random(1, KEYS), nil, "value-" .. math.random(1, 1000000))
+end"#
+                .to_string(),
+            r#"request = function()
+  return wrk.format("GET", "/kv/key-" .. math.random(1, KEYS))
+end"#
+                .to_string(),
+        ),
+        System::Etcd => {
+            // The gateway wants base64 keys and values: a table of the keys, encoded here.
+            let keys: Vec<String> = (1..=KEYS)
+                .map(|k| format!("\"{}\"", base64(format!("key-{k}").as_bytes())))
+                .collect();
+            let table = format!("local keys = {{{}}}\n", keys.join(","));
+            (
+                format!(
+                    "{table}wrk.method = \"POST\"\nrequest = function()\n  local body = '{{\"key\":\"' .. keys[math.random(1, KEYS)] .. '\",\"value\":\"{}\"}}'\n  return wrk.format(\"POST\", \"/v3/kv/put\", nil, body)\nend",
+                    base64(b"value-of-about-this-size")
+                ),
+                format!(
+                    "{table}wrk.method = \"POST\"\nrequest = function()\n  return wrk.format(\"POST\", \"/v3/kv/range\", nil, '{{\"key\":\"' .. keys[math.random(1, KEYS)] .. '\"}}')\nend"
+                ),
+            )
+        }
+    };
+    let header = format!(
+        "KEYS = {KEYS}\nmath.randomseed(os.time())\n{}\n",
+        LATENCY_REPORT
+    );
+    for (name, body) in [("put", put), ("get", get)] {
+        let path = dir.join(format!("{name}-{system:?}.lua"));
+        std::fs::write(&path, format!("{header}{body}\n")).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Prints the figures the table needs in a line that is easy to parse, counting non-2xx
+/// answers (a 404 on a read of a key not written is fine; errors are not).
+const LATENCY_REPORT: &str = r#"done = function(summary, latency, requests)
+  io.write(string.format("BENCH %f %f %f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end"#;
+
+fn wrk(
+    dir: &Path,
+    system: System,
+    load: Load,
+    addr: SocketAddr,
+    connections: usize,
+    seconds: u64,
+) -> Result<Figures, String> {
+    let name = match load {
+        Load::Put => "put",
+        Load::Get => "get",
+    };
+    let script = dir.join(format!("{name}-{system:?}.lua"));
+    let threads = connections.min(2);
+    let out = Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--timeout")
+        .arg("10s")
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH "))
+        .ok_or_else(|| format!("no figures from wrk: {text}"))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() != 5 {
+        return Err(format!("unexpected wrk output: {line}"));
+    }
+    if v[4] > 0.0 || (load == Load::Put && v[3] > 0.0) {
+        eprintln!(
+            "  warning: {system:?} {name} at {connections}: {} bad statuses, {} socket errors",
+            v[3], v[4]
+        );
+    }
+    Ok(Figures {
+        rps: v[0],
+        p50_ms: v[1],
+        p99_ms: v[2],
+    })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Three etcd members on 127.0.0.1, each with its own data directory; dropped, they stop.
+struct EtcdCluster {
+    _dir: tempfile::TempDir,
+    children: Vec<Child>,
+    clients: Vec<SocketAddr>,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<SocketAddr, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+impl EtcdCluster {
+    fn start() -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut peers = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            peers.push(free_port()?);
+            clients.push(free_port()?);
+        }
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("e{i}=http://{p}"))
+            .collect();
+        let mut children = Vec::new();
+        for i in 0..3 {
+            let data: PathBuf = dir.path().join(format!("e{i}"));
+            let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))
+                .map_err(|e| e.to_string())?;
+            let child = Command::new("etcd")
+                .arg("--name")
+                .arg(format!("e{i}"))
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--listen-peer-urls")
+                .arg(format!("http://{}", peers[i]))
+                .arg("--initial-advertise-peer-urls")
+                .arg(format!("http://{}", peers[i]))
+                .arg("--listen-client-urls")
+                .arg(format!("http://{}", clients[i]))
+                .arg("--advertise-client-urls")
+                .arg(format!("http://{}", clients[i]))
+                .arg("--initial-cluster")
+                .arg(initial.join(","))
+                .arg("--initial-cluster-state")
+                .arg("new")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start etcd: {e}"))?;
+            children.push(child);
+        }
+        let cluster = EtcdCluster {
+            _dir: dir,
+            children,
+            clients,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if cluster.leader().is_ok() {
+                return Ok(cluster);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err("etcd did not elect a leader within 30 s".into())
+    }
+
+    /// The client address of the member that leads.
+    fn leader(&self) -> Result<SocketAddr, String> {
+        for addr in &self.clients {
+            let r = crate::client::request(
+                *addr,
+                "POST",
+                "/v3/maintenance/status",
+                "{}",
+                Duration::from_secs(2),
+            )
+            .map_err(|e| e.to_string())?;
+            let member = r.body["header"]["member_id"].as_str().map(String::from);
+            let leader = r.body["leader"].as_str().map(String::from);
+            if member.is_some() && member == leader {
+                return Ok(*addr);
+            }
+        }
+        Err("no etcd leader yet".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        assert_eq!(super::base64(b"key-1"), "a2V5LTE=");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b"abc"), "YWJj");
+    }
+}
