@@ -130,3 +130,63 @@ fn a_failed_open_releases_the_store_before_it_returns() {
         }
     }
 }
+
+/// An entry whose snapshot is one mebibyte, for the test below.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Small(u64);
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Blob(Vec<u8>);
+
+impl omnipaxos::storage::Snapshot<Small> for Blob {
+    fn create(_entries: &[Small]) -> Self {
+        Blob(vec![7; 1 << 20])
+    }
+    fn merge(&mut self, _delta: Self) {}
+    fn use_snapshots() -> bool {
+        true
+    }
+}
+
+impl omnipaxos::storage::Entry for Small {
+    type Snapshot = Blob;
+}
+
+/// Bytes this process handed to `write`-like system calls so far.
+#[cfg(target_os = "linux")]
+fn bytes_written() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_snapshot_is_not_written_again_by_every_later_write() {
+    use omnipaxos::storage::Snapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store: PersistentStorage<Small> = PersistentStorage::open(config(&dir, true));
+    store.append_entries((0..10).map(Small).collect()).unwrap();
+    store
+        .write_atomically(vec![
+            StorageOp::SetSnapshot(Some(Blob::create(&[]))),
+            StorageOp::SetCompactedIdx(5),
+            StorageOp::Trim(5),
+        ])
+        .unwrap();
+    let before = bytes_written();
+    for idx in 0..100 {
+        store.set_decided_idx(idx % 10).unwrap();
+    }
+    let written = bytes_written() - before;
+    // A hundred small writes; before the snapshot had a tree of its own, each carried the
+    // snapshot's leaf again (about 100 MiB here).
+    assert!(written < 10 << 20, "{written} bytes written for 100 small writes");
+    assert_eq!(store.get_snapshot().unwrap().map(|b| b.0.len()), Some(1 << 20));
+    drop(store);
+    let store: PersistentStorage<Small> = PersistentStorage::open(config(&dir, true));
+    assert_eq!(store.get_snapshot().unwrap().map(|b| b.0.len()), Some(1 << 20));
+    assert_eq!(store.get_compacted_idx().unwrap(), 5);
+}

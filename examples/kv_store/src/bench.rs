@@ -23,6 +23,8 @@ pub struct BenchConfig {
     pub connections: Vec<usize>,
     pub seconds: u64,
     pub repetitions: usize,
+    /// Whether to measure etcd too (when it is installed).
+    pub with_etcd: bool,
 }
 
 /// One wrk run's figures.
@@ -73,12 +75,14 @@ fn bench(config: BenchConfig) -> Result<(), String> {
     let kv = Demo::start(exe)?;
     let leader = kv.wait_for("a kv_store leader", |d| d.leader())?;
     let mut targets = vec![(System::KvStore, kv.http[&leader])];
-    let etcd = if found("etcd") {
+    let etcd = if config.with_etcd && found("etcd") {
         let cluster = EtcdCluster::start()?;
         targets.push((System::Etcd, cluster.leader()?));
         Some(cluster)
     } else {
-        println!("etcd not found: measuring kv_store alone (Debian package `etcd-server`)");
+        if config.with_etcd {
+            println!("etcd not found: measuring kv_store alone (Debian package `etcd-server`)");
+        }
         None
     };
     for (system, _) in &targets {

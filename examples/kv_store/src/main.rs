@@ -55,6 +55,9 @@ enum Command {
         /// Repetitions (interleaved; the table shows medians).
         #[arg(long, default_value_t = 3)]
         repetitions: usize,
+        /// Measure kv_store alone, even if etcd is installed.
+        #[arg(long)]
+        without_etcd: bool,
     },
 }
 
@@ -76,10 +79,12 @@ fn main() {
             connections,
             seconds,
             repetitions,
+            without_etcd,
         } => bench::run(bench::BenchConfig {
             connections,
             seconds,
             repetitions,
+            with_etcd: !without_etcd,
         }),
     };
     std::process::exit(code);

@@ -63,6 +63,10 @@ pub struct Status {
     pub retired: bool,
     pub peers_connected: Vec<u64>,
     pub keys: usize,
+    /// Appends and reads waiting for an outcome in the runtime.
+    pub pending_requests: usize,
+    /// Storage writes since the node started.
+    pub storage_writes: u64,
 }
 
 /// Where the state machine is: the configuration and the number of its entries applied.
@@ -337,6 +341,8 @@ impl Node {
                 .map(|(pid, _)| *pid)
                 .collect(),
             keys,
+            pending_requests: m.pending_requests,
+            storage_writes: m.storage_writes,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The on-disk layout: one sled tree. Scalar state lives under fixed keys; the log is stored in
+//! The on-disk layout: one sled tree, and a second one for the snapshot alone. Scalar state lives under fixed keys; the log is stored in
 //! chunks, one value per appended batch, keyed by `b'l'` and the chunk's first absolute index in
 //! big-endian (so keys sort by index). A chunk value is its entry count (8 bytes, big-endian)
 //! followed by the bincode encoding of the entries.
@@ -15,6 +15,8 @@ pub(super) const COMPACTED_IDX: &[u8] = b"s/compacted_idx";
 pub(super) const LOG_START: &[u8] = b"s/log_start";
 pub(super) const STOPSIGN: &[u8] = b"s/stopsign";
 pub(super) const SNAPSHOT: &[u8] = b"s/snapshot";
+/// The tree the snapshot is kept in (under `SNAPSHOT`).
+pub(super) const SNAPSHOT_TREE: &[u8] = b"snapshot";
 pub(super) const CHUNK_PREFIX: u8 = b'l';
 
 pub(super) fn chunk_key(first_idx: usize) -> [u8; 9] {

@@ -31,6 +31,9 @@ use std::path::Path;
 /// `Ok`. Dropping the store flushes it and returns once the path can be opened again.
 pub struct PersistentStorage<T: Entry> {
     db: sled::Db,
+    /// The snapshot, in a tree of its own: sled rewrites a whole leaf on every change of any
+    /// key in it, so a large snapshot next to the decided index made every write carry it.
+    snapshots: sled::Tree,
     path: String,
     /// `Some` with `sync_writes` on: the `fdatasync` that follows every flush.
     disk_sync: Option<DiskSync>,
@@ -74,6 +77,7 @@ where
         // and this then waits for its lock (locals drop in reverse order).
         let lock_release = LockRelease::new(dir);
         let db = config.sled_config().open()?;
+        let snapshots = db.open_tree(SNAPSHOT_TREE)?;
         let disk_sync = match config.get_sync_writes() {
             true => Some(DiskSync::open(dir).map_err(io("opening the store for syncs"))?),
             false => None,
@@ -99,6 +103,7 @@ where
         let log_end = expected.unwrap_or(log_start).max(log_start);
         Ok(Self {
             db,
+            snapshots,
             path: config.get_path().clone(),
             disk_sync,
             chunks,
@@ -209,14 +214,35 @@ where
     fn commit(&mut self, txn: Txn<T>) -> StorageResult<()> {
         let Txn {
             batch,
+            snapshot,
             chunks,
             log_start,
             log_end,
             ..
         } = txn;
-        self.db
-            .apply_batch(batch)
-            .map_err(PersistentStorageError::from)?;
+        match snapshot {
+            None => self.db.apply_batch(batch)?,
+            Some(snapshot) => {
+                use sled::transaction::{ConflictableTransactionError, TransactionError};
+                use sled::Transactional;
+                let main: &sled::Tree = &self.db;
+                (main, &self.snapshots)
+                    .transaction(|(main, snapshots)| {
+                        main.apply_batch(&batch)?;
+                        match &snapshot {
+                            Some(bytes) => snapshots.insert(SNAPSHOT, bytes.as_slice())?,
+                            None => snapshots.remove(SNAPSHOT)?,
+                        };
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| match e {
+                        TransactionError::Storage(e) => PersistentStorageError::from(e),
+                        TransactionError::Abort(()) => {
+                            PersistentStorageError::Corrupt("a write was aborted".into())
+                        }
+                    })?;
+            }
+        }
         self.flush_if_sync()?;
         self.chunks = chunks;
         self.log_start = log_start;
@@ -237,6 +263,8 @@ impl<T: Entry> Drop for PersistentStorage<T> {
 /// once the batch is applied. Nothing touches the database until `commit`.
 struct Txn<T> {
     batch: sled::Batch,
+    /// A new snapshot (`Some(None)`: remove it), written in the same transaction.
+    snapshot: Option<Option<Vec<u8>>>,
     chunks: BTreeMap<usize, usize>,
     /// Chunks written by this batch, so later operations of the same batch read them.
     written: BTreeMap<usize, Vec<T>>,
@@ -248,6 +276,7 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
     fn begin(store: &PersistentStorage<T>) -> Self {
         Self {
             batch: sled::Batch::default(),
+            snapshot: None,
             chunks: store.chunks.clone(),
             written: BTreeMap::new(),
             log_start: store.log_start,
@@ -353,6 +382,16 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
         self.batch.insert(LOG_START, &encode_usize(idx));
     }
 
+    fn set_snapshot<V: Serialize>(
+        &mut self,
+        value: Option<&V>,
+    ) -> Result<(), PersistentStorageError> {
+        self.snapshot = Some(value.map(|v| encode(v, "snapshot")).transpose()?);
+        // A store written before snapshots had their own tree kept it here.
+        self.batch.remove(SNAPSHOT);
+        Ok(())
+    }
+
     fn set(&mut self, key: &[u8], value: Vec<u8>) {
         self.batch.insert(key, value);
     }
@@ -392,7 +431,7 @@ where
                 StorageOp::SetStopsign(ss) => {
                     txn.set_optional(STOPSIGN, ss.as_ref(), "stopsign")?
                 }
-                StorageOp::SetSnapshot(s) => txn.set_optional(SNAPSHOT, s.as_ref(), "snapshot")?,
+                StorageOp::SetSnapshot(s) => txn.set_snapshot(s.as_ref())?,
             }
         }
         self.commit(txn)
@@ -507,10 +546,20 @@ where
     }
 
     fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
-        self.put_optional(SNAPSHOT, snapshot.as_ref(), "snapshot")
+        let mut txn = Txn::begin(self);
+        txn.set_snapshot(snapshot.as_ref())?;
+        self.commit(txn)
     }
 
     fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
-        self.get_decoded(SNAPSHOT, "snapshot")
+        match self
+            .snapshots
+            .get(SNAPSHOT)
+            .map_err(PersistentStorageError::from)?
+        {
+            Some(bytes) => Ok(Some(decode(&bytes, "snapshot")?)),
+            // A store written before snapshots had their own tree.
+            None => self.get_decoded(SNAPSHOT, "snapshot"),
+        }
     }
 }
