@@ -192,6 +192,30 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         buffer.extend(self.ble.take_outgoing().map(Message::BLE));
     }
 
+    /// [`take_outgoing_messages`](Self::take_outgoing_messages) for a leader that writes in
+    /// parallel with its followers: the messages that replicate the entries appended since the
+    /// last write are handed to `before_write` **before** this server writes them to its own
+    /// storage; send them at once (without waiting), and the followers' writes overlap with the
+    /// leader's. The leader still counts itself for an entry only once its own write returned,
+    /// and nothing decided depends on an unwritten entry. On a follower, or with nothing new to
+    /// replicate (or no follower to send it to), `before_write` is not called. Every message
+    /// handed to `before_write` and to `buffer` must be sent, in that order.
+    pub fn take_outgoing_messages_pipelined(
+        &mut self,
+        buffer: &mut Vec<Message<T>>,
+        before_write: impl FnOnce(&mut Vec<Message<T>>),
+    ) {
+        if self.storage_error.is_none() && self.seq_paxos.replicate_unwritten() {
+            let mut early = Vec::new();
+            self.seq_paxos
+                .take_outgoing_into(&mut early, Message::SequencePaxos);
+            if !early.is_empty() {
+                before_write(&mut early);
+            }
+        }
+        self.take_outgoing_messages(buffer);
+    }
+
     /// Advances the logical clocks by one tick: every `election_tick_timeout` ticks a heartbeat
     /// round ends, every `resend_message_tick_timeout` ticks lost messages are repaired, and
     /// every `flush_batch_tick_timeout` ticks a partial batch is flushed.

@@ -120,6 +120,12 @@ fn run_schedule_with<E: SweepEntry>(seed: u64) {
     config.server_config.flush_batch_tick_timeout = 15;
     config.flexible_quorum = profile.flexible_quorum;
     config.network = NetworkConfig::lossy(0.05, 0.05, 2).with_late_duplicates(0.02, 150);
+    // Half the schedules replicate as `omnipaxos_runtime` does: leaders send new entries before
+    // writing them, and now and then crash in between.
+    if (seed / 32) % 2 == 1 {
+        config.pipelined_writes = true;
+        config.crash_before_write = 0.01;
+    }
     if profile.leases {
         config.read_lease = Some(ReadLease {
             duration_ticks: 2 * ELECTION_TICKS as u64,

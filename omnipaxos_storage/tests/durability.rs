@@ -183,10 +183,19 @@ fn a_large_snapshot_is_not_written_again_by_every_later_write() {
     let written = bytes_written() - before;
     // A hundred small writes; before the snapshot had a tree of its own, each carried the
     // snapshot's leaf again (about 100 MiB here).
-    assert!(written < 10 << 20, "{written} bytes written for 100 small writes");
-    assert_eq!(store.get_snapshot().unwrap().map(|b| b.0.len()), Some(1 << 20));
+    assert!(
+        written < 10 << 20,
+        "{written} bytes written for 100 small writes"
+    );
+    assert_eq!(
+        store.get_snapshot().unwrap().map(|b| b.0.len()),
+        Some(1 << 20)
+    );
     drop(store);
     let store: PersistentStorage<Small> = PersistentStorage::open(config(&dir, true));
-    assert_eq!(store.get_snapshot().unwrap().map(|b| b.0.len()), Some(1 << 20));
+    assert_eq!(
+        store.get_snapshot().unwrap().map(|b| b.0.len()),
+        Some(1 << 20)
+    );
     assert_eq!(store.get_compacted_idx().unwrap(), 5);
 }

@@ -423,6 +423,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         else {
             return Ok(());
         };
+        // Followers can be ahead of this leader's own write (pipelined replication); what is
+        // decided here never passes what is written here.
+        let quorum_accepted = quorum_accepted.min(own);
         if quorum_accepted > self.internal_storage.decided_idx() {
             self.internal_storage.set_decided_idx(quorum_accepted)?;
             self.send_decide();

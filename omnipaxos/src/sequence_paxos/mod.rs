@@ -257,8 +257,9 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         self.phase = Phase::Recover;
     }
 
-    /// Leaves the leader role. The unwritten batch was never sent to anyone, so it goes back to
-    /// the pending proposals and reaches the next leader instead of being overwritten.
+    /// Leaves the leader role. The part of the unwritten batch that was never sent to anyone
+    /// goes back to the pending proposals and reaches the next leader instead of being
+    /// overwritten.
     fn step_down(&mut self) {
         self.reads.leadership_lost();
         self.lease_lost();
@@ -290,14 +291,34 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         // Reads asked in this burst of input share one confirmation round, which starts here;
         // entries written in the same burst carry it (their acknowledgements confirm it).
         let log_end_before = self.internal_storage.accepted_idx();
-        let written = self.internal_storage.write_pending()?;
+        let sent = self.internal_storage.unwritten_sent();
+        let mut written = self.internal_storage.write_pending()?;
         let writes_out = !written.is_empty();
         if writes_out {
-            self.send_accept_decide(written);
+            // Entries replicated before the write (`replicate_unwritten`) are not sent again.
+            written.drain(..sent.min(written.len()));
+            if !written.is_empty() {
+                self.send_accept_decide(written);
+            }
             self.try_decide()?;
         }
         self.start_read_round(log_end_before, writes_out);
         Ok(())
+    }
+
+    /// Sends the followers the entries that wait for the next write, before it: they then write
+    /// them while this leader does. Whether this leader counts itself for them still waits for
+    /// its own write. Returns whether anything was sent.
+    pub(crate) fn replicate_unwritten(&mut self) -> bool {
+        if !self.is_accepting_leader() {
+            return false;
+        }
+        let fresh = self.internal_storage.take_unsent();
+        if fresh.is_empty() {
+            return false;
+        }
+        self.send_accept_decide(fresh);
+        true
     }
 
     /// Flush timer: write and replicate a partial batch.

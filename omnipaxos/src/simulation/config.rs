@@ -35,6 +35,13 @@ pub struct SimConfig {
     /// Servers whose clock runs slow: server `pid` with `k` skips its tick every `k`-th step,
     /// so it ticks at `(k - 1) / k` of the others' rate (tick-rate skew, for leases).
     pub slow_servers: BTreeMap<NodeId, u64>,
+    /// Leaders send new entries before writing them
+    /// ([`OmniPaxos::take_outgoing_messages_pipelined`](crate::OmniPaxos::take_outgoing_messages_pipelined)),
+    /// as `omnipaxos_runtime` does.
+    pub pipelined_writes: bool,
+    /// With `pipelined_writes`: the chance that a leader that just sent entries crashes before
+    /// its own write of them (it restarts at the next step, from storage that lacks them).
+    pub crash_before_write: f64,
 }
 
 impl SimConfig {
@@ -57,6 +64,8 @@ impl SimConfig {
             full_check_every: 25,
             read_lease: None,
             slow_servers: BTreeMap::new(),
+            pipelined_writes: false,
+            crash_before_write: 0.0,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct Simulation<T: Entry + Eq + Hash, B: Storage<T>> {
     outgoing: Vec<Message<T>>,
     intercepts: Vec<Intercept<T>>,
     held: Vec<Message<T>>,
+    /// Leaders that crashed between sending and writing, restarted at the next step (after
+    /// what they sent was delivered).
+    restart_next_step: Vec<NodeId>,
 }
 
 impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
@@ -89,6 +92,7 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
             outgoing: Vec::new(),
             intercepts: Vec::new(),
             held: Vec::new(),
+            restart_next_step: Vec::new(),
             config,
         };
         for pid in sim.config.nodes.clone() {
@@ -160,6 +164,11 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
         self.network.config = network;
     }
 
+    /// Sets [`SimConfig::crash_before_write`] from now on (with `pipelined_writes`).
+    pub fn set_crash_before_write(&mut self, chance: f64) {
+        self.config.crash_before_write = chance;
+    }
+
     /// Appends `entry` on server `pid` and records it as proposed.
     pub fn append(&mut self, pid: NodeId, entry: T) -> Result<(), ProposeErr<T>> {
         let Some(server) = self.servers.get_mut(&pid).and_then(Option::as_mut) else {
@@ -203,6 +212,11 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
     /// Like [`Simulation::step`], but returns a violation instead of panicking.
     pub fn try_step(&mut self) -> Result<(), String> {
         self.now += 1;
+        for pid in std::mem::take(&mut self.restart_next_step) {
+            if matches!(self.servers.get(&pid), Some(None)) {
+                self.restart(pid).map_err(|e| e.to_string())?;
+            }
+        }
         for (pid, server) in self.servers.iter_mut() {
             let slow = self.config.slow_servers.get(pid).copied().unwrap_or(0);
             if slow > 1 && self.now % slow == 0 {
@@ -245,8 +259,31 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
 
     fn collect_outgoing(&mut self) {
         let mut buffer = std::mem::take(&mut self.outgoing);
-        for server in self.servers.values_mut().flatten() {
-            server.take_outgoing_messages(&mut buffer);
+        let mut crashed_before_write = Vec::new();
+        for (pid, server) in self.servers.iter_mut() {
+            let Some(server) = server else { continue };
+            if !self.config.pipelined_writes {
+                server.take_outgoing_messages(&mut buffer);
+                continue;
+            }
+            let crash = self.config.crash_before_write > 0.0
+                && self.rng.chance(self.config.crash_before_write);
+            let storage = &self.storages[pid];
+            let mut early = Vec::new();
+            let mut rest = Vec::new();
+            server.take_outgoing_messages_pipelined(&mut rest, |sent| {
+                early.append(sent);
+                if crash {
+                    // The leader's own write fails: as if it crashed between sending and
+                    // writing. It is crashed and restarted below.
+                    storage.set_fault(FaultMode::FailWrites);
+                }
+            });
+            if crash && !early.is_empty() {
+                crashed_before_write.push(*pid);
+            }
+            buffer.append(&mut early);
+            buffer.append(&mut rest);
         }
         for msg in buffer.drain(..) {
             if let Some(deliver) = self.intercept(&msg) {
@@ -259,6 +296,12 @@ impl<T: Entry + Eq + Hash, B: Storage<T>> Simulation<T, B> {
             self.network.send(msg, self.now, &mut self.rng);
         }
         self.outgoing = buffer;
+        for pid in crashed_before_write {
+            self.record(format!("{pid} crashes after sending, before writing"));
+            self.storages[&pid].set_fault(FaultMode::Healthy);
+            self.crash(pid);
+            self.restart_next_step.push(pid);
+        }
     }
 
     fn deliver(&mut self, msg: Message<T>) {

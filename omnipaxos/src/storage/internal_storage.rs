@@ -24,6 +24,9 @@ pub(crate) struct InternalStorage<T: Entry, B: Storage<T>> {
     /// everything appended in one burst of input reaches storage as one write). Visible to reads
     /// and the public accepted index, never counted in a quorum before it is written.
     unwritten: Vec<T>,
+    /// How many of the first `unwritten` entries a leader already sent to its followers
+    /// (`OmniPaxos::take_outgoing_messages_pipelined`).
+    unwritten_sent: usize,
     /// A partial batch (fewer than `batch_size` entries); invisible until it is complete or
     /// flushed.
     batch: Vec<T>,
@@ -67,6 +70,7 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             compacted_idx,
             stopsign,
             unwritten: Vec::new(),
+            unwritten_sent: 0,
             batch: Vec::new(),
             batch_size,
             writes: 0,
@@ -187,6 +191,18 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         }
     }
 
+    /// The unwritten entries not sent yet, now counted as sent.
+    pub(crate) fn take_unsent(&mut self) -> Vec<T> {
+        let fresh = self.unwritten[self.unwritten_sent..].to_vec();
+        self.unwritten_sent = self.unwritten.len();
+        fresh
+    }
+
+    /// How many of the entries the next `write_pending` writes were sent already.
+    pub(crate) fn unwritten_sent(&self) -> usize {
+        self.unwritten_sent
+    }
+
     /// Writes the complete batches waiting since the last write, in one storage call, and
     /// returns them (empty if there were none).
     pub(crate) fn write_pending(&mut self) -> StorageResult<Vec<T>> {
@@ -194,10 +210,12 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
             return Ok(Vec::new());
         }
         let entries = std::mem::take(&mut self.unwritten);
-        self.write_entries(entries).map_err(|(err, entries)| {
+        let written = self.write_entries(entries).map_err(|(err, entries)| {
             self.unwritten = entries; // nothing was written: keep them as they were
             err
-        })
+        })?;
+        self.unwritten_sent = 0;
+        Ok(written)
     }
 
     /// Writes everything accepted in memory, the partial batch included, and returns it.
@@ -229,10 +247,14 @@ impl<T: Entry, B: Storage<T>> InternalStorage<T, B> {
         Ok(count)
     }
 
-    /// Removes everything accepted in memory but not written (a deposed leader hands it back to
-    /// its pending proposals: it was never sent).
+    /// Removes everything accepted in memory but not written, and returns what of it was never
+    /// sent (a deposed leader hands that back to its pending proposals). Entries already sent
+    /// may be in a follower's log, so proposing them again could decide them twice: they are
+    /// dropped, their fate is the old ballot's.
     pub(crate) fn take_batch(&mut self) -> Vec<T> {
         let mut entries = std::mem::take(&mut self.unwritten);
+        entries.drain(..self.unwritten_sent.min(entries.len()));
+        self.unwritten_sent = 0;
         entries.append(&mut self.batch);
         entries
     }

@@ -386,9 +386,25 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     fn end_pass(&mut self) {
         self.dispatch_appends();
         self.ask_reads();
-        self.op.take_outgoing_messages(&mut self.outgoing);
-        self.observe();
+        // The leader's new entries leave before its own write of them, so that the followers
+        // write while it does (the core still counts the leader only once its write returned).
         let config_id = self.config_id();
+        let transport = &mut self.transport;
+        self.op
+            .take_outgoing_messages_pipelined(&mut self.outgoing, |early| {
+                let mut by_peer: BTreeMap<NodeId, Vec<WireMessage<T>>> = BTreeMap::new();
+                for msg in early.drain(..) {
+                    let to = msg.get_receiver();
+                    by_peer
+                        .entry(to)
+                        .or_default()
+                        .push(WireMessage::Protocol { config_id, msg });
+                }
+                for (to, mut messages) in by_peer {
+                    transport.send(to, &mut messages);
+                }
+            });
+        self.observe();
         for msg in self.outgoing.drain(..) {
             let to = msg.get_receiver();
             self.outbox
