@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod compaction;
 pub mod config;
 pub mod demo;
 pub mod entry;

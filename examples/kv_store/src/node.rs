@@ -12,6 +12,7 @@
 //! - Reconfiguration is the runtime's: a node moves to the next configuration by itself, and
 //!   the new nodes' peer addresses travel in the StopSign's metadata.
 
+use crate::compaction::SnapshotPolicy;
 use crate::entry::{KvCommand, RequestId, Write, WriteOp};
 use crate::machine::{KvMachine, Outcome};
 use omnipaxos::util::LogEntry;
@@ -28,11 +29,6 @@ use tokio::time::Instant;
 
 /// How long a request may take, retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Compact the log into a snapshot every this many applied entries. A snapshot serialises and
-/// stores the whole map (see docs/large_state.md for where this is going), so it is taken rarely
-/// enough that its cost per write stays small: with 1,000 it was 5-10% of the leader's time
-/// under load with 10,000 keys.
-const SNAPSHOT_EVERY: usize = 50_000;
 /// Pause before sending a write again when no leader could take it.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
@@ -359,7 +355,7 @@ async fn apply_decided(
     applied: Arc<Mutex<Applied>>,
     position: watch::Sender<Position>,
 ) {
-    let mut last_snapshot = 0;
+    let mut snapshots = SnapshotPolicy::new(handle.metrics().borrow().pid);
     // The state the current configuration started from; `None` in the first configuration of
     // the stream, whose snapshots are complete (a configuration's snapshot covers its own log).
     let mut config_start: Option<KvMachine> = None;
@@ -396,7 +392,7 @@ async fn apply_decided(
                     // Everything of the ended configuration is applied: the next one starts.
                     config_start = Some(a.machine.clone());
                     a.position = (ss.next_config.configuration_id, 0);
-                    last_snapshot = 0;
+                    snapshots.new_log();
                 }
                 LogEntry::Undecided(_) => {}
             }
@@ -407,13 +403,16 @@ async fn apply_decided(
             let _ = handle.add_peer(pid, address.to_string()).await;
         }
         let (config_id, idx) = now_at;
-        if idx >= last_snapshot + SNAPSHOT_EVERY
-            && handle.metrics().borrow().configuration_id == config_id
-        {
+        let (current, leading) = {
+            let m = handle.metrics();
+            let m = m.borrow();
+            (m.configuration_id, m.role == Role::Leader)
+        };
+        if current == config_id && snapshots.due(idx, leading) {
             if let Err(e) = handle.snapshot(Some(idx), true).await {
                 tracing::warn!("snapshot failed: {e}");
             }
-            last_snapshot = idx;
+            snapshots.taken(idx);
         }
     }
 }
