@@ -414,23 +414,11 @@ async fn apply_decided(
         if current == config_id && snapshots.due(idx, leading) {
             let started = std::time::Instant::now();
             match handle.snapshot(Some(idx), true).await {
-                Ok(()) => {
-                    let _ = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open("/tmp/snaptimes.txt")
-                        .and_then(|mut f| {
-                            std::io::Write::write_all(
-                                &mut f,
-                                format!("{} {}\n", idx, started.elapsed().as_millis()).as_bytes(),
-                            )
-                        });
-                    tracing::info!(
-                        idx,
-                        ms = started.elapsed().as_millis() as u64,
-                        "compacted the log into a snapshot"
-                    )
-                }
+                Ok(()) => tracing::info!(
+                    idx,
+                    ms = started.elapsed().as_millis() as u64,
+                    "compacted the log into a snapshot"
+                ),
                 Err(e) => tracing::warn!("snapshot failed: {e}"),
             }
             snapshots.taken(idx);
