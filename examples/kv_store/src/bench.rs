@@ -73,35 +73,53 @@ fn bench(config: BenchConfig) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let scripts = tempfile::tempdir().map_err(|e| e.to_string())?;
     let kv = Demo::start(exe)?;
-    let leader = kv.wait_for("a kv_store leader", |d| d.leader())?;
-    let mut targets = vec![(System::KvStore, kv.http[&leader])];
+    kv.wait_for("a kv_store leader", |d| d.leader())?;
+    let mut systems = vec![System::KvStore];
     let etcd = if config.with_etcd && found("etcd") {
-        let cluster = EtcdCluster::start()?;
-        targets.push((System::Etcd, cluster.leader()?));
-        Some(cluster)
+        systems.push(System::Etcd);
+        Some(EtcdCluster::start()?)
     } else {
         if config.with_etcd {
             println!("etcd not found: measuring kv_store alone (Debian package `etcd-server`)");
         }
         None
     };
-    for (system, _) in &targets {
+    for system in &systems {
         write_scripts(scripts.path(), *system)?;
     }
+    // Every run goes to the leader of the moment (it may have changed since the last run).
+    let leader_of = |system: System| -> Result<SocketAddr, String> {
+        match (system, &etcd) {
+            (System::KvStore, _) => {
+                let pid = kv.wait_for("a kv_store leader", |d| d.leader())?;
+                Ok(kv.http[&pid])
+            }
+            (System::Etcd, Some(cluster)) => cluster.leader(),
+            (System::Etcd, None) => Err("no etcd cluster".into()),
+        }
+    };
     println!(
         "3 nodes each on 127.0.0.1, wrk against the leader, {KEYS} random keys, {} s per run, {} repetitions interleaved",
         config.seconds, config.repetitions
     );
     // Fill the key space so that reads find values.
-    for (system, addr) in &targets {
-        wrk(scripts.path(), *system, Load::Put, *addr, 64, 3)?;
+    for system in &systems {
+        wrk(
+            scripts.path(),
+            *system,
+            Load::Put,
+            leader_of(*system)?,
+            64,
+            3,
+        )?;
     }
     let mut results: BTreeMap<(Load, usize, System), Vec<Figures>> = BTreeMap::new();
     for rep in 0..config.repetitions {
         for &c in &config.connections {
             for load in [Load::Put, Load::Get] {
-                for (system, addr) in &targets {
-                    let f = wrk(scripts.path(), *system, load, *addr, c, config.seconds)?;
+                for system in &systems {
+                    let addr = leader_of(*system)?;
+                    let f = wrk(scripts.path(), *system, load, addr, c, config.seconds)?;
                     eprintln!(
                         "  rep {rep}: {load:?} {c:>3} conns {system:?}: {:.0}/s p50 {:.2} ms p99 {:.2} ms",
                         f.rps, f.p50_ms, f.p99_ms

@@ -196,7 +196,7 @@ impl NodeFile<'_> {
         } = self;
         let mut text = format!(
             "[cluster_config]\nconfiguration_id = {configuration_id}\nnodes = {nodes:?}\n\n\
-             [server_config]\npid = {pid}\nelection_tick_timeout = 10\nresend_message_tick_timeout = 40\n\n\
+             [server_config]\npid = {pid}\nelection_tick_timeout = 20\nresend_message_tick_timeout = 40\n\n\
              [node]\npeer_addr = \"{peer_addr}\"\nhttp_addr = \"{http_addr}\"\ndata_dir = {data_dir:?}\n"
         );
         if !self.join_from.is_empty() {
