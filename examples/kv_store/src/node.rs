@@ -362,7 +362,18 @@ async fn apply_decided(
     // The state the current configuration started from; `None` in the first configuration of
     // the stream, whose snapshots are complete (a configuration's snapshot covers its own log).
     let mut config_start: Option<KvMachine> = None;
-    while let Some(decided) = stream.next().await {
+    let mut at: Position = lock(&applied).position;
+    loop {
+        // A snapshot stalls this node, so it waits for a quiet moment (no decided entry for a
+        // while) unless the log grew far past its period (`compaction.rs`).
+        let decided = match tokio::time::timeout(QUIET, stream.next()).await {
+            Ok(Some(decided)) => decided,
+            Ok(None) => return,
+            Err(_) => {
+                maybe_snapshot(&handle, &mut snapshots, at, true).await;
+                continue;
+            }
+        };
         let mut new_peers = None;
         let now_at = {
             let mut a = lock(&applied);
@@ -405,23 +416,38 @@ async fn apply_decided(
         for (pid, address) in new_peers.into_iter().flatten() {
             let _ = handle.add_peer(pid, address.to_string()).await;
         }
-        let (config_id, idx) = now_at;
-        let (current, leading) = {
-            let m = handle.metrics();
-            let m = m.borrow();
-            (m.configuration_id, m.role == Role::Leader)
-        };
-        if current == config_id && snapshots.due(idx, leading) {
-            let started = std::time::Instant::now();
-            match handle.snapshot(Some(idx), true).await {
-                Ok(()) => tracing::info!(
-                    idx,
-                    ms = started.elapsed().as_millis() as u64,
-                    "compacted the log into a snapshot"
-                ),
-                Err(e) => tracing::warn!("snapshot failed: {e}"),
-            }
-            snapshots.taken(idx);
-        }
+        at = now_at;
+        maybe_snapshot(&handle, &mut snapshots, at, false).await;
     }
+}
+
+/// How long without a decided entry counts as a quiet moment for a snapshot.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// Compacts the current log up to `at` if the schedule says so.
+async fn maybe_snapshot(
+    handle: &OmniPaxosHandle<KvCommand>,
+    snapshots: &mut SnapshotPolicy,
+    at: Position,
+    quiet: bool,
+) {
+    let (config_id, idx) = at;
+    let (current, leading) = {
+        let m = handle.metrics();
+        let m = m.borrow();
+        (m.configuration_id, m.role == Role::Leader)
+    };
+    if current != config_id || !snapshots.due(idx, leading, quiet) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match handle.snapshot(Some(idx), true).await {
+        Ok(()) => tracing::info!(
+            idx,
+            ms = started.elapsed().as_millis() as u64,
+            "compacted the log into a snapshot"
+        ),
+        Err(e) => tracing::warn!("snapshot failed: {e}"),
+    }
+    snapshots.taken(idx);
 }
