@@ -93,3 +93,68 @@ impl Snapshot<KvCommand> for KVSnapshot {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::KvMachine;
+
+    fn write(seq: u64, op: WriteOp) -> KvCommand {
+        KvCommand::Write(Write {
+            id: RequestId {
+                node: 1,
+                life: 9,
+                seq,
+            },
+            done_below: 1,
+            op,
+        })
+    }
+
+    fn put(seq: u64, key: &str, value: &str) -> KvCommand {
+        write(
+            seq,
+            WriteOp::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_snapshot_merged_from_deltas_is_the_state_of_the_whole_log() {
+        let log = vec![
+            put(1, "a", "1"),
+            put(2, "b", "2"),
+            write(3, WriteOp::Delete { key: "a".into() }),
+            // A retried copy of request 2, decided after the boundary below: ignored.
+            put(2, "b", "2"),
+            put(4, "b", "4"),
+            put(2, "b", "2"),
+        ];
+        let mut whole = KvMachine::default();
+        for cmd in log.clone() {
+            whole.apply(cmd);
+        }
+        let mut snapshot = KVSnapshot::create(&log[..3]);
+        snapshot.merge(KVSnapshot::create(&log[3..]));
+        let merged = snapshot.into_state();
+        assert_eq!(merged.map, whole.map);
+        assert_eq!(merged.map.get("b").map(String::as_str), Some("4"));
+        assert_eq!(merged.sessions, whole.sessions);
+    }
+
+    #[test]
+    fn a_later_configurations_snapshot_lays_over_the_state_it_started_from() {
+        let mut start = KvMachine::default();
+        start.apply(put(1, "a", "1"));
+        start.apply(put(2, "b", "2"));
+        // The next configuration's log removes a key the start state has, and sets another.
+        let next = [write(3, WriteOp::Delete { key: "a".into() }), put(4, "c", "3")];
+        let later = KVSnapshot::create(&next).into_state();
+        let state = start.then(later);
+        assert_eq!(state.map.get("a"), None);
+        assert_eq!(state.map.get("b").map(String::as_str), Some("2"));
+        assert_eq!(state.map.get("c").map(String::as_str), Some("3"));
+    }
+}
