@@ -150,7 +150,10 @@ mod tests {
         start.apply(put(1, "a", "1"));
         start.apply(put(2, "b", "2"));
         // The next configuration's log removes a key the start state has, and sets another.
-        let next = [write(3, WriteOp::Delete { key: "a".into() }), put(4, "c", "3")];
+        let next = [
+            write(3, WriteOp::Delete { key: "a".into() }),
+            put(4, "c", "3"),
+        ];
         let later = KVSnapshot::create(&next).into_state();
         let state = start.then(later);
         assert_eq!(state.map.get("a"), None);
