@@ -193,10 +193,10 @@ impl Node {
         };
         let (tx, mut outcome) = oneshot::channel();
         self.applied().waiters.insert(id, tx);
-        let result = self.propose_until(id, op, &mut outcome, deadline).await;
-        self.applied().waiters.remove(&id);
-        self.session.open().remove(&seq);
-        result
+        // Also when the client goes away mid-request (the future is dropped): an entry left in
+        // `open` would hold `done_below` back for good.
+        let _open = OpenRequest { node: self, id };
+        self.propose_until(id, op, &mut outcome, deadline).await
     }
 
     /// Proposes `cmd` (again) until a copy is applied here or the deadline passes.
@@ -343,6 +343,19 @@ impl Node {
             pending_requests: m.pending_requests,
             storage_writes: m.storage_writes,
         }
+    }
+}
+
+/// A write of this node's session not answered yet; forgotten when dropped.
+struct OpenRequest<'a> {
+    node: &'a Node,
+    id: RequestId,
+}
+
+impl Drop for OpenRequest<'_> {
+    fn drop(&mut self) {
+        self.node.applied().waiters.remove(&self.id);
+        self.node.session.open().remove(&self.id.seq);
     }
 }
 
