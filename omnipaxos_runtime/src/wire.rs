@@ -151,3 +151,17 @@ pub fn decode<T: RuntimeEntry>(bytes: &[u8]) -> Result<WireMessage<T>, String> {
     }
     Ok(msg)
 }
+
+/// A random non-zero number, different in every call and every process: for identities that
+/// must not repeat across restarts (the runtime's incarnations, an application's sessions).
+pub fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish().max(1)
+}

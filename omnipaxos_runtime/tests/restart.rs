@@ -88,23 +88,21 @@ async fn nodes_restart_into_the_newest_configuration_and_a_joiner_restarts_alone
     }
     wait_leader(&restarted).await;
     ledger.append_until_decided(&restarted[0], 200).await;
-    // The joiner's stream starts with the old configuration, from the handover it saved.
-    let mut stream = restarted[2].subscribe_decided(0).await.expect("subscribed");
-    let mut old_values = Vec::new();
-    loop {
-        let e = within("the joiner's stream", stream.next())
-            .await
-            .expect("open");
-        match (e.config_id, e.entry) {
-            (1, LogEntry::Decided(v)) => old_values.push(v),
-            (1, LogEntry::StopSign(..)) => break,
-            other => panic!("unexpected {other:?} before the StopSign"),
-        }
-    }
+    // The joiner's stream starts with the old configuration, from the handover it saved, and
+    // only then the new one.
+    let joined = history(&restarted[2], 200).await;
+    let first_new = joined
+        .iter()
+        .position(|(c, _)| *c == 2)
+        .expect("configuration 2");
+    assert!(
+        joined[first_new..].iter().all(|(c, _)| *c == 2),
+        "configuration 1 after configuration 2: {joined:?}"
+    );
     for (v, _) in ledger.decided.iter().filter(|(v, _)| *v <= 10) {
         assert!(
-            old_values.contains(v),
-            "{v} missing from the saved handover {old_values:?}"
+            joined[..first_new].contains(&(1, *v)),
+            "{v} missing from the saved handover {joined:?}"
         );
     }
     // A node that replayed its configurations streams its whole history from 0: configuration

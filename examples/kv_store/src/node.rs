@@ -107,19 +107,6 @@ pub struct Node {
     session: Session,
 }
 
-/// A random number per start of the node (its session's life).
-fn random_life() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 impl Node {
     /// Starts applying the node's decided log (from the start of its history) and returns the
     /// node. `first_config` is the configuration the history starts with (the one the node was
@@ -145,7 +132,7 @@ impl Node {
             applied: applied.clone(),
             position,
             session: Session {
-                life: random_life(),
+                life: omnipaxos_runtime::wire::random_id(),
                 next_seq: AtomicU64::new(1),
                 open: Mutex::new(BTreeSet::new()),
             },
@@ -445,6 +432,11 @@ async fn maybe_snapshot(
     quiet: bool,
 ) {
     let (config_id, idx) = at;
+    // Called for every decided entry: the arithmetic first (a leader's threshold is only
+    // higher), the metrics only when a snapshot may be due.
+    if !snapshots.due(idx, false, quiet) {
+        return;
+    }
     let (current, leading) = {
         let m = handle.metrics();
         let m = m.borrow();

@@ -106,18 +106,6 @@ enum Flow {
     Stop,
 }
 
-fn random_incarnation() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish().max(1)
-}
-
 impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T, B, Tr> {
     pub(crate) fn new(
         op: OmniPaxos<T, B>,
@@ -128,7 +116,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     ) -> Self {
         Self {
             me: op.get_pid(),
-            incarnation: random_incarnation(),
+            incarnation: crate::wire::random_id(),
             config,
             op,
             transport,
