@@ -6,12 +6,16 @@ use crate::actor::StorageFactory;
 use crate::wire::RuntimeEntry;
 use omnipaxos::reconfiguration::Handover;
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use std::path::{Path, PathBuf};
 
 /// Opens `data_dir/config-<id>` for each configuration; keeps the handover in
 /// `data_dir/handover.bin` (written to a temporary file, synced, then renamed).
 pub struct DirectoryStorage {
     data_dir: PathBuf,
+    /// How long each sync of a write took, in every store this opened.
+    fsync_seconds: Histogram,
 }
 
 impl DirectoryStorage {
@@ -19,7 +23,19 @@ impl DirectoryStorage {
     pub fn new(data_dir: impl AsRef<Path>) -> Self {
         Self {
             data_dir: data_dir.as_ref().to_path_buf(),
+            fsync_seconds: crate::prometheus::latency_histogram(),
         }
+    }
+
+    /// Adds `omnipaxos_storage_fsync_seconds` to `registry`: how long making one write durable
+    /// took (sled's flush and the `fdatasync` after it), in every store this opens.
+    pub fn register_prometheus(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "omnipaxos_storage_fsync",
+            "Making one storage write durable: sled's flush and the fdatasync after it",
+            Unit::Seconds,
+            self.fsync_seconds.clone(),
+        );
     }
 
     /// The directory of configuration `config_id`.
@@ -35,10 +51,10 @@ impl DirectoryStorage {
 impl<T: RuntimeEntry> StorageFactory<T, PersistentStorage<T>> for DirectoryStorage {
     fn open(&mut self, config_id: u32) -> Result<PersistentStorage<T>, String> {
         let dir = self.config_dir(config_id);
-        PersistentStorage::try_open(PersistentStorageConfig::with_path(
-            dir.to_string_lossy().into_owned(),
-        ))
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        let mut config = PersistentStorageConfig::with_path(dir.to_string_lossy().into_owned());
+        let fsync_seconds = self.fsync_seconds.clone();
+        config.set_sync_observer(move |took| crate::prometheus::observe(&fsync_seconds, took));
+        PersistentStorage::try_open(config).map_err(|e| format!("{}: {e}", dir.display()))
     }
 
     fn save_handover(&mut self, config_id: u32, handover: &Handover<T>) -> Result<(), String> {

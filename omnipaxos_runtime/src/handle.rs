@@ -5,6 +5,7 @@ use crate::config::RuntimeConfig;
 use crate::errors::{
     AppendError, CompactError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr,
 };
+use crate::prometheus::{Latencies, NodeCollector};
 use crate::status::{Metrics, OmniPaxosEvent};
 use crate::transport::{Inbox, Transport};
 use crate::wire::{NodeId, RuntimeEntry};
@@ -13,6 +14,7 @@ use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
 use omnipaxos::util::LogEntry;
 use omnipaxos::{ClusterConfig, OmniPaxos};
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -40,6 +42,7 @@ struct Shared<T: RuntimeEntry> {
     /// The node's thread, awaited by the first `shutdown`.
     thread: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     config: RuntimeConfig,
+    latencies: Latencies,
 }
 
 /// A stream of decided entries (`OmniPaxosHandle::subscribe_decided`).
@@ -119,7 +122,15 @@ where
         events: events.clone(),
         metrics: metrics_tx,
     };
-    let actor = Actor::new(op, config.clone(), transport, reconf, outputs);
+    let latencies = Latencies::default();
+    let actor = Actor::new(
+        op,
+        config.clone(),
+        transport,
+        reconf,
+        outputs,
+        latencies.clone(),
+    );
     let runtime = tokio::runtime::Handle::current();
     let thread = tokio::task::spawn_blocking(move || {
         runtime.block_on(actor.run(commands_rx, inbox, incoming));
@@ -133,6 +144,7 @@ where
             stopped: stopped_rx,
             thread: std::sync::Mutex::new(Some(thread)),
             config,
+            latencies,
         }),
     }
 }
@@ -232,6 +244,30 @@ impl<T: RuntimeEntry> OmniPaxosHandle<T> {
     /// falls more than `event_capacity` behind skips the oldest.
     pub fn subscribe_events(&self) -> broadcast::Receiver<OmniPaxosEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Adds this node's metrics to `registry`, for the Prometheus text format: its state,
+    /// traffic by peer and kind, and latency histograms (see [`crate::prometheus`] and
+    /// `docs/observability.md`). Values are read when the registry is encoded.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: omnipaxos_runtime::OmniPaxosHandle<u64>) {
+    /// use omnipaxos_runtime::prometheus_client::{encoding::text::encode, registry::Registry};
+    /// let mut registry = Registry::default();
+    /// handle.register_prometheus(&mut registry);
+    /// let mut text = String::new();
+    /// encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("omnipaxos_decided_index"));
+    /// # }
+    /// ```
+    pub fn register_prometheus(&self, registry: &mut Registry) {
+        crate::prometheus::register(
+            registry,
+            NodeCollector {
+                metrics: self.shared.metrics.clone(),
+                latencies: self.shared.latencies.clone(),
+            },
+        );
     }
 
     /// The node's metrics, updated every tick and on every leader change.

@@ -34,6 +34,7 @@ pub mod config;
 pub mod directory;
 pub mod errors;
 mod handle;
+pub mod prometheus;
 pub mod status;
 pub mod transport;
 pub mod wire;
@@ -50,5 +51,7 @@ pub use errors::{
     AppendError, CompactError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr,
 };
 pub use handle::{spawn_actor, spawn_reconfigurable, DecidedStream, OmniPaxosHandle};
+/// The `prometheus-client` crate the metrics are built on (its `Registry` and text encoder).
+pub use prometheus_client;
 pub use status::{Metrics, OmniPaxosEvent, PeerMetrics, Role};
 pub use wire::{NodeId, RuntimeEntry};

@@ -101,8 +101,12 @@ pub struct Metrics {
     pub pending_requests: usize,
     /// Passes of the node's loop: each takes every ready input, then writes and sends once.
     pub passes: u64,
+    /// Appends submitted on this node (through its handles).
+    pub appends_submitted: u64,
     /// Messages and bytes in and out, by kind.
     pub messages: BTreeMap<&'static str, KindCounts>,
+    /// Messages and bytes in and out, by peer and kind.
+    pub messages_by_peer: BTreeMap<NodeId, BTreeMap<&'static str, KindCounts>>,
     /// Messages the transport dropped (full queues, broken connections).
     pub messages_dropped: u64,
     /// Frames refused by the transport (too large, undecodable, unauthenticated).

@@ -22,11 +22,13 @@
 
 use super::Actor;
 use crate::errors::AppendError;
+use crate::prometheus::observe;
 use crate::transport::Transport;
 use crate::wire::{NodeId, RemoteOutcome, RuntimeEntry, WireMessage};
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::Storage;
 use omnipaxos::ProposeErr;
+use prometheus_client::metrics::histogram::Histogram;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -62,6 +64,8 @@ struct LocalAppend<T: RuntimeEntry> {
     reply: Reply<T>,
     /// The configuration whose sealed log refused it: it waits for the next one.
     sealed_in: Option<u32>,
+    /// When it reached this node: the start of its append-to-decide latency.
+    submitted: Instant,
     deadline: Instant,
     state: LocalState,
 }
@@ -90,10 +94,14 @@ pub(crate) struct Appends<T: RuntimeEntry> {
     held_since: Option<Instant>,
     /// Appends answered `Ok` on this node.
     pub(crate) decided: u64,
+    /// Appends submitted on this node.
+    pub(crate) submitted: u64,
+    /// Where the time from submission to `Ok` goes.
+    append_to_decide: Histogram,
 }
 
 impl<T: RuntimeEntry> Appends<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(append_to_decide: Histogram) -> Self {
         Self {
             next_req: 0,
             local: BTreeMap::new(),
@@ -105,6 +113,8 @@ impl<T: RuntimeEntry> Appends<T> {
             remote: Vec::new(),
             held_since: None,
             decided: 0,
+            submitted: 0,
+            append_to_decide,
         }
     }
 
@@ -121,6 +131,7 @@ impl<T: RuntimeEntry> Appends<T> {
             Reply::Caller(reply) => {
                 if result.is_ok() {
                     self.decided += 1;
+                    observe(&self.append_to_decide, append.submitted.elapsed());
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
@@ -201,16 +212,17 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             return;
         }
         appends.next_req += 1;
+        appends.submitted += 1;
         let req = appends.next_req;
-        let state = LocalState::Waiting {
-            since: Instant::now(),
-        };
+        let now = Instant::now();
+        let state = LocalState::Waiting { since: now };
         appends.local.insert(
             req,
             LocalAppend {
                 entry: Some(entry),
                 reply: Reply::Caller(reply),
                 sealed_in: None,
+                submitted: now,
                 deadline,
                 state,
             },
@@ -222,14 +234,14 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     fn submit_relay(&mut self, entry: T, to: NodeId, req: u64) {
         self.appends.next_req += 1;
         let own = self.appends.next_req;
+        let now = Instant::now();
         let append = LocalAppend {
             entry: Some(entry),
             reply: Reply::Relay { to, req },
             sealed_in: None,
-            deadline: Instant::now() + self.config.append_notify_timeout,
-            state: LocalState::Waiting {
-                since: Instant::now(),
-            },
+            submitted: now,
+            deadline: now + self.config.append_notify_timeout,
+            state: LocalState::Waiting { since: now },
         };
         self.appends.local.insert(own, append);
         self.appends.waiting.push_back(own);

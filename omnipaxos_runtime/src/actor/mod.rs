@@ -11,6 +11,7 @@ pub(crate) mod subscribers;
 
 use crate::config::RuntimeConfig;
 use crate::errors::RuntimeError;
+use crate::prometheus::{observe, Latencies};
 use crate::status::{Metrics, OmniPaxosEvent};
 use crate::transport::{Inbox, Transport, TransportEvent};
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
@@ -27,7 +28,7 @@ pub(crate) use reconfigure::Reconfiguration;
 pub use reconfigure::StorageFactory;
 use report::Report;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use subscribers::{DecidedEntry, Subscriber};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -95,6 +96,8 @@ pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Tra
     /// instance and its storage are already gone.
     pub(crate) outputs: Outputs,
     pub(crate) report: Report,
+    /// Latency histograms, shared with the handles.
+    latencies: Latencies,
     /// Whether the core's clock runs (from the first tick with a majority connected on).
     ticking: bool,
 }
@@ -113,6 +116,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         transport: Tr,
         reconf: Reconfiguration<T, B>,
         outputs: Outputs,
+        latencies: Latencies,
     ) -> Self {
         Self {
             me: op.get_pid(),
@@ -120,7 +124,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             config,
             op,
             transport,
-            appends: Appends::new(),
+            appends: Appends::new(latencies.append_to_decide.clone()),
             reads: Reads::default(),
             subscribers: Vec::new(),
             outbox: BTreeMap::new(),
@@ -130,6 +134,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             read_failures: Vec::new(),
             outputs,
             report: Report::default(),
+            latencies,
             ticking: false,
         }
     }
@@ -231,6 +236,31 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         reachable * 2 > nodes.len()
     }
 
+    /// Runs `f` on the instance and records how long its storage writes took, if it made any.
+    fn in_core<R>(&mut self, f: impl FnOnce(&mut OmniPaxos<T, B>) -> R) -> R {
+        let writes = self.op.get_storage_write_count();
+        let start = Instant::now();
+        let result = f(&mut self.op);
+        self.record_writes(writes, start.elapsed());
+        result
+    }
+
+    /// Records `elapsed` (a call into the core that wrote) as the time of the writes made
+    /// since the count was `writes_before`, split evenly: the core's own work is microseconds
+    /// against a write's flush.
+    fn record_writes(&self, writes_before: u64, elapsed: Duration) {
+        let writes = self
+            .op
+            .get_storage_write_count()
+            .saturating_sub(writes_before);
+        if writes > 0 {
+            let each = elapsed / writes.min(u64::from(u32::MAX)) as u32;
+            for _ in 0..writes {
+                observe(&self.latencies.storage_write, each);
+            }
+        }
+    }
+
     /// After any call into the core: settle what it decided or changed.
     pub(crate) fn observe(&mut self) {
         self.observe_appends();
@@ -239,7 +269,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     fn on_tick(&mut self) {
         if self.ticking || self.majority_connected() {
             self.ticking = true;
-            self.op.tick();
+            self.in_core(|op| op.tick());
         }
         self.reconf_tick();
         self.observe();
@@ -279,7 +309,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                     return;
                 }
                 if config_id == self.config_id() {
-                    self.op.handle_incoming(msg);
+                    self.in_core(|op| op.handle_incoming(msg));
                     self.observe();
                 } else {
                     self.reconf_message(config_id, msg);
@@ -318,11 +348,11 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 metadata,
                 reply,
             } => {
-                let _ = reply.send(self.op.reconfigure(next, metadata));
+                let _ = reply.send(self.in_core(|op| op.reconfigure(next, metadata)));
                 self.observe();
             }
             Command::TryBecomeLeader => {
-                self.op.try_become_leader();
+                self.in_core(|op| op.try_become_leader());
                 self.observe();
             }
             Command::Reconnected(pid) => {
@@ -353,10 +383,10 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 idx,
                 reply,
             } => {
-                let result = match snapshot {
-                    Some(local_only) => self.op.snapshot(idx, local_only),
-                    None => self.op.trim(idx),
-                };
+                let result = self.in_core(|op| match snapshot {
+                    Some(local_only) => op.snapshot(idx, local_only),
+                    None => op.trim(idx),
+                });
                 let _ = reply.send(result);
                 self.observe();
             }
@@ -378,8 +408,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         // write while it does (the core still counts the leader only once its write returned).
         let config_id = self.config_id();
         let transport = &mut self.transport;
+        let writes = self.op.get_storage_write_count();
+        let start = Instant::now();
+        let mut sending = Duration::ZERO;
         self.op
             .take_outgoing_messages_pipelined(&mut self.outgoing, |early| {
+                let sending_start = Instant::now();
                 let mut by_peer: BTreeMap<NodeId, Vec<WireMessage<T>>> = BTreeMap::new();
                 for msg in early.drain(..) {
                     let to = msg.get_receiver();
@@ -391,7 +425,9 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 for (to, mut messages) in by_peer {
                     transport.send(to, &mut messages);
                 }
+                sending += sending_start.elapsed();
             });
+        self.record_writes(writes, start.elapsed().saturating_sub(sending));
         self.observe();
         for msg in self.outgoing.drain(..) {
             let to = msg.get_receiver();

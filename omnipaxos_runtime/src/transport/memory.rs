@@ -181,11 +181,11 @@ impl<T: RuntimeEntry> Transport<T> for MemoryTransport<T> {
         stats.dropped += dropped;
         stats.writes += 1;
         for kind in &delivered {
-            count(stats, kind, true, 1, 0);
+            count(stats, to, kind, true, 0);
         }
         let stats = hub.stats.entry(to).or_default();
         for kind in delivered {
-            count(stats, kind, false, 1, 0);
+            count(stats, me, kind, false, 0);
         }
     }
 

@@ -94,8 +94,10 @@ pub struct KindCounts {
 /// A transport's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
-    /// By message kind ([`WireMessage::kind`]).
+    /// By message kind ([`WireMessage::kind`]), all peers together.
     pub by_kind: BTreeMap<&'static str, KindCounts>,
+    /// By peer, then by message kind.
+    pub by_peer: BTreeMap<NodeId, BTreeMap<&'static str, KindCounts>>,
     /// Messages dropped because a peer's queue was full or its connection down.
     pub dropped: u64,
     /// Frames refused: too large, undecodable, or from an unauthenticated sender.
@@ -128,20 +130,32 @@ pub trait Transport<T: RuntimeEntry>: Send + 'static {
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// Adds `n` messages of `kind` and their size to `stats`.
+/// Adds one message of `kind` to or from `peer`, of `bytes` encoded bytes, to `stats`.
 pub(crate) fn count(
     stats: &mut TransportStats,
+    peer: NodeId,
     kind: &'static str,
     outgoing: bool,
-    n: u64,
     bytes: u64,
 ) {
-    let counts = stats.by_kind.entry(kind).or_default();
-    if outgoing {
-        counts.msgs_out += n;
-        counts.bytes_out += bytes;
-    } else {
-        counts.msgs_in += n;
-        counts.bytes_in += bytes;
+    let by_peer = stats
+        .by_peer
+        .entry(peer)
+        .or_default()
+        .entry(kind)
+        .or_default();
+    by_peer.add(outgoing, bytes);
+    stats.by_kind.entry(kind).or_default().add(outgoing, bytes);
+}
+
+impl KindCounts {
+    fn add(&mut self, outgoing: bool, bytes: u64) {
+        if outgoing {
+            self.msgs_out += 1;
+            self.bytes_out += bytes;
+        } else {
+            self.msgs_in += 1;
+            self.bytes_in += bytes;
+        }
     }
 }

@@ -396,7 +396,7 @@ async fn write_loop<T: RuntimeEntry>(
                 if n == 0 {
                     break None;
                 }
-                encode_batch(shared, &mut batch, &mut buf);
+                encode_batch(shared, link.pid, &mut batch, &mut buf);
             }
             _ = ping.tick() => {
                 let silent = (start.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Relaxed));
@@ -430,6 +430,7 @@ async fn write_loop<T: RuntimeEntry>(
 /// Encodes `batch` into frames in `buf`; a message above the frame limit is not sent.
 fn encode_batch<T: RuntimeEntry>(
     shared: &Shared,
+    to: NodeId,
     batch: &mut Vec<WireMessage<T>>,
     buf: &mut Vec<u8>,
 ) {
@@ -453,7 +454,7 @@ fn encode_batch<T: RuntimeEntry>(
             continue;
         }
         put_frame(buf, DATA, &body);
-        count(&mut stats, msg.kind(), true, 1, body.len() as u64 + 5);
+        count(&mut stats, to, msg.kind(), true, body.len() as u64 + 5);
     }
 }
 
@@ -582,13 +583,8 @@ async fn inbound<T: RuntimeEntry>(
             DATA => {
                 let msg: WireMessage<T> = wire::decode(&body)
                     .map_err(|e| format!("undecodable frame from {pid}: {e}"))?;
-                count(
-                    &mut lock(&shared.stats),
-                    msg.kind(),
-                    false,
-                    1,
-                    body.len() as u64 + 5,
-                );
+                let bytes = body.len() as u64 + 5;
+                count(&mut lock(&shared.stats), pid, msg.kind(), false, bytes);
                 inbox.deliver(TransportEvent::Message { from: pid, msg });
             }
             other => return Err(format!("unexpected frame kind {other} from {pid}")),

@@ -1,11 +1,26 @@
 //! [`PersistentStorageConfig`]: where the store lives, the sled settings, and durability.
 
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
 /// Where and how a [`super::PersistentStorage`] keeps its data.
 #[derive(Clone, Debug)]
 pub struct PersistentStorageConfig {
     path: String,
     sled_config: sled::Config,
     sync_writes: bool,
+    sync_observer: Option<SyncObserver>,
+}
+
+/// Told how long each sync took (see [`PersistentStorageConfig::set_sync_observer`]).
+#[derive(Clone)]
+pub(super) struct SyncObserver(pub(super) Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 impl Default for PersistentStorageConfig {
@@ -23,6 +38,7 @@ impl PersistentStorageConfig {
             path,
             sled_config: sled::Config::new(),
             sync_writes: true,
+            sync_observer: None,
         }
     }
 
@@ -33,6 +49,7 @@ impl PersistentStorageConfig {
             path,
             sled_config,
             sync_writes: true,
+            sync_observer: None,
         }
     }
 
@@ -67,6 +84,17 @@ impl PersistentStorageConfig {
     /// writes.
     pub fn set_sync_writes(&mut self, sync_writes: bool) {
         self.sync_writes = sync_writes;
+    }
+
+    /// Calls `observer` after every sync of a write (with `sync_writes` on) with how long it
+    /// took: sled's flush and the `fdatasync` after it, the time the device needed to make the
+    /// write durable. For latency metrics (the runtime's `DirectoryStorage` feeds a histogram).
+    pub fn set_sync_observer(&mut self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        self.sync_observer = Some(SyncObserver(Arc::new(observer)));
+    }
+
+    pub(super) fn sync_observer(&self) -> Option<SyncObserver> {
+        self.sync_observer.clone()
     }
 
     /// A fresh sled configuration with the store's path and the user's settings. (sled's own

@@ -37,6 +37,7 @@ pub struct PersistentStorage<T: Entry> {
     path: String,
     /// `Some` with `sync_writes` on: the `fdatasync` that follows every flush.
     disk_sync: Option<DiskSync>,
+    sync_observer: Option<config::SyncObserver>,
     /// First absolute index of every log chunk, and its number of entries.
     chunks: BTreeMap<usize, usize>,
     /// First absolute index held (everything below was trimmed).
@@ -106,6 +107,7 @@ where
             snapshots,
             path: config.get_path().clone(),
             disk_sync,
+            sync_observer: config.sync_observer(),
             chunks,
             log_start,
             log_end,
@@ -148,6 +150,7 @@ where
 
     fn flush_if_sync(&mut self) -> Result<(), PersistentStorageError> {
         if let Some(disk_sync) = &mut self.disk_sync {
+            let start = std::time::Instant::now();
             self.db.flush()?;
             disk_sync
                 .sync()
@@ -155,6 +158,9 @@ where
                     what: "fdatasync after a write",
                     source,
                 })?;
+            if let Some(observer) = &self.sync_observer {
+                (observer.0)(start.elapsed());
+            }
         }
         Ok(())
     }
