@@ -348,7 +348,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 metadata,
                 reply,
             } => {
-                let _ = reply.send(self.in_core(|op| op.reconfigure(next, metadata)));
+                let _ = reply.send(self.op.reconfigure(next, metadata));
                 self.observe();
             }
             Command::TryBecomeLeader => {
