@@ -43,10 +43,7 @@ async fn values_move_with_writes_and_a_leader_change() {
     let before = scrape(&registries[(leader - 1) as usize]);
     let decided_before = value(&before, "omnipaxos_decided_index", &[]);
     assert_eq!(value(&before, "omnipaxos_leader", &[]), leader as f64);
-    assert_eq!(
-        value(&before, "omnipaxos_role", &[("role", "leader")]),
-        1.0
-    );
+    assert_eq!(value(&before, "omnipaxos_role", &[("role", "leader")]), 1.0);
     assert_eq!(
         value(&before, "omnipaxos_role", &[("role", "follower")]),
         0.0
@@ -74,9 +71,16 @@ async fn values_move_with_writes_and_a_leader_change() {
     let accepts_out = value(
         &after,
         "omnipaxos_messages_total",
-        &[("peer", &peer), ("kind", "AcceptDecide"), ("direction", "out")],
+        &[
+            ("peer", &peer),
+            ("kind", "AcceptDecide"),
+            ("direction", "out"),
+        ],
     );
-    assert!(accepts_out >= 20.0, "{accepts_out} AcceptDecide messages sent");
+    assert!(
+        accepts_out >= 20.0,
+        "{accepts_out} AcceptDecide messages sent"
+    );
     assert_eq!(
         value(&after, "omnipaxos_peer_connected", &[("peer", &peer)]),
         1.0

@@ -17,6 +17,9 @@ struct File {
     node: NodeSection,
     #[serde(default)]
     peers: BTreeMap<String, String>,
+    /// HTTP addresses of the other nodes, for the dashboard's view of the whole cluster.
+    #[serde(default)]
+    http_peers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +65,8 @@ pub struct NodeConfig {
     pub read_lease: Option<omnipaxos::ReadLease>,
     /// Addresses of the other nodes, by pid.
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// HTTP addresses of the other nodes, by pid (for the dashboard; may be empty).
+    pub http_peers: BTreeMap<u64, SocketAddr>,
 }
 
 /// Why a config file was refused: the file, the field, and what is wrong.
@@ -112,14 +117,19 @@ impl NodeConfig {
                 .parse()
                 .map_err(|e| err(field, format!("{value:?} is not an address: {e}")))
         };
-        let mut peers = BTreeMap::new();
-        for (pid, address) in &file.peers {
-            let field = format!("peers.{pid}");
-            let pid: u64 = pid
-                .parse()
-                .map_err(|_| err(&field, "the key must be a pid".into()))?;
-            peers.insert(pid, addr(&field, address)?);
-        }
+        let by_pid = |table: &str, entries: &BTreeMap<String, String>| {
+            let mut addresses = BTreeMap::new();
+            for (pid, address) in entries {
+                let field = format!("{table}.{pid}");
+                let pid: u64 = pid
+                    .parse()
+                    .map_err(|_| err(&field, "the key must be a pid".into()))?;
+                addresses.insert(pid, addr(&field, address)?);
+            }
+            Ok(addresses)
+        };
+        let peers = by_pid("peers", &file.peers)?;
+        let http_peers = by_pid("http_peers", &file.http_peers)?;
         let me = omnipaxos.server_config.pid;
         for pid in &omnipaxos.cluster_config.nodes {
             if *pid != me && !peers.contains_key(pid) {
@@ -161,6 +171,7 @@ impl NodeConfig {
             join_from: file.node.join_from,
             read_lease,
             peers,
+            http_peers,
             omnipaxos,
         })
     }
@@ -176,6 +187,8 @@ pub struct NodeFile<'a> {
     pub data_dir: &'a str,
     /// The other nodes' peer addresses.
     pub peers: &'a BTreeMap<u64, SocketAddr>,
+    /// The nodes' HTTP addresses (this node's own is skipped), for the dashboard.
+    pub http_peers: &'a BTreeMap<u64, SocketAddr>,
     /// For a node that joins a later configuration: nodes of the previous one (in `peers`).
     pub join_from: &'a [u64],
     /// Leader leases for reads, in ticks.
@@ -205,10 +218,12 @@ impl NodeFile<'_> {
         if let Some(ticks) = self.read_lease_ticks {
             text.push_str(&format!("read_lease_ticks = {ticks}\n"));
         }
-        text.push_str("\n[peers]\n");
-        for (p, a) in self.peers {
-            if p != pid {
-                text.push_str(&format!("{p} = \"{a}\"\n"));
+        for (table, addresses) in [("peers", self.peers), ("http_peers", self.http_peers)] {
+            text.push_str(&format!("\n[{table}]\n"));
+            for (p, a) in addresses {
+                if p != pid {
+                    text.push_str(&format!("{p} = \"{a}\"\n"));
+                }
             }
         }
         text

@@ -12,13 +12,16 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio::signal::unix::SignalKind;
 
 const NODES: [u64; 3] = [1, 2, 3];
 /// The node that replaces node 3 in configuration 2.
 const NEW_NODE: u64 = 4;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn run(keys: usize) -> i32 {
+/// Runs the demo script; with `keep`, leaves the cluster running afterwards (with a light
+/// load, so that the dashboard moves) until Ctrl-C.
+pub fn run(keys: usize, keep: bool) -> i32 {
     let started = Instant::now();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -27,13 +30,21 @@ pub fn run(keys: usize) -> i32 {
             return 1;
         }
     };
-    match Demo::start(exe).and_then(|mut demo| demo.script(keys, started)) {
-        Ok(()) => 0,
+    let mut demo = match Demo::start(exe) {
+        Ok(demo) => demo,
         Err(e) => {
             eprintln!("\ndemo FAILED: {e}");
-            1
+            return 1;
         }
+    };
+    if let Err(e) = demo.script(keys, started) {
+        eprintln!("\ndemo FAILED: {e}");
+        return 1;
     }
+    if keep {
+        return demo.keep_running();
+    }
+    0
 }
 
 /// Picks a free port on localhost. The probe listener is kept in `held` until every address is
@@ -78,6 +89,16 @@ impl Demo {
         exe: std::path::PathBuf,
         read_lease_ticks: Option<u64>,
     ) -> Result<Self, String> {
+        Self::start_routed(exe, read_lease_ticks, |_, _, addr| Ok(addr))
+    }
+
+    /// Like [`Demo::start_with_lease`]; node `from` reaches node `to`'s peer address `addr`
+    /// at `route(from, to, addr)` (a test puts a proxy there to cut the link).
+    pub fn start_routed(
+        exe: std::path::PathBuf,
+        read_lease_ticks: Option<u64>,
+        mut route: impl FnMut(u64, u64, SocketAddr) -> Result<SocketAddr, String>,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peer = BTreeMap::new();
         let mut http = BTreeMap::new();
@@ -87,8 +108,11 @@ impl Demo {
             http.insert(*pid, free_addr(&mut held)?);
         }
         drop(held);
-        let first: BTreeMap<u64, SocketAddr> = NODES.iter().map(|p| (*p, peer[p])).collect();
         for pid in NODES {
+            let mut first = BTreeMap::new();
+            for other in NODES.into_iter().filter(|p| *p != pid) {
+                first.insert(other, route(pid, other, peer[&other])?);
+            }
             let data = dir.path().join(format!("node{pid}-data"));
             let text = NodeFile {
                 pid,
@@ -98,6 +122,7 @@ impl Demo {
                 http_addr: http[&pid],
                 data_dir: &data.to_string_lossy(),
                 peers: &first,
+                http_peers: &http,
                 join_from: &[],
                 read_lease_ticks,
             }
@@ -116,6 +141,7 @@ impl Demo {
             http_addr: http[&NEW_NODE],
             data_dir: &data.to_string_lossy(),
             peers: &next,
+            http_peers: &http,
             join_from: &[1, 2],
             read_lease_ticks,
         }
@@ -134,6 +160,45 @@ impl Demo {
             demo.spawn(pid)?;
         }
         Ok(demo)
+    }
+
+    /// Prints the dashboards' addresses, writes a few keys a second through the live nodes,
+    /// and returns when Ctrl-C is pressed (the nodes are stopped when `self` is dropped).
+    fn keep_running(&mut self) -> i32 {
+        // The handler is in place before the prompt, so an early Ctrl-C still stops cleanly.
+        let interrupted = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                let _entered = rt.enter();
+                let signal = tokio::signal::unix::signal(SignalKind::interrupt())?;
+                Ok((rt, signal))
+            });
+        let (rt, mut interrupt) = match interrupted {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                eprintln!("cannot wait for Ctrl-C: {e}");
+                return 1;
+            }
+        };
+        println!("\nThe cluster keeps running. Dashboards (every node serves one):");
+        for pid in self.live() {
+            let http = self.http[&pid];
+            println!("  node {pid}: http://{http}/   (metrics: http://{http}/metrics)");
+        }
+        println!("Data, configs and logs: {}", self.dir().display());
+        println!("Press Ctrl-C to stop all nodes.");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let stop = stop.clone();
+            let targets: Vec<SocketAddr> = self.live().iter().map(|p| self.http[p]).collect();
+            std::thread::spawn(move || light_load(&targets, &stop))
+        };
+        rt.block_on(interrupt.recv());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = load.join();
+        println!("\nstopping the nodes");
+        0
     }
 
     /// Starts (or restarts) node `pid` from its config and data directory.
@@ -386,5 +451,24 @@ impl Demo {
             self.acknowledged.len()
         );
         Ok(())
+    }
+}
+
+/// A few writes and reads a second, round-robin over `targets`, until `stop`.
+fn light_load(targets: &[SocketAddr], stop: &std::sync::atomic::AtomicBool) {
+    let mut n: usize = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let addr = targets[n % targets.len()];
+        let key = format!("live-{}", n % 100);
+        let _ = request(
+            addr,
+            "PUT",
+            &key_path(&key),
+            &n.to_string(),
+            Duration::from_secs(2),
+        );
+        let _ = request(addr, "GET", &key_path(&key), "", Duration::from_secs(2));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -2,16 +2,24 @@
 //! `GET /status`, `POST /reconfigure`, `GET /handover`. Every answer is JSON; errors are
 //! `{"error": "..."}` with 400 (malformed), 404 (no such key or route), 409 (a reconfiguration
 //! refused) or 503 (no decision in time, or this node left the cluster).
+//!
+//! And for people and monitoring ([`crate::dashboard`]): `GET /` (the dashboard page),
+//! `GET /cluster`, `GET /history`, `GET /metrics` (Prometheus text).
 
+use crate::dashboard;
 use crate::machine::Outcome;
 use crate::node::{Node, RequestError};
+use crate::telemetry::{self, Telemetry};
 use axum::body::Bytes;
+use axum::extract::FromRef;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Keys longer than this are refused.
@@ -19,17 +27,46 @@ const MAX_KEY: usize = 1024;
 
 type Shared = State<Arc<Node>>;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// What every handler may use.
+#[derive(Clone)]
+pub struct App {
+    pub node: Arc<Node>,
+    pub telemetry: Arc<Telemetry>,
+    /// This node's HTTP address and the other nodes' (for the dashboard's cluster view).
+    pub http_addrs: Arc<BTreeMap<u64, SocketAddr>>,
+}
+
+impl FromRef<App> for Arc<Node> {
+    fn from_ref(app: &App) -> Self {
+        app.node.clone()
+    }
+}
+
+impl FromRef<App> for Arc<Telemetry> {
+    fn from_ref(app: &App) -> Self {
+        app.telemetry.clone()
+    }
+}
+
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/status", get(status))
         .route("/handover", get(handover))
         .route("/reconfigure", axum::routing::post(reconfigure))
+        .route("/", get(dashboard::page))
+        .route("/cluster", get(dashboard::cluster))
+        .route("/history", get(dashboard::history))
+        .route("/metrics", get(dashboard::metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(
+            app.telemetry.clone(),
+            telemetry::track,
+        ))
+        .with_state(app)
 }
 
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({ "error": message.into() }))).into_response()
 }
 

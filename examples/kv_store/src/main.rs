@@ -3,7 +3,8 @@
 //! ```text
 //! kv_store node --config node1.toml        run one node
 //! kv_store client --addr 127.0.0.1:8001 put KEY VALUE | get KEY | delete KEY | status
-//! kv_store demo                            a 3-process cluster on localhost, with a crash
+//! kv_store demo [--keep]                   a 3-process cluster on localhost, with a crash
+//!                                          (--keep: leave it running, with its dashboards)
 //! kv_store bench                           wrk against it and, if installed, against etcd
 //! ```
 
@@ -42,6 +43,10 @@ enum Command {
         /// Keys to write in each phase.
         #[arg(long, default_value_t = 300)]
         keys: usize,
+        /// Keep the cluster running after the script (with a light load), print the
+        /// dashboards' addresses, and stop every node on Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
     /// Measure a local 3-node cluster with wrk, side by side with a local etcd cluster when
     /// `etcd` is installed: PUT and linearizable GET at several connection counts.
@@ -74,7 +79,7 @@ fn main() {
     let code = match cli.command {
         Command::Node { config } => run_node(&config),
         Command::Client { addr, op } => run_client(addr, op),
-        Command::Demo { keys } => demo::run(keys),
+        Command::Demo { keys, keep } => demo::run(keys, keep),
         Command::Bench {
             connections,
             seconds,

@@ -63,6 +63,23 @@ pub struct Status {
     pub pending_requests: usize,
     /// Storage writes since the node started.
     pub storage_writes: u64,
+    /// `leader`, `candidate`, `follower` or `retired`.
+    pub role: &'static str,
+    /// How this node sees each peer of its configuration.
+    pub peers: BTreeMap<u64, PeerLink>,
+    /// Leader changes this node saw since it started.
+    pub leader_changes: u64,
+    /// Entries decided since the node started.
+    pub decided_entries: u64,
+}
+
+/// One peer as a node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerLink {
+    /// The transport has a connection to it.
+    pub connected: bool,
+    /// It answered a heartbeat in the last election round.
+    pub heartbeat: bool,
 }
 
 /// Where the state machine is: the configuration and the number of its entries applied.
@@ -329,6 +346,25 @@ impl Node {
             keys,
             pending_requests: m.pending_requests,
             storage_writes: m.storage_writes,
+            role: match m.role {
+                Role::Leader => "leader",
+                Role::Candidate => "candidate",
+                Role::Follower => "follower",
+                Role::Retired => "retired",
+            },
+            peers: m
+                .peers
+                .iter()
+                .map(|(pid, p)| {
+                    let link = PeerLink {
+                        connected: p.connected,
+                        heartbeat: p.heartbeat,
+                    };
+                    (*pid, link)
+                })
+                .collect(),
+            leader_changes: m.leader_changes,
+            decided_entries: m.decided_entries,
         }
     }
 }

@@ -3,12 +3,15 @@
 //! and serves HTTP until the process is stopped.
 
 use crate::entry::KvCommand;
+use crate::telemetry::Telemetry;
 use crate::{config, http, node};
 use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::directory::DirectoryStorage;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
 use omnipaxos_runtime::{spawn_reconfigurable, NetworkConfig, RuntimeConfig, StorageFactory};
 use omnipaxos_storage::persistent_storage::PersistentStorage;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs the node described by `config`.
@@ -42,10 +45,26 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         read_timeout: node::REQUEST_TIMEOUT,
         ..RuntimeConfig::default()
     };
+    let mut registry = Registry::default();
+    storage.register_prometheus(&mut registry);
     let handle = spawn_reconfigurable(op, runtime, transport, storage, config.join_from.clone());
+    handle.register_prometheus(&mut registry);
+    let telemetry = Arc::new(Telemetry::new(registry));
+    tokio::spawn(
+        telemetry
+            .clone()
+            .record_timeline(handle.metrics(), handle.subscribe_events()),
+    );
     let node = node::Node::start(pid, first_config, handle).await?;
+    let mut http_addrs = config.http_peers.clone();
+    http_addrs.insert(pid, config.http_addr);
+    let app = http::App {
+        node: node.clone(),
+        telemetry,
+        http_addrs: Arc::new(http_addrs),
+    };
     tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
-    let served = axum::serve(http_listener, http::router(node.clone())).await;
+    let served = axum::serve(http_listener, http::router(app)).await;
     node.handle().shutdown().await;
     served.map_err(|e| format!("HTTP server stopped: {e}"))
 }

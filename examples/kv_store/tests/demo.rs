@@ -27,3 +27,68 @@ fn the_demo_passes_its_own_checks_and_cleans_up() {
         );
     }
 }
+
+/// `demo --keep`: after its script the cluster keeps running, every printed dashboard answers,
+/// and Ctrl-C (SIGINT to the demo) stops every node.
+#[test]
+fn the_kept_demo_serves_its_dashboards_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_kv_store"))
+        .args(["demo", "--keys", "30", "--keep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut dashboards = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("the demo's output");
+        if let Some(url) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") && w.ends_with('/'))
+        {
+            dashboards.push(
+                url.trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string(),
+            );
+        }
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(
+        dashboards.len(),
+        3,
+        "one dashboard per live node: {dashboards:?}"
+    );
+    let timeout = std::time::Duration::from_secs(10);
+    for addr in &dashboards {
+        let addr = addr.parse().expect("an address");
+        let page = kv_store::client::request(addr, "GET", "/", "", timeout).expect("GET /");
+        assert_eq!(page.status, 200);
+        assert!(page
+            .body
+            .as_str()
+            .is_some_and(|html| html.contains("kv_store cluster")));
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(demo.wait().unwrap().success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopping the nodes")),
+        "{rest:?}"
+    );
+    for addr in &dashboards {
+        let addr = addr.parse().expect("an address");
+        assert!(
+            kv_store::client::request(addr, "GET", "/status", "", timeout).is_err(),
+            "node at {addr} still answers after Ctrl-C"
+        );
+    }
+}
