@@ -44,6 +44,11 @@ pub mod wire;
 #[doc = include_str!("../../docs/runtime.md")]
 pub mod guide {}
 
+/// The guide's page on metrics and the dashboard (`docs/observability.md`); its examples are
+/// compiled as doctests.
+#[doc = include_str!("../../docs/observability.md")]
+pub mod observability_guide {}
+
 pub use actor::subscribers::DecidedEntry;
 pub use actor::{ReadPoint, StorageFactory};
 pub use config::{NetworkConfig, NodeConfig, RuntimeConfig};

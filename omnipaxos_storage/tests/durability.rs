@@ -199,3 +199,28 @@ fn a_large_snapshot_is_not_written_again_by_every_later_write() {
     );
     assert_eq!(store.get_compacted_idx().unwrap(), 5);
 }
+
+#[test]
+fn the_sync_observer_hears_of_every_sync_and_only_of_syncs() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    for sync_writes in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let heard = Arc::new(AtomicU64::new(0));
+        let mut config = config(&dir, sync_writes);
+        let counter = heard.clone();
+        config.set_sync_observer(move |took| {
+            assert!(took > std::time::Duration::ZERO);
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let mut store: PersistentStorage<E> = PersistentStorage::open(config);
+        store.append_entries(es(0..10)).unwrap();
+        store.set_decided_idx(5).unwrap();
+        store.set_promise(Ballot::with(1, 2, 0, 1)).unwrap();
+        assert_eq!(heard.load(Ordering::Relaxed), store.flush_count());
+        assert_eq!(
+            heard.load(Ordering::Relaxed),
+            if sync_writes { 3 } else { 0 }
+        );
+    }
+}

@@ -77,6 +77,7 @@ pub async fn cluster(State(app): State<App>) -> Response {
             "error": error,
         }));
     }
+    nodes.sort_by_key(|n| n["pid"].as_u64());
     Json(json!({ "via": me, "nodes": nodes })).into_response()
 }
 
