@@ -230,14 +230,13 @@ impl Demo {
     }
 
     pub fn status(&self, pid: u64) -> Option<serde_json::Value> {
-        let r = request(
-            self.http[&pid],
-            "GET",
-            "/status",
-            "",
-            Duration::from_secs(2),
-        )
-        .ok()?;
+        self.get(pid, "/status")
+    }
+
+    /// The body of `GET path` on node `pid` (a JSON value, or a string for other text), if it
+    /// answered 200.
+    pub fn get(&self, pid: u64, path: &str) -> Option<serde_json::Value> {
+        let r = request(self.http[&pid], "GET", path, "", Duration::from_secs(2)).ok()?;
         (r.status == 200).then_some(r.body)
     }
 

@@ -8,7 +8,6 @@
 
 mod support;
 
-use kv_store::client::request;
 use kv_store::demo::Demo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -109,20 +108,11 @@ fn role(dom: &str, pid: u64) -> Option<String> {
     Some(dom[start..start + end].to_string())
 }
 
-fn status(cluster: &Demo, pid: u64) -> serde_json::Value {
-    let r = request(
-        cluster.http[&pid],
-        "GET",
-        "/status",
-        "",
-        Duration::from_secs(5),
-    );
-    r.expect("GET /status").body
-}
-
 /// Whether `pid`'s transport is connected to `peer`, by its `/status`.
 fn connected(cluster: &Demo, pid: u64, peer: u64) -> bool {
-    status(cluster, pid)["peers"][peer.to_string()]["connected"] == true
+    cluster
+        .status(pid)
+        .is_some_and(|s| s["peers"][peer.to_string()]["connected"] == true)
 }
 
 #[test]
