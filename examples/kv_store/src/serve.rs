@@ -50,11 +50,7 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     let handle = spawn_reconfigurable(op, runtime, transport, storage, config.join_from.clone());
     handle.register_prometheus(&mut registry);
     let telemetry = Arc::new(Telemetry::new(registry));
-    tokio::spawn(
-        telemetry
-            .clone()
-            .record_timeline(handle.metrics(), handle.subscribe_events()),
-    );
+    tokio::spawn(telemetry.clone().record_timeline(handle.metrics()));
     let node = node::Node::start(pid, first_config, handle).await?;
     let mut http_addrs = config.http_peers.clone();
     http_addrs.insert(pid, config.http_addr);

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use omnipaxos_runtime::prometheus::{latency_histogram, observe};
-use omnipaxos_runtime::{Metrics, OmniPaxosEvent};
+use omnipaxos_runtime::{Metrics, Role};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 /// Samples kept: five minutes at one a second.
 const SAMPLES: usize = 300;
@@ -193,37 +193,31 @@ impl Telemetry {
         self.timeline().clone()
     }
 
-    /// Adds one sample a second and one event per leader change or ended configuration, for
-    /// as long as the node runs.
-    pub async fn record_timeline(
-        self: Arc<Self>,
-        mut metrics: watch::Receiver<Metrics>,
-        mut events: broadcast::Receiver<OmniPaxosEvent>,
-    ) {
+    /// Adds one sample a second, and an event per leader change or ended configuration (read
+    /// from the metrics the node publishes every tick), for as long as the node runs.
+    pub async fn record_timeline(self: Arc<Self>, mut metrics: watch::Receiver<Metrics>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = None;
+        let mut seen = Seen::default();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let m = metrics.borrow_and_update().clone();
-                    let now = (Instant::now(), m.decided_entries, self.writes.read(), self.reads.read());
+                    let decided = metrics.borrow().decided_entries;
+                    let now = (Instant::now(), decided, self.writes.read(), self.reads.read());
                     if let Some(before) = last.replace(now) {
                         self.add_sample(before, now);
                     }
                 }
-                event = events.recv() => match event {
-                    Ok(event) => {
-                        // The node publishes its metrics (with the new ballot) right after
-                        // the event: read that picture, not an older one.
-                        if matches!(event, OmniPaxosEvent::LeaderElected { .. }) {
-                            let _ = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await;
-                        }
-                        self.add_event(event, &metrics.borrow_and_update())
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return; // the node stopped
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+                    let m = metrics.borrow_and_update().clone();
+                    for event in seen.update(&m) {
+                        self.add_event(event);
+                    }
+                }
             }
         }
     }
@@ -250,29 +244,62 @@ impl Telemetry {
         timeline.samples.push_back(sample);
     }
 
-    fn add_event(&self, event: OmniPaxosEvent, m: &Metrics) {
-        let event = match event {
-            OmniPaxosEvent::LeaderElected { pid, .. } => Event {
-                t: unix_ms(),
-                kind: "leader",
-                pid: Some(pid),
-                ballot: Some(m.ballot.n),
-                configuration_id: m.configuration_id,
-            },
-            OmniPaxosEvent::Reconfigured { .. } => Event {
-                t: unix_ms(),
-                kind: "reconfiguration",
-                pid: None,
-                ballot: None,
-                configuration_id: m.configuration_id,
-            },
-            _ => return,
-        };
+    fn add_event(&self, event: Event) {
         let mut timeline = self.timeline();
         if timeline.events.len() == EVENTS {
             timeline.events.pop_front();
         }
         timeline.events.push_back(event);
+    }
+}
+
+/// What the timeline last saw of the leader and the configuration.
+#[derive(Default)]
+struct Seen {
+    /// The leader, its ballot round and the configuration.
+    leader: Option<(u64, u32, u32)>,
+    configuration: Option<u32>,
+    retired: bool,
+}
+
+impl Seen {
+    /// The events that `m` shows happened since the last picture.
+    fn update(&mut self, m: &Metrics) -> Vec<Event> {
+        let mut events = Vec::new();
+        let ended = |configuration_id| Event {
+            t: unix_ms(),
+            kind: "reconfiguration",
+            pid: None,
+            ballot: None,
+            configuration_id,
+        };
+        if let Some(before) = self.configuration.replace(m.configuration_id) {
+            if before != m.configuration_id {
+                events.push(ended(before));
+            }
+        }
+        if m.role == Role::Retired && !self.retired {
+            self.retired = true;
+            events.push(ended(m.configuration_id));
+        }
+        // A leader this node promised (its ballot is the leader's).
+        let leader = m
+            .leader
+            .filter(|pid| *pid == m.ballot.pid)
+            .map(|pid| (pid, m.ballot.n, m.configuration_id));
+        if leader.is_some() && leader != self.leader {
+            self.leader = leader;
+            if let Some((pid, ballot, configuration_id)) = leader {
+                events.push(Event {
+                    t: unix_ms(),
+                    kind: "leader",
+                    pid: Some(pid),
+                    ballot: Some(ballot),
+                    configuration_id,
+                });
+            }
+        }
+        events
     }
 }
 
@@ -302,4 +329,60 @@ pub async fn track(State(telemetry): State<Arc<Telemetry>>, req: Request, next: 
     };
     telemetry.requests.get_or_create(&counted).inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos::ballot_leader_election::Ballot;
+
+    fn picture(config: u32, leader: Option<u64>, ballot: (u32, u64), role: Role) -> Metrics {
+        Metrics {
+            configuration_id: config,
+            leader,
+            ballot: Ballot::with(config, ballot.0, 0, ballot.1),
+            role,
+            ..Metrics::default()
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<(&'static str, Option<u64>, u32)> {
+        events
+            .iter()
+            .map(|e| (e.kind, e.pid, e.configuration_id))
+            .collect()
+    }
+
+    #[test]
+    fn a_leader_is_an_event_once_per_ballot_and_a_new_configuration_ends_the_old_one() {
+        let mut seen = Seen::default();
+        let follower = Role::Follower;
+        assert!(seen.update(&picture(1, None, (0, 0), follower)).is_empty());
+        // A candidate heard of but not promised is no leader yet.
+        assert!(seen.update(&picture(1, Some(2), (1, 1), follower)).is_empty());
+        let elected = seen.update(&picture(1, Some(2), (1, 2), follower));
+        assert_eq!(kinds(&elected), [("leader", Some(2), 1)]);
+        assert!(seen.update(&picture(1, Some(2), (1, 2), follower)).is_empty());
+        let again = seen.update(&picture(1, Some(3), (2, 3), follower));
+        assert_eq!(kinds(&again), [("leader", Some(3), 1)]);
+        let moved = seen.update(&picture(2, Some(3), (1, 3), follower));
+        assert_eq!(
+            kinds(&moved),
+            [("reconfiguration", None, 1), ("leader", Some(3), 2)]
+        );
+        let retired = seen.update(&picture(2, Some(3), (1, 3), Role::Retired));
+        assert_eq!(kinds(&retired), [("reconfiguration", None, 2)]);
+        assert!(seen
+            .update(&picture(2, Some(3), (1, 3), Role::Retired))
+            .is_empty());
+    }
+
+    #[test]
+    fn keys_never_become_label_values() {
+        assert_eq!(route_of("/kv/some-key"), KEY_ROUTE);
+        assert_eq!(route_of("/kv/other"), KEY_ROUTE);
+        assert_eq!(route_of("/metrics"), "/metrics");
+        assert_eq!(route_of("/whatever/else"), "other");
+        assert_eq!(method_of(&axum::http::Method::PATCH), "other");
+    }
 }
