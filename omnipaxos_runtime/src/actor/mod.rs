@@ -383,10 +383,11 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 idx,
                 reply,
             } => {
-                let result = self.in_core(|op| match snapshot {
-                    Some(local_only) => op.snapshot(idx, local_only),
-                    None => op.trim(idx),
-                });
+                // Not timed as storage writes: building a snapshot is most of the call.
+                let result = match snapshot {
+                    Some(local_only) => self.op.snapshot(idx, local_only),
+                    None => self.op.trim(idx),
+                };
                 let _ = reply.send(result);
                 self.observe();
             }
