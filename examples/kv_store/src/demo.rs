@@ -309,6 +309,24 @@ impl Demo {
         Ok(())
     }
 
+    /// Stops every node and keeps the directory with their configs, data and logs (normally
+    /// removed when the cluster is dropped); returns where it is.
+    pub fn keep_files(mut self) -> std::path::PathBuf {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+        let dir = std::mem::replace(
+            &mut self.dir,
+            match tempfile::tempdir() {
+                Ok(dir) => dir,
+                Err(_) => return self.dir.path().to_path_buf(),
+            },
+        );
+        dir.keep()
+    }
+
     /// The live nodes.
     pub fn live(&self) -> Vec<u64> {
         self.children.keys().copied().collect()

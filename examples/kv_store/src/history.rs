@@ -25,6 +25,8 @@ pub struct Event {
     pub invoked: u64,
     /// `None` for an operation whose outcome is unknown.
     pub responded: Option<u64>,
+    /// The node that answered (0: unknown), to tell where a violation came from.
+    pub node: u64,
 }
 
 /// Checks every key's history; returns the first key that is not linearizable.
@@ -120,6 +122,7 @@ mod tests {
             },
             invoked: a,
             responded: b,
+            node: 0,
         }
     }
 
@@ -129,6 +132,7 @@ mod tests {
             op: Op::Delete { existed },
             invoked: a,
             responded: b,
+            node: 0,
         }
     }
 
@@ -160,6 +164,7 @@ mod tests {
             },
             invoked: a,
             responded: Some(b),
+            node: 0,
         }
     }
 

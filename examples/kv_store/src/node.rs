@@ -21,7 +21,6 @@ use omnipaxos_runtime::{AppendError, OmniPaxosHandle, Role};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -97,21 +96,53 @@ struct Applied {
 /// This start of the node as a client of the log: its session and its unanswered requests.
 struct Session {
     life: u64,
-    next_seq: AtomicU64,
-    open: Mutex<BTreeSet<u64>>,
+    requests: Mutex<Requests>,
+}
+
+/// Request numbers: the next one, and those not answered yet. One lock covers both, so that a
+/// number is open from the moment it exists: computed apart, `done_below` could be read between
+/// the two steps, pass a request that was just numbered, and make the state machine ignore
+/// every copy of it (a PUT would then be answered once decided, and never take effect).
+#[derive(Debug)]
+struct Requests {
+    next_seq: u64,
+    open: BTreeSet<u64>,
 }
 
 impl Session {
-    fn open(&self) -> MutexGuard<'_, BTreeSet<u64>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    fn new(life: u64) -> Self {
+        let requests = Requests {
+            next_seq: 1,
+            open: BTreeSet::new(),
+        };
+        Self {
+            life,
+            requests: Mutex::new(requests),
+        }
+    }
+
+    fn requests(&self) -> MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers a new request, open until [`Session::end`].
+    fn begin(&self) -> u64 {
+        let mut r = self.requests();
+        let seq = r.next_seq;
+        r.next_seq += 1;
+        r.open.insert(seq);
+        seq
+    }
+
+    /// Request `seq` was answered or given up.
+    fn end(&self, seq: u64) {
+        self.requests().open.remove(&seq);
     }
 
     /// Every request numbered below this is answered or given up.
     fn done_below(&self) -> u64 {
-        self.open()
-            .first()
-            .copied()
-            .unwrap_or_else(|| self.next_seq.load(Ordering::Relaxed))
+        let r = self.requests();
+        r.open.first().copied().unwrap_or(r.next_seq)
     }
 }
 
@@ -148,11 +179,7 @@ impl Node {
             handle: handle.clone(),
             applied: applied.clone(),
             position,
-            session: Session {
-                life: omnipaxos_runtime::wire::random_id(),
-                next_seq: AtomicU64::new(1),
-                open: Mutex::new(BTreeSet::new()),
-            },
+            session: Session::new(omnipaxos_runtime::wire::random_id()),
         });
         tokio::spawn(apply_decided(stream, handle, applied, position_tx));
         Ok(node)
@@ -188,8 +215,7 @@ impl Node {
             return Err(RequestError::Retired(config));
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let seq = self.session.next_seq.fetch_add(1, Ordering::Relaxed);
-        self.session.open().insert(seq);
+        let seq = self.session.begin();
         let id = RequestId {
             node: self.pid,
             life: self.session.life,
@@ -378,7 +404,7 @@ struct OpenRequest<'a> {
 impl Drop for OpenRequest<'_> {
     fn drop(&mut self) {
         self.node.applied().waiters.remove(&self.id);
-        self.node.session.open().remove(&self.id.seq);
+        self.node.session.end(self.id.seq);
     }
 }
 
@@ -491,4 +517,27 @@ async fn maybe_snapshot(
         Err(e) => tracing::warn!("snapshot failed: {e}"),
     }
     snapshots.taken(idx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Session;
+
+    #[test]
+    fn done_below_never_passes_an_open_request() {
+        let session = Session::new(7);
+        assert_eq!(session.done_below(), 1, "nothing numbered yet");
+        let first = session.begin();
+        let second = session.begin();
+        assert_eq!((first, second), (1, 2));
+        assert_eq!(session.done_below(), 1);
+        session.end(second);
+        assert_eq!(session.done_below(), 1, "the first is still open");
+        session.end(first);
+        assert_eq!(session.done_below(), 3);
+        // Numbered and open in one step: no moment where the new number is taken but not
+        // open, which is when done_below could pass it.
+        let third = session.begin();
+        assert!(session.done_below() <= third);
+    }
 }

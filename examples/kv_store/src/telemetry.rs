@@ -359,10 +359,14 @@ mod tests {
         let follower = Role::Follower;
         assert!(seen.update(&picture(1, None, (0, 0), follower)).is_empty());
         // A candidate heard of but not promised is no leader yet.
-        assert!(seen.update(&picture(1, Some(2), (1, 1), follower)).is_empty());
+        assert!(seen
+            .update(&picture(1, Some(2), (1, 1), follower))
+            .is_empty());
         let elected = seen.update(&picture(1, Some(2), (1, 2), follower));
         assert_eq!(kinds(&elected), [("leader", Some(2), 1)]);
-        assert!(seen.update(&picture(1, Some(2), (1, 2), follower)).is_empty());
+        assert!(seen
+            .update(&picture(1, Some(2), (1, 2), follower))
+            .is_empty());
         let again = seen.update(&picture(1, Some(3), (2, 3), follower));
         assert_eq!(kinds(&again), [("leader", Some(3), 1)]);
         let moved = seen.update(&picture(2, Some(3), (1, 3), follower));

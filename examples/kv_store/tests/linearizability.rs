@@ -31,23 +31,25 @@ const OPS_BETWEEN: usize = 20;
 type History = Arc<Mutex<Vec<Event>>>;
 
 /// Sends one request, to `addrs[first]` or, while a node refuses connections (it is down, so
-/// the request never reached it), to the next one.
+/// the request never reached it), to the next one. Also says which node (1, 2 or 3) it went to.
 fn send(
     addrs: &[SocketAddr],
     first: usize,
     method: &str,
     path: &str,
     body: &str,
-) -> std::io::Result<Response> {
+) -> (std::io::Result<Response>, u64) {
     let mut result = Err(std::io::ErrorKind::ConnectionRefused.into());
+    let mut node = 0;
     for k in 0..addrs.len() {
-        let addr = addrs[(first + k) % addrs.len()];
-        result = request(addr, method, path, body, Duration::from_secs(12));
+        let at = (first + k) % addrs.len();
+        node = at as u64 + 1;
+        result = request(addrs[at], method, path, body, Duration::from_secs(12));
         if !matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
             break;
         }
     }
-    result
+    (result, node)
 }
 
 /// One client operation, through node `addrs[first]` (or the next live one); `None` for a read
@@ -62,30 +64,31 @@ fn operate(
 ) -> Option<Event> {
     let invoked = now();
     let path = key_path(&key);
-    let (op, responded) = match choice {
+    let (op, responded, node) = match choice {
         0 => {
-            let r = send(addrs, first, "PUT", &path, &value);
+            let (r, node) = send(addrs, first, "PUT", &path, &value);
             let ok = matches!(&r, Ok(r) if r.status == 200);
             let op = Op::Write {
                 value,
                 acknowledged: ok,
             };
-            (op, ok.then(&now))
+            (op, ok.then(&now), node)
         }
         1 => {
-            let existed = match send(addrs, first, "DELETE", &path, "") {
+            let (r, node) = send(addrs, first, "DELETE", &path, "");
+            let existed = match r {
                 Ok(r) if r.status == 200 => Some(true),
                 Ok(r) if r.status == 404 => Some(false),
                 _ => None,
             };
-            (Op::Delete { existed }, existed.map(|_| now()))
+            (Op::Delete { existed }, existed.map(|_| now()), node)
         }
         _ => match send(addrs, first, "GET", &path, "") {
-            Ok(r) if r.status == 200 => {
+            (Ok(r), node) if r.status == 200 => {
                 let value = r.body["value"].as_str().map(String::from);
-                (Op::Read { value }, Some(now()))
+                (Op::Read { value }, Some(now()), node)
             }
-            Ok(r) if r.status == 404 => (Op::Read { value: None }, Some(now())),
+            (Ok(r), node) if r.status == 404 => (Op::Read { value: None }, Some(now()), node),
             _ => return None,
         },
     };
@@ -94,6 +97,7 @@ fn operate(
         op,
         invoked,
         responded,
+        node,
     })
 }
 
@@ -156,16 +160,25 @@ fn leader_killed_and_restarted_twice(read_lease_ticks: Option<u64>) {
             })
     };
     let mut killed = Vec::new();
+    let mut faults = Vec::new();
     for at in KILL_AT {
         progress(&cluster, at);
         let leader = cluster.wait_for("a leader", |d| d.leader()).unwrap();
         cluster.kill(leader);
+        faults.push(format!(
+            "killed {leader} at {}",
+            epoch.elapsed().as_micros()
+        ));
         killed.push(leader);
         cluster
             .wait_for("a new leader", |d| d.leader().filter(|l| *l != leader))
             .unwrap();
         progress(&cluster, completed.load(Ordering::SeqCst) + OPS_BETWEEN);
         cluster.spawn(leader).unwrap();
+        faults.push(format!(
+            "restarted {leader} at {}",
+            epoch.elapsed().as_micros()
+        ));
         cluster
             .wait_for("every node back and agreeing on a leader", |d| d.leader())
             .unwrap();
@@ -203,5 +216,12 @@ fn leader_killed_and_restarted_twice(read_lease_ticks: Option<u64>) {
             events.push(e);
         }
     }
-    check(&events).unwrap();
+    if let Err(e) = check(&events) {
+        // Keep the nodes' logs and data for whoever looks into it.
+        let kept = cluster.keep_files();
+        panic!(
+            "{e}\nthe nodes' files and logs: {}\nfaults (time in us since start): {faults:?}",
+            kept.display()
+        );
+    }
 }
