@@ -17,7 +17,7 @@ use tokio::signal::unix::SignalKind;
 const NODES: [u64; 3] = [1, 2, 3];
 /// The node that replaces node 3 in configuration 2.
 const NEW_NODE: u64 = 4;
-const TIMEOUT: Duration = Duration::from_secs(20);
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the demo script; with `keep`, leaves the cluster running afterwards (with a light
 /// load, so that the dashboard moves) until Ctrl-C.
@@ -256,7 +256,7 @@ impl Demo {
         (agreed && self.children.contains_key(&leader)).then_some(leader)
     }
 
-    /// Polls `check` every 50 ms until it returns a value, for at most 20 s.
+    /// Polls `check` every 50 ms until it returns a value, for at most 60 s (a guard against a hang: a slow machine only makes it wait longer).
     pub fn wait_for<T>(
         &self,
         what: &str,
