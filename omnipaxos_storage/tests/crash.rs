@@ -2,7 +2,8 @@
 //! and acknowledges every write that returned `Ok`; the parent kills it with SIGKILL at a random
 //! acknowledgement, reopens the store and checks that every acknowledged entry and decided index
 //! survived and that the state is consistent. 200 kill points by default, `CRASH_ITERS=N` for
-//! more. Every store is killed 20 times in a row, so recovery from a recovered store is tested.
+//! more. Every store is killed 20 times in a row, so recovery from a recovered store is tested;
+//! every other store has a tiny write-ahead log, so kills also land in and around checkpoints.
 
 mod common;
 use common::*;
@@ -14,6 +15,7 @@ use std::process::{Command, Stdio};
 
 const CHILD_DIR: &str = "OMNIPAXOS_CRASH_CHILD_DIR";
 const CHILD_SEED: &str = "OMNIPAXOS_CRASH_CHILD_SEED";
+const CHILD_LOG_BYTES: &str = "OMNIPAXOS_CRASH_CHILD_LOG_BYTES";
 const KILLS_PER_STORE: u64 = 20;
 
 /// The child's side; does nothing unless started by the parent test. Entry `i` holds value `i`,
@@ -24,7 +26,14 @@ fn crash_child_writer() {
         return;
     };
     let mut rng = SimRng::new(seed.parse().unwrap());
-    let mut store = PersistentStorage::<E>::open(PersistentStorageConfig::with_path(dir));
+    let mut config = PersistentStorageConfig::with_path(dir);
+    if let Some(bytes) = std::env::var(CHILD_LOG_BYTES)
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
+        config.set_write_ahead_log_bytes(bytes);
+    }
+    let mut store = PersistentStorage::<E>::open(config);
     let mut log_end = store.get_log_len().unwrap();
     let mut decided = store.get_decided_idx().unwrap();
     let mut out = std::io::stdout().lock();
@@ -58,8 +67,18 @@ fn crash_child_writer() {
     }
 }
 
+/// Every other store runs with a write-ahead log of 2 KiB: a checkpoint every few writes, so
+/// kills land during checkpoints and right after a new log cycle began, too.
+fn log_bytes(it: u64) -> u64 {
+    match (it / KILLS_PER_STORE) % 2 {
+        0 => 16 << 20,
+        _ => 2048,
+    }
+}
+
 fn spawn_child(dir: &str, seed: u64) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_LOG_BYTES, log_bytes(seed).to_string())
         .args([
             "crash_child_writer",
             "--exact",

@@ -224,3 +224,56 @@ fn the_sync_observer_hears_of_every_sync_and_only_of_syncs() {
         );
     }
 }
+
+#[test]
+fn a_log_left_by_a_synced_run_never_rolls_back_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A synced run: its last writes are in the write-ahead log.
+    let mut store: PersistentStorage<E> = PersistentStorage::open(config(&dir, true));
+    store.append_entries(es(0..10)).unwrap();
+    store.set_decided_idx(5).unwrap();
+    drop(store);
+    // A run without syncs (no log) moves on; a clean drop keeps its writes.
+    let mut store: PersistentStorage<E> = PersistentStorage::open(config(&dir, false));
+    assert_eq!(store.get_decided_idx().unwrap(), 5);
+    store.set_decided_idx(9).unwrap();
+    drop(store);
+    // The log's records are older than what sled holds now: they are not applied again.
+    for sync_writes in [false, true] {
+        let store: PersistentStorage<E> = PersistentStorage::open(config(&dir, sync_writes));
+        assert_eq!(
+            store.get_decided_idx().unwrap(),
+            9,
+            "sync_writes {sync_writes}"
+        );
+        assert_eq!(store.get_entries(0, 10).unwrap(), es(0..10));
+    }
+}
+
+#[test]
+fn a_store_opened_with_and_without_the_log_in_turn_keeps_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = 0;
+    for round in 0..6u64 {
+        let mut config = config(&dir, true);
+        config.set_write_ahead_log(round % 2 == 0);
+        config.set_write_ahead_log_bytes(1024); // a checkpoint every few writes
+        let mut store: PersistentStorage<E> = PersistentStorage::open(config);
+        assert_eq!(store.get_log_len().unwrap(), expected, "round {round}");
+        for _ in 0..30 {
+            store
+                .append_entries(es(expected as u64..expected as u64 + 3))
+                .unwrap();
+            expected += 3;
+            store.set_decided_idx(expected).unwrap();
+        }
+        assert_eq!(store.flush_count(), 60, "one durable write per call");
+        drop(store);
+    }
+    let store: PersistentStorage<E> = PersistentStorage::open(config(&dir, true));
+    assert_eq!(
+        store.get_entries(0, expected).unwrap(),
+        es(0..expected as u64)
+    );
+    assert_eq!(store.get_decided_idx().unwrap(), expected);
+}

@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p bench -- [--impl ours|upstream] [--mode throughput|latency]
 //!     [--nodes 3] [--window 1000] [--entries 1000000] [--payload 8|100]
-//!     [--storage memory|persistent] [--sync on|off] [--samples 100000]
+//!     [--storage memory|persistent] [--sync on|off] [--wal on|off] [--samples 100000]
 //! ```
 //! `--table [--reps 3]` runs the whole matrix, each run in its own process (so peak memory is
 //! per run), implementations interleaved, and prints a Markdown table of medians. Build with
@@ -30,6 +30,8 @@ pub struct Run {
     pub payload: usize,
     pub storage: String,
     pub sync: bool,
+    /// `PersistentStorage`'s write-ahead log.
+    pub wal: bool,
     pub samples: usize,
 }
 
@@ -44,6 +46,7 @@ impl Default for Run {
             payload: 8,
             storage: "memory".into(),
             sync: true,
+            wal: true,
             samples: 100_000,
         }
     }
@@ -70,6 +73,7 @@ impl Run {
             ("--payload", self.payload.to_string()),
             ("--samples", self.samples.to_string()),
             ("--sync", if self.sync { "on".into() } else { "off".into() }),
+            ("--wal", if self.wal { "on".into() } else { "off".into() }),
         ] {
             args.push(flag.into());
             args.push(value);
@@ -94,6 +98,7 @@ fn parse(args: &[String]) -> Result<(Run, Option<usize>), String> {
             "--payload" => run.payload = number(value()?)?,
             "--storage" => run.storage = value()?,
             "--sync" => run.sync = value()? == "on",
+            "--wal" => run.wal = value()? == "on",
             "--samples" => run.samples = number(value()?)?,
             "--table" => table = Some(table.unwrap_or(3)),
             "--reps" => table = Some(number(value()?)?),
@@ -174,6 +179,7 @@ fn run_once(run: &Run) -> Result<serde_json::Value, String> {
     }
     if run.storage == "persistent" {
         result.insert("sync", run.sync.into());
+        result.insert("wal", run.wal.into());
     }
     result.insert("peak_rss_kib", peak_rss_kib().into());
     Ok(serde_json::to_value(result).expect("a map of JSON values"))

@@ -30,6 +30,7 @@ pub fn throughput(run: &Run) -> Result<Outcome, String> {
                 .to_string();
             let mut config = PersistentStorageConfig::with_path(path);
             config.set_sync_writes(run.sync);
+            config.set_write_ahead_log(run.wal);
             PersistentStorage::try_open(config)
                 .map(|store| Arc::new(Mutex::new(store)))
                 .map_err(|e| e.to_string())

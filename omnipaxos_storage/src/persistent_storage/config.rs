@@ -10,6 +10,8 @@ pub struct PersistentStorageConfig {
     path: String,
     sled_config: sled::Config,
     sync_writes: bool,
+    write_ahead_log: bool,
+    write_ahead_log_bytes: u64,
     sync_observer: Option<SyncObserver>,
 }
 
@@ -38,6 +40,8 @@ impl PersistentStorageConfig {
             path,
             sled_config: sled::Config::new(),
             sync_writes: true,
+            write_ahead_log: true,
+            write_ahead_log_bytes: super::wal::WAL_CAPACITY,
             sync_observer: None,
         }
     }
@@ -49,6 +53,8 @@ impl PersistentStorageConfig {
             path,
             sled_config,
             sync_writes: true,
+            write_ahead_log: true,
+            write_ahead_log_bytes: super::wal::WAL_CAPACITY,
             sync_observer: None,
         }
     }
@@ -84,6 +90,34 @@ impl PersistentStorageConfig {
     /// writes.
     pub fn set_sync_writes(&mut self, sync_writes: bool) {
         self.sync_writes = sync_writes;
+    }
+
+    /// Whether synced writes go through the write-ahead log (default `true`).
+    pub fn get_write_ahead_log(&self) -> bool {
+        self.write_ahead_log
+    }
+
+    /// With `true` (the default) and `sync_writes` on, a write is made durable by appending it
+    /// to a preallocated log file and one `fdatasync` of it, then applied to sled, which writes
+    /// it out in the background; a checkpoint (sled's flush and an `fdatasync`) empties the log
+    /// every 16 MiB, and opening the store replays it. With `false`, every write is flushed by
+    /// sled and then synced: two waits for the device instead of one. Either way an
+    /// acknowledged write survives a crash or a power cut; a store opened with either setting
+    /// replays a log left by the other.
+    pub fn set_write_ahead_log(&mut self, write_ahead_log: bool) {
+        self.write_ahead_log = write_ahead_log;
+    }
+
+    /// The write-ahead log's size in bytes (default 16 MiB): a checkpoint is taken when the next
+    /// write does not fit, and a write larger than the log (a large snapshot) is flushed by sled
+    /// instead. Smaller means more frequent checkpoints and a shorter replay at open.
+    pub fn set_write_ahead_log_bytes(&mut self, bytes: u64) {
+        self.write_ahead_log_bytes = bytes;
+    }
+
+    /// The write-ahead log's size in bytes.
+    pub fn get_write_ahead_log_bytes(&self) -> u64 {
+        self.write_ahead_log_bytes
     }
 
     /// Calls `observer` after every sync of a write (with `sync_writes` on) with how long it

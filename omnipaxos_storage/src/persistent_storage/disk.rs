@@ -53,7 +53,6 @@ pub(super) struct DiskSync {
     /// Blob files are named by the log sequence number that wrote them; all up to this one are
     /// synced.
     blobs_synced_up_to: Option<u64>,
-    syncs: u64,
 }
 
 impl DiskSync {
@@ -65,7 +64,6 @@ impl DiskSync {
             dir: dir.to_path_buf(),
             db_file,
             blobs_synced_up_to: None,
-            syncs: 0,
         };
         this.sync_blobs()?;
         sync_dir(dir)?;
@@ -77,13 +75,7 @@ impl DiskSync {
     pub(super) fn sync(&mut self) -> io::Result<()> {
         self.db_file.sync_data()?;
         self.sync_blobs()?;
-        self.syncs += 1;
         Ok(())
-    }
-
-    /// How many times [`DiskSync::sync`] succeeded.
-    pub(super) fn syncs(&self) -> u64 {
-        self.syncs
     }
 
     fn sync_blobs(&mut self) -> io::Result<()> {

@@ -15,6 +15,8 @@ pub(super) const COMPACTED_IDX: &[u8] = b"s/compacted_idx";
 pub(super) const LOG_START: &[u8] = b"s/log_start";
 pub(super) const STOPSIGN: &[u8] = b"s/stopsign";
 pub(super) const SNAPSHOT: &[u8] = b"s/snapshot";
+/// Log cycles below this one are all in sled's durable state (`wal.rs`).
+pub(super) const WAL_CYCLE: &[u8] = b"s/wal_cycle";
 /// The tree the snapshot is kept in (under `SNAPSHOT`).
 pub(super) const SNAPSHOT_TREE: &[u8] = b"snapshot";
 pub(super) const CHUNK_PREFIX: u8 = b'l';

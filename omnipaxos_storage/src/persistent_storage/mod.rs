@@ -8,13 +8,16 @@
 
 mod config;
 mod disk;
+mod durable;
 mod error;
 mod layout;
+mod wal;
 
 pub use config::PersistentStorageConfig;
 pub use error::PersistentStorageError;
 
-use disk::{DiskSync, LockRelease};
+use disk::LockRelease;
+use durable::{Change, Durability, Tree};
 use layout::*;
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
@@ -35,9 +38,8 @@ pub struct PersistentStorage<T: Entry> {
     /// key in it, so a large snapshot next to the decided index made every write carry it.
     snapshots: sled::Tree,
     path: String,
-    /// `Some` with `sync_writes` on: the `fdatasync` that follows every flush.
-    disk_sync: Option<DiskSync>,
-    sync_observer: Option<config::SyncObserver>,
+    /// How writes become durable: the log ahead, sled's flush, or neither.
+    durability: Durability,
     /// First absolute index of every log chunk, and its number of entries.
     chunks: BTreeMap<usize, usize>,
     /// First absolute index held (everything below was trimmed).
@@ -79,10 +81,8 @@ where
         let lock_release = LockRelease::new(dir);
         let db = config.sled_config().open()?;
         let snapshots = db.open_tree(SNAPSHOT_TREE)?;
-        let disk_sync = match config.get_sync_writes() {
-            true => Some(DiskSync::open(dir).map_err(io("opening the store for syncs"))?),
-            false => None,
-        };
+        // Replays the log of an earlier run first: everything below reads the replayed state.
+        let durability = Durability::open(dir, &db, &snapshots, &config)?;
         let log_start = match db.get(LOG_START)? {
             Some(bytes) => decode_usize(&bytes, "log start")?,
             None => 0,
@@ -106,8 +106,7 @@ where
             db,
             snapshots,
             path: config.get_path().clone(),
-            disk_sync,
-            sync_observer: config.sync_observer(),
+            durability,
             chunks,
             log_start,
             log_end,
@@ -141,35 +140,29 @@ where
         &self.path
     }
 
-    /// How many times the store made its writes durable (sled's flush followed by an
-    /// `fdatasync`) since it was opened: one per write call with `sync_writes` on (so one per
-    /// group-committed batch of the protocol), none with it off.
+    /// How many times the store made its writes durable since it was opened: one per write
+    /// call with `sync_writes` on (so one per group-committed batch of the protocol), none with
+    /// it off. With the write-ahead log each is one `fdatasync` of the log.
     pub fn flush_count(&self) -> u64 {
-        self.disk_sync.as_ref().map_or(0, DiskSync::syncs)
+        self.durability.durable_writes
     }
 
-    fn flush_if_sync(&mut self) -> Result<(), PersistentStorageError> {
-        if let Some(disk_sync) = &mut self.disk_sync {
-            let start = std::time::Instant::now();
-            self.db.flush()?;
-            disk_sync
-                .sync()
-                .map_err(|source| PersistentStorageError::Io {
-                    what: "fdatasync after a write",
-                    source,
-                })?;
-            if let Some(observer) = &self.sync_observer {
-                (observer.0)(start.elapsed());
+    /// Applies `changes` to the main tree as one write: logged ahead, applied, made durable.
+    fn write_changes(&mut self, changes: Vec<Change>) -> Result<(), PersistentStorageError> {
+        let pending = self.durability.log_ahead(&self.db, &changes)?;
+        let mut batch = sled::Batch::default();
+        for change in changes {
+            match change.value {
+                Some(value) => batch.insert(change.key, value),
+                None => batch.remove(change.key),
             }
         }
-        Ok(())
+        self.db.apply_batch(batch)?;
+        self.durability.settle(&self.db, pending)
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>) -> StorageResult<()> {
-        self.db
-            .insert(key, value)
-            .map_err(PersistentStorageError::from)?;
-        self.flush_if_sync()?;
+        self.write_changes(vec![Change::set(Tree::Main, key, value)])?;
         Ok(())
     }
 
@@ -182,8 +175,7 @@ where
         match value {
             Some(v) => self.put(key, encode(v, what)?),
             None => {
-                self.db.remove(key).map_err(PersistentStorageError::from)?;
-                self.flush_if_sync()?;
+                self.write_changes(vec![Change::remove(Tree::Main, key)])?;
                 Ok(())
             }
         }
@@ -224,8 +216,10 @@ where
             chunks,
             log_start,
             log_end,
+            changes,
             ..
         } = txn;
+        let pending = self.durability.log_ahead(&self.db, &changes)?;
         match snapshot {
             None => self.db.apply_batch(batch)?,
             Some(snapshot) => {
@@ -249,7 +243,7 @@ where
                     })?;
             }
         }
-        self.flush_if_sync()?;
+        self.durability.settle(&self.db, pending)?;
         self.chunks = chunks;
         self.log_start = log_start;
         self.log_end = log_end;
@@ -276,6 +270,8 @@ struct Txn<T> {
     written: BTreeMap<usize, Vec<T>>,
     log_start: usize,
     log_end: usize,
+    /// The same changes as `batch` and `snapshot`, in order, for the write-ahead log.
+    changes: Vec<Change>,
 }
 
 impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
@@ -287,7 +283,18 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
             written: BTreeMap::new(),
             log_start: store.log_start,
             log_end: store.log_end,
+            changes: Vec::new(),
         }
+    }
+
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(key, value.as_slice());
+        self.changes.push(Change::set(Tree::Main, key, value));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.batch.remove(key);
+        self.changes.push(Change::remove(Tree::Main, key));
     }
 
     fn chunk(
@@ -302,15 +309,14 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
     }
 
     fn put_chunk(&mut self, first: usize, entries: Vec<T>) -> Result<(), PersistentStorageError> {
-        self.batch
-            .insert(&chunk_key(first), encode_chunk(&entries)?);
+        self.insert(&chunk_key(first), encode_chunk(&entries)?);
         self.chunks.insert(first, entries.len());
         self.written.insert(first, entries);
         Ok(())
     }
 
     fn remove_chunk(&mut self, first: usize) {
-        self.batch.remove(&chunk_key(first));
+        self.remove(&chunk_key(first));
         self.chunks.remove(&first);
         self.written.remove(&first);
     }
@@ -385,21 +391,26 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
         }
         self.log_start = idx;
         self.log_end = self.log_end.max(idx);
-        self.batch.insert(LOG_START, &encode_usize(idx));
+        self.insert(LOG_START, encode_usize(idx).to_vec());
     }
 
     fn set_snapshot<V: Serialize>(
         &mut self,
         value: Option<&V>,
     ) -> Result<(), PersistentStorageError> {
-        self.snapshot = Some(value.map(|v| encode(v, "snapshot")).transpose()?);
+        let snapshot = value.map(|v| encode(v, "snapshot")).transpose()?;
+        self.changes.push(match &snapshot {
+            Some(bytes) => Change::set(Tree::Snapshots, SNAPSHOT, bytes.clone()),
+            None => Change::remove(Tree::Snapshots, SNAPSHOT),
+        });
+        self.snapshot = Some(snapshot);
         // A store written before snapshots had their own tree kept it here.
-        self.batch.remove(SNAPSHOT);
+        self.remove(SNAPSHOT);
         Ok(())
     }
 
     fn set(&mut self, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(key, value);
+        self.insert(key, value);
     }
 
     fn set_optional<V: Serialize>(
@@ -409,8 +420,8 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
         what: &'static str,
     ) -> Result<(), PersistentStorageError> {
         match value {
-            Some(v) => self.batch.insert(key, encode(v, what)?),
-            None => self.batch.remove(key),
+            Some(v) => self.insert(key, encode(v, what)?),
+            None => self.remove(key),
         }
         Ok(())
     }
@@ -454,10 +465,7 @@ where
         }
         let first = self.log_end;
         let value = encode_chunk(&entries)?;
-        self.db
-            .insert(chunk_key(first), value)
-            .map_err(PersistentStorageError::from)?;
-        self.flush_if_sync()?;
+        self.write_changes(vec![Change::set(Tree::Main, &chunk_key(first), value)])?;
         self.chunks.insert(first, entries.len());
         self.log_end += entries.len();
         Ok(())
