@@ -28,11 +28,12 @@ impl DirectoryStorage {
     }
 
     /// Adds `omnipaxos_storage_fsync_seconds` to `registry`: how long making one write durable
-    /// took (sled's flush and the `fdatasync` after it), in every store this opens.
+    /// took (the write-ahead log's write and `fdatasync`, or sled's flush and an `fdatasync`),
+    /// in every store this opens.
     pub fn register_prometheus(&self, registry: &mut Registry) {
         registry.register_with_unit(
             "omnipaxos_storage_fsync",
-            "Making one storage write durable: sled's flush and the fdatasync after it",
+            "Making one storage write durable: the write-ahead log's write and fdatasync (or sled's flush and fdatasync)",
             Unit::Seconds,
             self.fsync_seconds.clone(),
         );

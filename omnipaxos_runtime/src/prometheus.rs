@@ -43,7 +43,7 @@ pub fn observe(histogram: &Histogram, elapsed: Duration) {
 pub(crate) struct Latencies {
     /// From an append reaching the node to its decision being known there.
     pub(crate) append_to_decide: Histogram,
-    /// One storage write call of the protocol (with its flush and fsync on a durable store).
+    /// One storage write call of the protocol (with its sync on a durable store).
     pub(crate) storage_write: Histogram,
 }
 
@@ -325,7 +325,7 @@ impl Collector for NodeCollector {
         histogram(
             e,
             "omnipaxos_storage_write",
-            "One storage write call of the protocol, its flush and fsync included",
+            "One storage write call of the protocol, its sync included",
             &self.latencies.storage_write,
         )
     }

@@ -120,9 +120,10 @@ impl PersistentStorageConfig {
         self.write_ahead_log_bytes
     }
 
-    /// Calls `observer` after every sync of a write (with `sync_writes` on) with how long it
-    /// took: sled's flush and the `fdatasync` after it, the time the device needed to make the
-    /// write durable. For latency metrics (the runtime's `DirectoryStorage` feeds a histogram).
+    /// Calls `observer` after every durable write (with `sync_writes` on) with how long making
+    /// it durable took: the write-ahead log's write and `fdatasync` (with a checkpoint when one
+    /// was due), or without the log sled's flush and an `fdatasync`. For latency metrics (the
+    /// runtime's `DirectoryStorage` feeds a histogram).
     pub fn set_sync_observer(&mut self, observer: impl Fn(Duration) + Send + Sync + 'static) {
         self.sync_observer = Some(SyncObserver(Arc::new(observer)));
     }
