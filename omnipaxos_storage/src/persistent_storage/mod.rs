@@ -3,7 +3,7 @@
 //! A store is one directory. Every method maps a failure to an `Err` and never panics
 //! ([`PersistentStorage::open`] is the one documented exception: it panics if the store cannot be
 //! opened, as the published API returns `Self`; use [`PersistentStorage::try_open`] to get the
-//! error instead). A batch of operations is one atomic sled batch followed by at most one flush.
+//! error instead). A batch of operations is one atomic sled write, made durable once.
 //! See `docs/storage.md` for the layout and the durability promises.
 
 mod config;
@@ -147,17 +147,42 @@ where
         self.durability.durable_writes
     }
 
-    /// Applies `changes` to the main tree as one write: logged ahead, applied, made durable.
+    /// Applies `changes` as one write: logged ahead, applied atomically (one sled batch, or one
+    /// transaction over both trees when the snapshot changes), made durable.
     fn write_changes(&mut self, changes: Vec<Change>) -> Result<(), PersistentStorageError> {
         let pending = self.durability.log_ahead(&self.db, &changes)?;
         let mut batch = sled::Batch::default();
+        let mut snapshot = None;
         for change in changes {
-            match change.value {
-                Some(value) => batch.insert(change.key, value),
-                None => batch.remove(change.key),
+            match (change.tree, change.value) {
+                (Tree::Main, Some(value)) => batch.insert(change.key, value),
+                (Tree::Main, None) => batch.remove(change.key),
+                (Tree::Snapshots, value) => snapshot = Some((change.key, value)),
             }
         }
-        self.db.apply_batch(batch)?;
+        match snapshot {
+            None => self.db.apply_batch(batch)?,
+            Some((key, value)) => {
+                use sled::transaction::{ConflictableTransactionError, TransactionError};
+                use sled::Transactional;
+                let main: &sled::Tree = &self.db;
+                (main, &self.snapshots)
+                    .transaction(|(main, snapshots)| {
+                        main.apply_batch(&batch)?;
+                        match &value {
+                            Some(bytes) => snapshots.insert(key.as_slice(), bytes.as_slice())?,
+                            None => snapshots.remove(key.as_slice())?,
+                        };
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| match e {
+                        TransactionError::Storage(e) => PersistentStorageError::from(e),
+                        TransactionError::Abort(()) => {
+                            PersistentStorageError::Corrupt("a write was aborted".into())
+                        }
+                    })?;
+            }
+        }
         self.durability.settle(&self.db, pending)
     }
 
@@ -208,42 +233,16 @@ where
         }
     }
 
-    /// Applies `txn` as one sled batch (and one flush), then adopts its log bookkeeping.
+    /// Writes `txn`'s changes as one write, then adopts its log bookkeeping.
     fn commit(&mut self, txn: Txn<T>) -> StorageResult<()> {
         let Txn {
-            batch,
-            snapshot,
             chunks,
             log_start,
             log_end,
             changes,
             ..
         } = txn;
-        let pending = self.durability.log_ahead(&self.db, &changes)?;
-        match snapshot {
-            None => self.db.apply_batch(batch)?,
-            Some(snapshot) => {
-                use sled::transaction::{ConflictableTransactionError, TransactionError};
-                use sled::Transactional;
-                let main: &sled::Tree = &self.db;
-                (main, &self.snapshots)
-                    .transaction(|(main, snapshots)| {
-                        main.apply_batch(&batch)?;
-                        match &snapshot {
-                            Some(bytes) => snapshots.insert(SNAPSHOT, bytes.as_slice())?,
-                            None => snapshots.remove(SNAPSHOT)?,
-                        };
-                        Ok::<_, ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|e| match e {
-                        TransactionError::Storage(e) => PersistentStorageError::from(e),
-                        TransactionError::Abort(()) => {
-                            PersistentStorageError::Corrupt("a write was aborted".into())
-                        }
-                    })?;
-            }
-        }
-        self.durability.settle(&self.db, pending)?;
+        self.write_changes(changes)?;
         self.chunks = chunks;
         self.log_start = log_start;
         self.log_end = log_end;
@@ -259,26 +258,21 @@ impl<T: Entry> Drop for PersistentStorage<T> {
     }
 }
 
-/// A batch of changes being prepared: the sled batch plus the log bookkeeping as it will be
-/// once the batch is applied. Nothing touches the database until `commit`.
+/// A write being prepared: its changes to sled, in order, plus the log bookkeeping as it will
+/// be once they are applied. Nothing touches the database until `commit`.
 struct Txn<T> {
-    batch: sled::Batch,
-    /// A new snapshot (`Some(None)`: remove it), written in the same transaction.
-    snapshot: Option<Option<Vec<u8>>>,
     chunks: BTreeMap<usize, usize>,
     /// Chunks written by this batch, so later operations of the same batch read them.
     written: BTreeMap<usize, Vec<T>>,
     log_start: usize,
     log_end: usize,
-    /// The same changes as `batch` and `snapshot`, in order, for the write-ahead log.
+    /// What the write does to sled: logged ahead as it is, then applied as one batch.
     changes: Vec<Change>,
 }
 
 impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
     fn begin(store: &PersistentStorage<T>) -> Self {
         Self {
-            batch: sled::Batch::default(),
-            snapshot: None,
             chunks: store.chunks.clone(),
             written: BTreeMap::new(),
             log_start: store.log_start,
@@ -288,12 +282,10 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
     }
 
     fn insert(&mut self, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(key, value.as_slice());
         self.changes.push(Change::set(Tree::Main, key, value));
     }
 
     fn remove(&mut self, key: &[u8]) {
-        self.batch.remove(key);
         self.changes.push(Change::remove(Tree::Main, key));
     }
 
@@ -398,12 +390,11 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
         &mut self,
         value: Option<&V>,
     ) -> Result<(), PersistentStorageError> {
-        let snapshot = value.map(|v| encode(v, "snapshot")).transpose()?;
-        self.changes.push(match &snapshot {
-            Some(bytes) => Change::set(Tree::Snapshots, SNAPSHOT, bytes.clone()),
-            None => Change::remove(Tree::Snapshots, SNAPSHOT),
-        });
-        self.snapshot = Some(snapshot);
+        self.changes
+            .push(match value.map(|v| encode(v, "snapshot")).transpose()? {
+                Some(bytes) => Change::set(Tree::Snapshots, SNAPSHOT, bytes),
+                None => Change::remove(Tree::Snapshots, SNAPSHOT),
+            });
         // A store written before snapshots had their own tree kept it here.
         self.remove(SNAPSHOT);
         Ok(())
