@@ -65,9 +65,50 @@ fn sync_writes_on_makes_every_write_call_durable_with_one_sync() {
         ])
         .unwrap();
     assert_eq!(store.flush_count(), 2);
-    store.set_decided_idx(1000).unwrap();
+    store.set_promise(Ballot::with(2, 2, 0, 1)).unwrap();
     store.trim(10).unwrap();
     assert_eq!(store.flush_count(), 4, "one per call");
+}
+
+#[test]
+fn the_decided_index_alone_is_synced_by_the_next_write_unless_asked_to_wait() {
+    // (log, sync_decided_idx) -> whether a write of the decided index alone syncs.
+    for (log, sync_decided_idx, syncs) in [
+        (true, false, false),
+        (true, true, true),
+        (false, false, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(&dir, true);
+        config.set_write_ahead_log(log);
+        config.set_sync_decided_idx(sync_decided_idx);
+        let mut store: PersistentStorage<E> = PersistentStorage::open(config.clone());
+        store.append_entries(es(0..10)).unwrap();
+        assert_eq!(store.flush_count(), 1);
+        store.set_decided_idx(4).unwrap();
+        store
+            .write_atomically(vec![StorageOp::SetDecidedIndex(5)])
+            .unwrap();
+        let expected = if syncs { 3 } else { 1 };
+        assert_eq!(
+            store.flush_count(),
+            expected,
+            "log {log}, sync {sync_decided_idx}"
+        );
+        // Anything else with it waits, and makes it durable with it.
+        store
+            .write_atomically(vec![
+                StorageOp::AppendEntries(es(10..12)),
+                StorageOp::SetDecidedIndex(6),
+            ])
+            .unwrap();
+        assert_eq!(store.flush_count(), expected + 1);
+        store.set_decided_idx(8).unwrap();
+        drop(store);
+        let store: PersistentStorage<E> = PersistentStorage::open(config);
+        assert_eq!(store.get_decided_idx().unwrap(), 8);
+        assert_eq!(store.get_entries(0, 12).unwrap(), es(0..12));
+    }
 }
 
 #[test]
@@ -218,9 +259,10 @@ fn the_sync_observer_hears_of_every_sync_and_only_of_syncs() {
         store.set_decided_idx(5).unwrap();
         store.set_promise(Ballot::with(1, 2, 0, 1)).unwrap();
         assert_eq!(heard.load(Ordering::Relaxed), store.flush_count());
+        // The decided index alone is not synced (it goes with the promise).
         assert_eq!(
             heard.load(Ordering::Relaxed),
-            if sync_writes { 3 } else { 0 }
+            if sync_writes { 2 } else { 0 }
         );
     }
 }
@@ -267,7 +309,9 @@ fn a_store_opened_with_and_without_the_log_in_turn_keeps_every_write() {
             expected += 3;
             store.set_decided_idx(expected).unwrap();
         }
-        assert_eq!(store.flush_count(), 60, "one durable write per call");
+        // One durable write per call, but the decided index alone waits only without the log.
+        let durable = if round % 2 == 0 { 30 } else { 60 };
+        assert_eq!(store.flush_count(), durable, "round {round}");
         drop(store);
     }
     let store: PersistentStorage<E> = PersistentStorage::open(config(&dir, true));

@@ -12,6 +12,7 @@ pub struct PersistentStorageConfig {
     sync_writes: bool,
     write_ahead_log: bool,
     write_ahead_log_bytes: u64,
+    sync_decided_idx: bool,
     sync_observer: Option<SyncObserver>,
 }
 
@@ -42,6 +43,7 @@ impl PersistentStorageConfig {
             sync_writes: true,
             write_ahead_log: true,
             write_ahead_log_bytes: super::wal::WAL_CAPACITY,
+            sync_decided_idx: false,
             sync_observer: None,
         }
     }
@@ -55,6 +57,7 @@ impl PersistentStorageConfig {
             sync_writes: true,
             write_ahead_log: true,
             write_ahead_log_bytes: super::wal::WAL_CAPACITY,
+            sync_decided_idx: false,
             sync_observer: None,
         }
     }
@@ -118,6 +121,27 @@ impl PersistentStorageConfig {
     /// The write-ahead log's size in bytes.
     pub fn get_write_ahead_log_bytes(&self) -> u64 {
         self.write_ahead_log_bytes
+    }
+
+    /// Whether a write of the decided index alone waits for the device (default `false`).
+    pub fn get_sync_decided_idx(&self) -> bool {
+        self.sync_decided_idx
+    }
+
+    /// With `false` (the default), `sync_writes` and the write-ahead log on, a write that only
+    /// moves the decided index is written to the log but not synced: it reaches the device with the
+    /// next write that is, at most one write later, since every write is kept in order. A
+    /// crash of the process loses nothing; a power cut can set the decided index back to its
+    /// last synced value. That loses no decision: the entries below it were accepted durably
+    /// by a quorum before they were decided, and the server learns the index again from the
+    /// leader (a leader, from the quorum it prepares). Every other write (entries, promise,
+    /// accepted round, trim, snapshot, stopsign) waits. This takes one wait for the device off
+    /// the leader's path from a quorum's acceptance to the answer.
+    ///
+    /// With `true`, that write waits like every other: the decided index never goes back,
+    /// even after a power cut.
+    pub fn set_sync_decided_idx(&mut self, sync_decided_idx: bool) {
+        self.sync_decided_idx = sync_decided_idx;
     }
 
     /// Calls `observer` after every durable write (with `sync_writes` on) with how long making

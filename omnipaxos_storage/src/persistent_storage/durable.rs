@@ -45,11 +45,15 @@ impl Change {
     }
 }
 
-/// How the write being made must still be made durable once applied.
+/// How the write being made is applied, and made durable once applied.
 pub(super) enum Pending {
-    /// Nothing more: its changes are in the log, on the device (or writes are not synced).
+    /// Writes are not synced: apply it atomically, nothing more.
     Nothing,
-    /// Flush sled (and, with the log, start a new cycle: sled then holds everything).
+    /// It is in the log: apply it change by change (a crash in between is mended by the
+    /// replay, which applies the whole record again), nothing more.
+    Logged,
+    /// Apply it atomically, then flush sled (and, with the log, start a new cycle: sled then
+    /// holds everything).
     Flush,
 }
 
@@ -61,6 +65,8 @@ pub(super) struct Durability {
     pub(super) wal: Option<Wal>,
     /// Write calls made durable (one each).
     pub(super) durable_writes: u64,
+    /// Whether a write of the decided index alone waits for the device too.
+    pub(super) sync_decided_idx: bool,
     pub(super) observer: Option<super::config::SyncObserver>,
 }
 
@@ -82,9 +88,14 @@ fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, PersistentStorageError> {
         })
 }
 
-/// Applies `changes` to sled, in order (not atomically: used to replay, which is repeated
-/// whole if interrupted).
-fn apply(db: &sled::Db, snapshots: &sled::Tree, changes: Vec<Change>) -> sled::Result<()> {
+/// Applies `changes` to sled, in order, not atomically: for changes in the log, whose replay
+/// applies them all again if a crash interrupts this. (A sled batch or transaction costs two
+/// extra writes of sled's buffers, in the background but on the same device.)
+pub(super) fn apply(
+    db: &sled::Db,
+    snapshots: &sled::Tree,
+    changes: Vec<Change>,
+) -> sled::Result<()> {
     for change in changes {
         let tree: &sled::Tree = match change.tree {
             Tree::Main => db,
@@ -155,6 +166,7 @@ impl Durability {
             disk_sync,
             wal,
             durable_writes: 0,
+            sync_decided_idx: config.get_sync_decided_idx(),
             observer,
         })
     }
@@ -162,10 +174,16 @@ impl Durability {
     /// Before a write's `changes` are applied to sled: logs them (one write, one
     /// `fdatasync`), unless writes are not synced or the record is too large for the log;
     /// returns what is left to do once they are applied ([`Durability::settle`]).
+    ///
+    /// A write that need not `wait` is logged but not synced: it reaches the device with the
+    /// next write that waits, as records are only added at the log's end (and a checkpoint
+    /// flushes sled, which holds every logged write). Without the log every write waits: an
+    /// unflushed sled write would not survive a crash of the process.
     pub(super) fn log_ahead(
         &mut self,
         db: &sled::Db,
         changes: &[Change],
+        wait: bool,
     ) -> Result<(Pending, Option<Instant>), PersistentStorageError> {
         if self.disk_sync.is_none() {
             return Ok((Pending::Nothing, None));
@@ -182,11 +200,13 @@ impl Durability {
             self.checkpoint(db)?;
         }
         if let Some(wal) = &mut self.wal {
-            wal.append(&record).map_err(io("writing the log"))?;
+            wal.append(&record, wait).map_err(io("writing the log"))?;
         }
-        self.durable_writes += 1;
-        self.observe(start);
-        Ok((Pending::Nothing, None))
+        if wait {
+            self.durable_writes += 1;
+            self.observe(start);
+        }
+        Ok((Pending::Logged, None))
     }
 
     /// After the write was applied to sled: finishes what [`Durability::log_ahead`] left.

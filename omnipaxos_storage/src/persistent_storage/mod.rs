@@ -17,7 +17,7 @@ pub use config::PersistentStorageConfig;
 pub use error::PersistentStorageError;
 
 use disk::LockRelease;
-use durable::{Change, Durability, Tree};
+use durable::{Change, Durability, Pending, Tree};
 use layout::*;
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
@@ -147,10 +147,22 @@ where
         self.durability.durable_writes
     }
 
-    /// Applies `changes` as one write: logged ahead, applied atomically (one sled batch, or one
-    /// transaction over both trees when the snapshot changes), made durable.
+    /// Applies `changes` as one write: logged ahead and applied change by change, or (without
+    /// the log, or too large for it) applied atomically and flushed; made durable either way
+    /// (the decided index alone with the next write, see `sync_decided_idx`).
     fn write_changes(&mut self, changes: Vec<Change>) -> Result<(), PersistentStorageError> {
-        let pending = self.durability.log_ahead(&self.db, &changes)?;
+        let wait = self.durability.sync_decided_idx || !only_decided_idx(&changes);
+        let pending = self.durability.log_ahead(&self.db, &changes, wait)?;
+        match pending.0 {
+            Pending::Logged => durable::apply(&self.db, &self.snapshots, changes)?,
+            Pending::Nothing | Pending::Flush => self.apply_atomically(changes)?,
+        }
+        self.durability.settle(&self.db, pending)
+    }
+
+    /// Applies `changes` as one sled batch, or one transaction over both trees when the
+    /// snapshot changes.
+    fn apply_atomically(&mut self, changes: Vec<Change>) -> Result<(), PersistentStorageError> {
         let mut batch = sled::Batch::default();
         let mut snapshot = None;
         for change in changes {
@@ -183,7 +195,7 @@ where
                     })?;
             }
         }
-        self.durability.settle(&self.db, pending)
+        Ok(())
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>) -> StorageResult<()> {
@@ -416,6 +428,13 @@ impl<T: Entry + Serialize + DeserializeOwned> Txn<T> {
         }
         Ok(())
     }
+}
+
+/// Whether a write only moves the decided index: the one write that need not wait for the
+/// device unless `sync_decided_idx` is set (see
+/// [`PersistentStorageConfig::set_sync_decided_idx`]).
+fn only_decided_idx(changes: &[Change]) -> bool {
+    matches!(changes, [change] if change.tree == Tree::Main && change.key == DECIDED_IDX)
 }
 
 impl<T> Storage<T> for PersistentStorage<T>
