@@ -31,7 +31,9 @@ use std::path::Path;
 ///
 /// Reopening the same path (after a crash, a power cut or a restart) finds everything that was
 /// written before; with `sync_writes` on (the default) that includes every write that returned
-/// `Ok`. Dropping the store flushes it and returns once the path can be opened again.
+/// `Ok`, except that after a power cut the decided index can be back at its last synced value
+/// (see [`PersistentStorageConfig::set_sync_decided_idx`]). Dropping the store flushes it and
+/// returns once the path can be opened again.
 pub struct PersistentStorage<T: Entry> {
     db: sled::Db,
     /// The snapshot, in a tree of its own: sled rewrites a whole leaf on every change of any
