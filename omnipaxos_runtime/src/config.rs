@@ -104,8 +104,14 @@ pub struct NetworkConfig {
     pub listen: SocketAddr,
     /// Every peer's address (`host:port`), by pid.
     pub peers: BTreeMap<NodeId, String>,
-    /// Frames above this size are refused (and logged) on receipt, and not sent (16 MiB).
+    /// The largest frame on a connection (16 MiB): a larger one is refused (and logged) on
+    /// receipt; a larger message is sent as several frames.
     pub max_frame_bytes: usize,
+    /// The largest message (1 GiB, also the most allowed): a larger one is not sent, and one
+    /// announced larger is refused on receipt. Messages above `max_frame_bytes` (a log synchronisation with a large
+    /// snapshot) are sent in parts of at most that size, with heartbeats let through between
+    /// them.
+    pub max_message_bytes: usize,
     /// A connection that carried nothing for this long (not even a keepalive) is dead: it is
     /// closed, what was queued on it dropped, and a new one made (600 ms, two election rounds).
     pub peer_timeout: Duration,
@@ -123,6 +129,7 @@ impl NetworkConfig {
             listen,
             peers,
             max_frame_bytes: 16 << 20,
+            max_message_bytes: 1 << 30,
             peer_timeout: Duration::from_millis(600),
             max_backoff: Duration::from_millis(250),
             tls: None,
@@ -151,6 +158,7 @@ struct RuntimeTable {
     #[serde(default)]
     peers: BTreeMap<String, String>,
     max_frame_bytes: Option<usize>,
+    max_message_bytes: Option<usize>,
     peer_timeout_ms: Option<u64>,
     tls: Option<TlsFiles>,
 }
@@ -238,6 +246,18 @@ impl NodeConfig {
                 ));
             }
             network.max_frame_bytes = max;
+        }
+        if let Some(max) = runtime.max_message_bytes {
+            network.max_message_bytes = max;
+        }
+        if network.max_message_bytes < network.max_frame_bytes
+            || network.max_message_bytes > crate::wire::DECODE_LIMIT
+        {
+            return Err(invalid(format!(
+                "[runtime] max_message_bytes must be between max_frame_bytes ({}) and {}",
+                network.max_frame_bytes,
+                crate::wire::DECODE_LIMIT
+            )));
         }
         network.tls = runtime.tls;
         Ok(Self {

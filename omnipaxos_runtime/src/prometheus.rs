@@ -302,6 +302,12 @@ impl Collector for NodeCollector {
             "Frames refused: too large, undecodable, unauthenticated",
             m.frames_refused,
         )?;
+        gauge(
+            e,
+            "omnipaxos_largest_frame_bytes",
+            "The largest frame the transport wrote or read (larger messages travel in parts)",
+            m.largest_frame_bytes as i64,
+        )?;
         traffic(
             e,
             "omnipaxos_messages",

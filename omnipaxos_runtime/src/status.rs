@@ -113,6 +113,9 @@ pub struct Metrics {
     pub frames_refused: u64,
     /// Write system calls of the transport.
     pub transport_writes: u64,
+    /// The largest frame the transport wrote or read, in bytes (a message larger than
+    /// `max_frame_bytes` travels in parts; 0 for a transport without frames).
+    pub largest_frame_bytes: u64,
     /// Whether the storage failed.
     pub storage_failed: bool,
 }

@@ -138,8 +138,8 @@ pub fn encode<T: RuntimeEntry>(msg: &WireMessage<T>, out: &mut Vec<u8>) -> Resul
 }
 
 /// Memory a decoded message may claim: a malformed length prefix can never make the decoder
-/// reserve more than this (frames themselves are capped by `max_frame_bytes`).
-const DECODE_LIMIT: usize = 1 << 30;
+/// reserve more than this. Also the largest `max_message_bytes` allowed.
+pub const DECODE_LIMIT: usize = 1 << 30;
 
 /// Decodes a message; the whole of `bytes` must be one message.
 pub fn decode<T: RuntimeEntry>(bytes: &[u8]) -> Result<WireMessage<T>, String> {

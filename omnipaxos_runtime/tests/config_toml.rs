@@ -38,6 +38,15 @@ fn values_set_in_the_file_win_over_the_runtimes_defaults() {
     let text = NODE.replace("pid = 1", "pid = 1\nelection_tick_timeout = 7");
     let config = NodeConfig::from_toml(&text).expect("valid");
     assert_eq!(config.omnipaxos.server_config.election_tick_timeout, 7);
+    let text = NODE.replace(
+        "tick_period_ms = 20",
+        "max_frame_bytes = 65536\nmax_message_bytes = 1048576",
+    );
+    let network = NodeConfig::from_toml(&text).expect("valid").network;
+    assert_eq!(
+        (network.max_frame_bytes, network.max_message_bytes),
+        (65536, 1 << 20)
+    );
 }
 
 #[test]
@@ -68,6 +77,14 @@ fn bad_files_are_typed_errors_that_say_what_is_wrong() {
         (
             NODE.replace("tick_period_ms = 20", "max_frame_bytes = 10"),
             "max_frame_bytes",
+        ),
+        (
+            NODE.replace("tick_period_ms = 20", "max_message_bytes = 1000"),
+            "max_message_bytes",
+        ),
+        (
+            NODE.replace("tick_period_ms = 20", "max_message_bytes = 2147483648"),
+            "max_message_bytes",
         ),
     ];
     for (text, expected) in cases {

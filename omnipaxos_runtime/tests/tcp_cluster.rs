@@ -1,5 +1,6 @@
 //! A three-node cluster over TCP on 127.0.0.1: exact indices from every node across a leader
-//! crash, refused frames change nothing, shutdown leaves no task and the store reopens.
+//! crash, refused frames change nothing, a log synchronisation larger than a frame arrives in
+//! parts, shutdown leaves no task and the store reopens.
 
 mod common;
 
@@ -184,4 +185,105 @@ async fn dropping_every_handle_stops_the_node_and_releases_its_store() {
         .build_for_server(server_config(1), open().expect("the store is free again"))
         .expect("config");
     assert!(reopened.get_decided_idx() > idx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_synchronisation_larger_than_a_frame_arrives_in_parts() {
+    // Frames of at most 4 KiB; node 3 is down while 6,000 entries are decided, then restarts
+    // from its store: the leader's `AcceptSync` to it carries all of them, some 20 KiB.
+    const FRAME: usize = 4096;
+    const ENTRIES: u64 = 6000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = [1, 2, 3];
+    let open = |pid: u64| {
+        let path = dir.path().join(format!("node-{pid}"));
+        PersistentStorage::try_open(PersistentStorageConfig::with_path(
+            path.to_string_lossy().to_string(),
+        ))
+        .expect("open")
+    };
+    let spawn = |pid: u64, transport| {
+        let op: OmniPaxos<u64, PersistentStorage<u64>> = cluster_config(&nodes)
+            .build_for_server(server_config(pid), open(pid))
+            .expect("config");
+        spawn_actor(op, RuntimeConfig::default(), transport)
+    };
+    let transports = tcp_transports(&nodes, |_, c| c.max_frame_bytes = FRAME);
+    let addresses: Vec<_> = transports
+        .iter()
+        .map(|t| t.local_addr().expect("bound"))
+        .collect();
+    let mut handles: Vec<_> = nodes
+        .iter()
+        .zip(transports)
+        .map(|(&pid, t)| spawn(pid, t))
+        .collect();
+    wait_leader(&handles).await;
+    handles[2].shutdown().await;
+    let survivors = &handles[..2];
+    let leader = wait_leader(survivors).await;
+    let leader = handles[(leader - 1) as usize].clone();
+    // In rounds, so that the node's request queue never fills.
+    for round in 0..ENTRIES / 500 {
+        for value in round * 500..(round + 1) * 500 {
+            leader.append(value).await.expect("append");
+        }
+        wait_decided(&leader, ((round + 1) * 500) as usize).await;
+    }
+    for h in survivors {
+        wait_decided(h, ENTRIES as usize).await;
+    }
+    // Node 3 again, on its old address and store.
+    let mut config = omnipaxos_runtime::NetworkConfig::new(addresses[2], Default::default());
+    config.max_frame_bytes = FRAME;
+    let mut transport =
+        omnipaxos_runtime::transport::tcp::TcpTransport::bind(3, config).expect("rebind");
+    for (pid, address) in [(1, addresses[0]), (2, addresses[1])] {
+        omnipaxos_runtime::transport::Transport::add_peer(
+            &mut transport,
+            pid,
+            Some(address.to_string()),
+        );
+    }
+    handles[2] = spawn(3, transport);
+    wait_decided(&handles[2], ENTRIES as usize).await;
+    let expected = decided_log(&leader).await;
+    assert_eq!(decided_log(&handles[2]).await, expected);
+    let sync_bytes = |h: &omnipaxos_runtime::OmniPaxosHandle<u64>, outgoing: bool| {
+        let m = h.metrics().borrow().clone();
+        let counts = m.messages.get("AcceptSync").cloned().unwrap_or_default();
+        (
+            if outgoing {
+                counts.bytes_out
+            } else {
+                counts.bytes_in
+            },
+            m,
+        )
+    };
+    let (received, node3) = sync_bytes(&handles[2], false);
+    assert!(
+        received > 4 * FRAME as u64,
+        "node 3 received {received} bytes of AcceptSync"
+    );
+    // Sent by whichever node led when node 3 came back.
+    let sent = handles[..2].iter().map(|h| sync_bytes(h, true).0).max();
+    assert!(
+        sent > Some(4 * FRAME as u64),
+        "{sent:?} bytes of AcceptSync sent"
+    );
+    for h in &handles {
+        let m = fresh_metrics(h).await;
+        assert!(m.largest_frame_bytes > 0);
+        assert!(
+            m.largest_frame_bytes <= FRAME as u64 + 5,
+            "node {} saw a frame of {} bytes",
+            m.pid,
+            m.largest_frame_bytes
+        );
+    }
+    assert_eq!(node3.frames_refused, 0);
+    for h in &handles {
+        h.shutdown().await;
+    }
 }

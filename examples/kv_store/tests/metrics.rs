@@ -2,28 +2,13 @@
 //! (read by a strict parser), and its values move as the cluster works: the decided index and
 //! the HTTP request counts grow with writes, and a leader change increments the counter.
 
+mod support;
+
 use kv_store::client::request;
 use kv_store::demo::Demo;
-use omnipaxos_runtime::prometheus::{parse_text, Sample};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// The samples of node `pid`'s `/metrics`.
-fn scrape(cluster: &Demo, pid: u64) -> Vec<Sample> {
-    let body = cluster
-        .get(pid, "/metrics")
-        .expect("GET /metrics answers 200");
-    let text = body.as_str().expect("a text body");
-    parse_text(text).unwrap_or_else(|e| panic!("not valid OpenMetrics: {e}\n{text}"))
-}
-
-/// The value of `name` with all of `labels`, if present.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value)
-}
+use support::metrics::{scrape, value};
 
 const PUTS_OK: [(&str, &str); 3] = [("route", "/kv/{key}"), ("method", "PUT"), ("status", "200")];
 

@@ -127,6 +127,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             messages_dropped: stats.dropped,
             frames_refused: stats.refused_frames,
             transport_writes: stats.writes,
+            largest_frame_bytes: stats.largest_frame_bytes,
             storage_failed: self.report.storage_failed,
         };
         self.outputs.metrics.send_replace(metrics);

@@ -1,10 +1,12 @@
 //! How a node reaches its peers. The node's task calls [`Transport::send`] with everything it
 //! has for one peer at once and never waits; the transport hands what arrives to the node's
 //! [`Inbox`]. Transports may drop messages (the protocol resends), but must deliver each
-//! message at most once and in order per connection, and must only deliver a message as coming
+//! message at most once and in order per connection (heartbeats may overtake a message sent in
+//! parts), and must only deliver a message as coming
 //! from pid `p` if it really comes from `p` (see [`tcp`] for how, and when it cannot).
 
 pub mod memory;
+mod parts;
 pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -104,6 +106,10 @@ pub struct TransportStats {
     pub refused_frames: u64,
     /// Write system calls on connections (with coalescing, fewer than messages sent).
     pub writes: u64,
+    /// The largest frame written or read, in bytes (length prefix and kind included): never
+    /// above `max_frame_bytes` + 5, as larger messages travel in parts. 0 for transports
+    /// without frames.
+    pub largest_frame_bytes: u64,
 }
 
 /// A way to reach peers. See the module docs for what it must guarantee.

@@ -21,7 +21,13 @@
 //! certificate names (`node-<pid>`); anything else is refused before a message is read.
 //! Frames above `max_frame_bytes`, undecodable frames and frames from unknown pids close the
 //! connection, with a log line, and change nothing.
+//!
+//! **Large messages.** A message whose encoding is larger than `max_frame_bytes` (a log
+//! synchronisation with a large snapshot) travels as `PART` frames of at most that size, one
+//! per write, with heartbeats let through between them ([`parts`](super::parts)); one above
+//! `max_message_bytes` is not sent.
 
+use super::parts::{may_overtake, Outgoing, Reassembly, PART_HEADER};
 use super::{count, Inbox, Transport, TransportEvent, TransportStats};
 use crate::config::NetworkConfig;
 use crate::wire::{self, NodeId, RuntimeEntry, WireMessage};
@@ -39,6 +45,7 @@ const HELLO: u8 = 0;
 const DATA: u8 = 1;
 const PING: u8 = 2;
 const PONG: u8 = 3;
+const PART: u8 = 4;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 10_000;
@@ -381,6 +388,10 @@ async fn write_loop<T: RuntimeEntry>(
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buf = Vec::new();
     let mut reader_done = false;
+    // A message larger than a frame being sent, part by part.
+    let mut large: Option<Outgoing<T>> = None;
+    let part_bytes = max.saturating_sub(PART_HEADER).max(1);
+    let mut part = Vec::new();
     let reason = loop {
         buf.clear();
         tokio::select! {
@@ -396,7 +407,7 @@ async fn write_loop<T: RuntimeEntry>(
                 if n == 0 {
                     break None;
                 }
-                encode_batch(shared, link.pid, &mut batch, &mut buf);
+                encode_batch(shared, link.pid, &mut batch, &mut buf, &mut large);
             }
             _ = ping.tick() => {
                 let silent = (start.elapsed().as_millis() as u64).saturating_sub(heard.load(Ordering::Relaxed));
@@ -408,6 +419,19 @@ async fn write_loop<T: RuntimeEntry>(
             _ = &mut read_task => {
                 reader_done = true;
                 break Some("closed by the peer".to_string());
+            }
+            _ = std::future::ready(()), if large.is_some() => {}
+        }
+        // One part per write, after whatever else this pass had to send.
+        if let Some(sending) = &mut large {
+            if sending.next_part(part_bytes, &mut part) {
+                put_frame(&mut buf, PART, &part);
+                note_frame(&mut lock(&shared.stats), part.len());
+            }
+            if sending.is_done() {
+                let held = large.take().map(|done| done.held).unwrap_or_default();
+                batch.extend(held);
+                encode_batch(shared, link.pid, &mut batch, &mut buf, &mut large);
             }
         }
         if buf.is_empty() {
@@ -427,35 +451,64 @@ async fn write_loop<T: RuntimeEntry>(
     (reason, up)
 }
 
-/// Encodes `batch` into frames in `buf`; a message above the frame limit is not sent.
+/// Encodes `batch` into frames in `buf`. A message above the frame limit becomes `large`, sent
+/// in parts by the caller; while one is, messages other than heartbeats are held behind it.
+/// A message above `max_message_bytes` is not sent.
 fn encode_batch<T: RuntimeEntry>(
     shared: &Shared,
     to: NodeId,
     batch: &mut Vec<WireMessage<T>>,
     buf: &mut Vec<u8>,
+    large: &mut Option<Outgoing<T>>,
 ) {
     let mut stats = lock(&shared.stats);
     let mut body = Vec::new();
     for msg in batch.drain(..) {
+        if let Some(sending) = large.as_mut() {
+            if !may_overtake(&msg) {
+                if sending.held.len() < PEER_QUEUE {
+                    sending.held.push_back(msg);
+                } else {
+                    stats.dropped += 1;
+                }
+                continue;
+            }
+        }
         body.clear();
         if let Err(e) = wire::encode(&msg, &mut body) {
             tracing::error!(pid = shared.me, "cannot encode a {}: {e}", msg.kind());
             continue;
         }
-        if body.len() > shared.config.max_frame_bytes {
+        if body.len() > shared.config.max_message_bytes {
             tracing::error!(
                 pid = shared.me,
-                "not sending a {} of {} bytes: above max_frame_bytes ({})",
+                "not sending a {} of {} bytes: above max_message_bytes ({})",
                 msg.kind(),
                 body.len(),
-                shared.config.max_frame_bytes
+                shared.config.max_message_bytes
             );
             stats.dropped += 1;
             continue;
         }
-        put_frame(buf, DATA, &body);
         count(&mut stats, to, msg.kind(), true, body.len() as u64 + 5);
+        if body.len() > shared.config.max_frame_bytes {
+            tracing::debug!(
+                pid = shared.me,
+                "sending a {} of {} bytes in parts",
+                msg.kind(),
+                body.len()
+            );
+            *large = Some(Outgoing::new(std::mem::take(&mut body)));
+            continue;
+        }
+        put_frame(buf, DATA, &body);
+        note_frame(&mut stats, body.len());
     }
+}
+
+/// Keeps the largest frame seen (a frame: its body and 5 bytes of length and kind).
+fn note_frame(stats: &mut TransportStats, body_len: usize) {
+    stats.largest_frame_bytes = stats.largest_frame_bytes.max(body_len as u64 + 5);
 }
 
 /// Accepts peers' connections.
@@ -563,6 +616,7 @@ async fn inbound<T: RuntimeEntry>(
     }
     let mut pong = Vec::new();
     put_frame(&mut pong, PONG, &[]);
+    let mut parts = Reassembly::default();
     loop {
         let kind =
             match tokio::time::timeout(timeout, read_frame(&mut reader, max, &mut body)).await {
@@ -581,11 +635,17 @@ async fn inbound<T: RuntimeEntry>(
                 }
             }
             DATA => {
-                let msg: WireMessage<T> = wire::decode(&body)
-                    .map_err(|e| format!("undecodable frame from {pid}: {e}"))?;
-                let bytes = body.len() as u64 + 5;
-                count(&mut lock(&shared.stats), pid, msg.kind(), false, bytes);
-                inbox.deliver(TransportEvent::Message { from: pid, msg });
+                note_frame(&mut lock(&shared.stats), body.len());
+                deliver(shared, &inbox, pid, &body)?;
+            }
+            PART => {
+                note_frame(&mut lock(&shared.stats), body.len());
+                let whole = parts
+                    .add(&body, shared.config.max_message_bytes)
+                    .map_err(|e| format!("from {pid}: {e}"))?;
+                if let Some(whole) = whole {
+                    deliver(shared, &inbox, pid, &whole)?;
+                }
             }
             other => return Err(format!("unexpected frame kind {other} from {pid}")),
         }
@@ -593,4 +653,24 @@ async fn inbound<T: RuntimeEntry>(
             return Ok(());
         }
     }
+}
+
+/// Decodes one message from `pid` and hands it to the node.
+fn deliver<T: RuntimeEntry>(
+    shared: &Shared,
+    inbox: &Inbox<T>,
+    pid: NodeId,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let msg: WireMessage<T> =
+        wire::decode(bytes).map_err(|e| format!("undecodable message from {pid}: {e}"))?;
+    count(
+        &mut lock(&shared.stats),
+        pid,
+        msg.kind(),
+        false,
+        bytes.len() as u64 + 5,
+    );
+    inbox.deliver(TransportEvent::Message { from: pid, msg });
+    Ok(())
 }
