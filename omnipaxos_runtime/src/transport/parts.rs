@@ -70,6 +70,22 @@ pub(super) fn may_overtake<T: RuntimeEntry>(msg: &WireMessage<T>) -> bool {
     )
 }
 
+/// Runs `work` (encoding or decoding a message that may be large) without holding up the other
+/// tasks of a multi-threaded runtime's worker: they move to another worker meanwhile. On a
+/// current-thread runtime it just runs.
+pub(super) fn heavy<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Whether encoding `msg` may take long: the kinds that carry a log or a snapshot.
+pub(super) fn may_be_large<T: RuntimeEntry>(msg: &WireMessage<T>) -> bool {
+    matches!(msg.kind(), "AcceptSync" | "Handover")
+}
+
 /// Parts received on one connection, until the message is whole.
 #[derive(Default)]
 pub(super) struct Reassembly {

@@ -27,7 +27,7 @@
 //! per write, with heartbeats let through between them ([`parts`](super::parts)); one above
 //! `max_message_bytes` is not sent.
 
-use super::parts::{may_overtake, Outgoing, Reassembly, PART_HEADER};
+use super::parts::{heavy, may_be_large, may_overtake, Outgoing, Reassembly, PART_HEADER};
 use super::{count, Inbox, Transport, TransportEvent, TransportStats};
 use crate::config::NetworkConfig;
 use crate::wire::{self, NodeId, RuntimeEntry, WireMessage};
@@ -461,7 +461,8 @@ fn encode_batch<T: RuntimeEntry>(
     buf: &mut Vec<u8>,
     large: &mut Option<Outgoing<T>>,
 ) {
-    let mut stats = lock(&shared.stats);
+    // The counters' lock is taken per update, never across an encoding: a large one takes a
+    // while, and the node's thread reads the counters.
     let mut body = Vec::new();
     for msg in batch.drain(..) {
         if let Some(sending) = large.as_mut() {
@@ -469,13 +470,18 @@ fn encode_batch<T: RuntimeEntry>(
                 if sending.held.len() < PEER_QUEUE {
                     sending.held.push_back(msg);
                 } else {
-                    stats.dropped += 1;
+                    lock(&shared.stats).dropped += 1;
                 }
                 continue;
             }
         }
         body.clear();
-        if let Err(e) = wire::encode(&msg, &mut body) {
+        let encoded = if may_be_large(&msg) {
+            heavy(|| wire::encode(&msg, &mut body))
+        } else {
+            wire::encode(&msg, &mut body)
+        };
+        if let Err(e) = encoded {
             tracing::error!(pid = shared.me, "cannot encode a {}: {e}", msg.kind());
             continue;
         }
@@ -487,10 +493,16 @@ fn encode_batch<T: RuntimeEntry>(
                 body.len(),
                 shared.config.max_message_bytes
             );
-            stats.dropped += 1;
+            lock(&shared.stats).dropped += 1;
             continue;
         }
-        count(&mut stats, to, msg.kind(), true, body.len() as u64 + 5);
+        count(
+            &mut lock(&shared.stats),
+            to,
+            msg.kind(),
+            true,
+            body.len() as u64 + 5,
+        );
         if body.len() > shared.config.max_frame_bytes {
             tracing::debug!(
                 pid = shared.me,
@@ -502,7 +514,7 @@ fn encode_batch<T: RuntimeEntry>(
             continue;
         }
         put_frame(buf, DATA, &body);
-        note_frame(&mut stats, body.len());
+        note_frame(&mut lock(&shared.stats), body.len());
     }
 }
 
@@ -644,7 +656,7 @@ async fn inbound<T: RuntimeEntry>(
                     .add(&body, shared.config.max_message_bytes)
                     .map_err(|e| format!("from {pid}: {e}"))?;
                 if let Some(whole) = whole {
-                    deliver(shared, &inbox, pid, &whole)?;
+                    heavy(|| deliver(shared, &inbox, pid, &whole))?;
                 }
             }
             other => return Err(format!("unexpected frame kind {other} from {pid}")),
