@@ -249,31 +249,26 @@ async fn a_log_synchronisation_larger_than_a_frame_arrives_in_parts() {
     wait_decided(&handles[2], ENTRIES as usize).await;
     let expected = decided_log(&leader).await;
     assert_eq!(decided_log(&handles[2]).await, expected);
-    let sync_bytes = |h: &omnipaxos_runtime::OmniPaxosHandle<u64>, outgoing: bool| {
-        let m = h.metrics().borrow().clone();
-        let counts = m.messages.get("AcceptSync").cloned().unwrap_or_default();
-        (
-            if outgoing {
-                counts.bytes_out
-            } else {
-                counts.bytes_in
-            },
-            m,
-        )
-    };
-    let (received, node3) = sync_bytes(&handles[2], false);
+    // Counters as published after everything above (the metrics are a watch, updated on ticks).
+    let mut metrics = Vec::new();
+    for h in &handles {
+        metrics.push(fresh_metrics(h).await);
+    }
+    let sync =
+        |m: &omnipaxos_runtime::Metrics| m.messages.get("AcceptSync").cloned().unwrap_or_default();
+    let received = sync(&metrics[2]).bytes_in;
     assert!(
         received > 4 * FRAME as u64,
         "node 3 received {received} bytes of AcceptSync"
     );
     // Sent by whichever node led when node 3 came back.
-    let sent = handles[..2].iter().map(|h| sync_bytes(h, true).0).max();
+    let sent = metrics[..2].iter().map(|m| sync(m).bytes_out).max();
     assert!(
         sent > Some(4 * FRAME as u64),
         "{sent:?} bytes of AcceptSync sent"
     );
-    for h in &handles {
-        let m = fresh_metrics(h).await;
+    assert_eq!(metrics[2].frames_refused, 0);
+    for m in &metrics {
         assert!(m.largest_frame_bytes > 0);
         assert!(
             m.largest_frame_bytes <= FRAME as u64 + 5,
@@ -282,7 +277,6 @@ async fn a_log_synchronisation_larger_than_a_frame_arrives_in_parts() {
             m.largest_frame_bytes
         );
     }
-    assert_eq!(node3.frames_refused, 0);
     for h in &handles {
         h.shutdown().await;
     }
