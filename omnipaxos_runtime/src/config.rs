@@ -108,9 +108,9 @@ pub struct NetworkConfig {
     /// receipt; a larger message is sent as several frames.
     pub max_frame_bytes: usize,
     /// The largest message (1 GiB, also the most allowed): a larger one is not sent, and one
-    /// announced larger is refused on receipt. Messages above `max_frame_bytes` (a log synchronisation with a large
-    /// snapshot) are sent in parts of at most that size, with heartbeats let through between
-    /// them.
+    /// announced larger is refused on receipt. Messages above `max_frame_bytes` (a log
+    /// synchronisation with a large snapshot) are sent in parts of at most 1 MiB (or that
+    /// size), with heartbeats let through between them.
     pub max_message_bytes: usize,
     /// A connection that carried nothing for this long (not even a keepalive) is dead: it is
     /// closed, what was queued on it dropped, and a new one made (600 ms, two election rounds).

@@ -5,7 +5,7 @@
 //! compacted) is one message of the protocol however large the snapshot is. Refusing it, as the
 //! frame limit alone did, left such a follower behind for good. Sending it as one frame would
 //! hold every other message to that peer behind it, heartbeats included, long enough to start
-//! an election. So its parts go out one per write, and between two parts whatever heartbeats
+//! an election. So its parts (at most 1 MiB each) go out one per write, and between two parts whatever heartbeats
 //! came in the meantime go first; every other message waits behind the large one, in order (the
 //! protocol tolerates reordering, but a follower that is being synchronised ignores the entries
 //! that overtake the synchronisation and then needs another).
@@ -20,6 +20,11 @@ use std::collections::VecDeque;
 
 /// Bytes of a `PART` frame body before the part's own bytes.
 pub(super) const PART_HEADER: usize = 16;
+
+/// The most bytes of a message in one part (less if `max_frame_bytes` is smaller): a part is
+/// one write, which must finish within `peer_timeout` even on a slow link (1 MiB takes 84 ms at
+/// 100 Mbit/s), and a heartbeat waits for at most one part.
+pub(super) const PART_BYTES: usize = 1 << 20;
 
 /// A large message being sent, and the messages held behind it.
 pub(super) struct Outgoing<T: RuntimeEntry> {

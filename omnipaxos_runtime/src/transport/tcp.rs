@@ -23,11 +23,13 @@
 //! connection, with a log line, and change nothing.
 //!
 //! **Large messages.** A message whose encoding is larger than `max_frame_bytes` (a log
-//! synchronisation with a large snapshot) travels as `PART` frames of at most that size, one
+//! synchronisation with a large snapshot) travels as `PART` frames of at most 1 MiB, one
 //! per write, with heartbeats let through between them ([`parts`](super::parts)); one above
 //! `max_message_bytes` is not sent.
 
-use super::parts::{heavy, may_be_large, may_overtake, Outgoing, Reassembly, PART_HEADER};
+use super::parts::{
+    heavy, may_be_large, may_overtake, Outgoing, Reassembly, PART_BYTES, PART_HEADER,
+};
 use super::{count, Inbox, Transport, TransportEvent, TransportStats};
 use crate::config::NetworkConfig;
 use crate::wire::{self, NodeId, RuntimeEntry, WireMessage};
@@ -390,7 +392,7 @@ async fn write_loop<T: RuntimeEntry>(
     let mut reader_done = false;
     // A message larger than a frame being sent, part by part.
     let mut large: Option<Outgoing<T>> = None;
-    let part_bytes = max.saturating_sub(PART_HEADER).max(1);
+    let part_bytes = max.saturating_sub(PART_HEADER).clamp(1, PART_BYTES);
     let mut part = Vec::new();
     let reason = loop {
         buf.clear();
