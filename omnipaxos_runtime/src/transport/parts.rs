@@ -10,6 +10,11 @@
 //! protocol tolerates reordering, but a follower that is being synchronised ignores the entries
 //! that overtake the synchronisation and then needs another).
 //!
+//! The kinds that can be large (`AcceptSync`, `Handover`) are encoded on Tokio's blocking pool,
+//! and a message that arrived in parts is decoded there (by the receiving connection's task,
+//! which keeps reading and delivering heartbeats meanwhile, and holds other messages until it
+//! is delivered): a large encoding or decoding holds up no heartbeat either.
+//!
 //! A `PART` frame's body: the whole message's length (8 bytes, big-endian), this part's offset
 //! in it (8 bytes), then the part's bytes. Parts of a message come in order on one connection;
 //! a message is delivered when its last part arrives. A broken connection loses the parts
@@ -17,6 +22,7 @@
 
 use crate::wire::{RuntimeEntry, WireMessage};
 use std::collections::VecDeque;
+use tokio::task::JoinHandle;
 
 /// Bytes of a `PART` frame body before the part's own bytes.
 pub(super) const PART_HEADER: usize = 16;
@@ -26,40 +32,91 @@ pub(super) const PART_HEADER: usize = 16;
 /// 100 Mbit/s), and a heartbeat waits for at most one part.
 pub(super) const PART_BYTES: usize = 1 << 20;
 
-/// A large message being sent, and the messages held behind it.
+/// A message that may be large (see [`may_be_large`]) being encoded on Tokio's blocking pool
+/// or sent in parts, and the messages held behind it.
 pub(super) struct Outgoing<T: RuntimeEntry> {
-    body: Vec<u8>,
-    sent: usize,
+    stage: Stage,
     /// Messages that came after it (heartbeats excepted), in order.
     pub(super) held: VecDeque<WireMessage<T>>,
 }
 
+enum Stage {
+    /// Being encoded apart; the message's kind.
+    Encoding(JoinHandle<Result<Vec<u8>, String>>, &'static str),
+    /// Encoded, sent part by part.
+    Sending { body: Vec<u8>, sent: usize },
+}
+
 impl<T: RuntimeEntry> Outgoing<T> {
-    pub(super) fn new(body: Vec<u8>) -> Self {
+    /// Starts encoding `msg` off the caller's task.
+    pub(super) fn encode(msg: WireMessage<T>) -> Self {
+        let kind = msg.kind();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut body = Vec::new();
+            crate::wire::encode(&msg, &mut body).map(|()| body)
+        });
         Self {
-            body,
-            sent: 0,
+            stage: Stage::Encoding(task, kind),
             held: VecDeque::new(),
         }
     }
 
-    /// The next `PART` frame body, with at most `part_bytes` of the message; `None` once all
-    /// were taken.
-    pub(super) fn next_part(&mut self, part_bytes: usize, out: &mut Vec<u8>) -> bool {
-        if self.sent >= self.body.len() {
-            return false;
+    /// Sends an encoded message in parts.
+    pub(super) fn send(body: Vec<u8>) -> Self {
+        Self {
+            stage: Stage::Sending { body, sent: 0 },
+            held: VecDeque::new(),
         }
-        let end = (self.sent + part_bytes.max(1)).min(self.body.len());
-        out.clear();
-        out.extend_from_slice(&(self.body.len() as u64).to_be_bytes());
-        out.extend_from_slice(&(self.sent as u64).to_be_bytes());
-        out.extend_from_slice(&self.body[self.sent..end]);
-        self.sent = end;
-        true
     }
 
-    pub(super) fn is_done(&self) -> bool {
-        self.sent >= self.body.len()
+    /// If the encoding finished: the message's kind and its bytes (or why it failed).
+    pub(super) async fn encoded(&mut self) -> Option<(&'static str, Result<Vec<u8>, String>)> {
+        let Stage::Encoding(task, kind) = &mut self.stage else {
+            return None;
+        };
+        if !task.is_finished() {
+            return None;
+        }
+        let kind = *kind;
+        let encoded = task.await.unwrap_or_else(|e| Err(e.to_string()));
+        // Nothing left to send unless `start_sending` gives it parts.
+        self.stage = Stage::Sending {
+            body: Vec::new(),
+            sent: 0,
+        };
+        Some((kind, encoded))
+    }
+
+    pub(super) fn is_encoding(&self) -> bool {
+        matches!(self.stage, Stage::Encoding(..))
+    }
+
+    /// Whether parts are left to send.
+    pub(super) fn is_sending(&self) -> bool {
+        matches!(&self.stage, Stage::Sending { body, sent } if *sent < body.len())
+    }
+
+    /// Continues with `body` in parts.
+    pub(super) fn start_sending(&mut self, body: Vec<u8>) {
+        self.stage = Stage::Sending { body, sent: 0 };
+    }
+
+    /// The next `PART` frame body, with at most `part_bytes` of the message; `false` once all
+    /// were taken (or while it is being encoded).
+    pub(super) fn next_part(&mut self, part_bytes: usize, out: &mut Vec<u8>) -> bool {
+        let Stage::Sending { body, sent } = &mut self.stage else {
+            return false;
+        };
+        if *sent >= body.len() {
+            return false;
+        }
+        let end = (*sent + part_bytes.max(1)).min(body.len());
+        out.clear();
+        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        out.extend_from_slice(&(*sent as u64).to_be_bytes());
+        out.extend_from_slice(&body[*sent..end]);
+        *sent = end;
+        true
     }
 }
 
@@ -73,17 +130,6 @@ pub(super) fn may_overtake<T: RuntimeEntry>(msg: &WireMessage<T>) -> bool {
             ..
         }
     )
-}
-
-/// Runs `work` (encoding or decoding a message that may be large) without holding up the other
-/// tasks of a multi-threaded runtime's worker: they move to another worker meanwhile. On a
-/// current-thread runtime it just runs.
-pub(super) fn heavy<R>(work: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
 }
 
 /// Whether encoding `msg` may take long: the kinds that carry a log or a snapshot.
@@ -152,14 +198,14 @@ mod tests {
     type Out = Outgoing<u64>;
 
     fn parts_of(message: &[u8], part_bytes: usize) -> Vec<Vec<u8>> {
-        let mut out = Out::new(message.to_vec());
+        let mut out = Out::send(message.to_vec());
         let mut parts = Vec::new();
         let mut body = Vec::new();
         while out.next_part(part_bytes, &mut body) {
             assert!(body.len() <= PART_HEADER + part_bytes);
             parts.push(body.clone());
         }
-        assert!(out.is_done());
+        assert!(!out.is_sending());
         parts
     }
 

@@ -27,9 +27,7 @@
 //! per write, with heartbeats let through between them ([`parts`](super::parts)); one above
 //! `max_message_bytes` is not sent.
 
-use super::parts::{
-    heavy, may_be_large, may_overtake, Outgoing, Reassembly, PART_BYTES, PART_HEADER,
-};
+use super::parts::{may_be_large, may_overtake, Outgoing, Reassembly, PART_BYTES, PART_HEADER};
 use super::{count, Inbox, Transport, TransportEvent, TransportStats};
 use crate::config::NetworkConfig;
 use crate::wire::{self, NodeId, RuntimeEntry, WireMessage};
@@ -422,7 +420,18 @@ async fn write_loop<T: RuntimeEntry>(
                 reader_done = true;
                 break Some("closed by the peer".to_string());
             }
-            _ = std::future::ready(()), if large.is_some() => {}
+            _ = std::future::ready(()), if large.as_ref().is_some_and(|l| !l.is_encoding()) => {}
+            // An encoding on the blocking pool is looked at every millisecond.
+            _ = tokio::time::sleep(Duration::from_millis(1)), if large.as_ref().is_some_and(|l| l.is_encoding()) => {}
+        }
+        if let Some(pending) = &mut large {
+            if let Some((kind, encoded)) = pending.encoded().await {
+                match encoded.map(|body| frame_or_parts(shared, link.pid, kind, body, &mut buf)) {
+                    Ok(Some(body)) => pending.start_sending(body),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(pid = shared.me, "cannot encode a {kind}: {e}"),
+                }
+            }
         }
         // One part per write, after whatever else this pass had to send.
         if let Some(sending) = &mut large {
@@ -430,11 +439,15 @@ async fn write_loop<T: RuntimeEntry>(
                 put_frame(&mut buf, PART, &part);
                 note_frame(&mut lock(&shared.stats), part.len());
             }
-            if sending.is_done() {
-                let held = large.take().map(|done| done.held).unwrap_or_default();
-                batch.extend(held);
-                encode_batch(shared, link.pid, &mut batch, &mut buf, &mut large);
-            }
+        }
+        // Done (sent, or encoded small, or failed): what waited behind it goes now.
+        if large
+            .as_ref()
+            .is_some_and(|l| !l.is_encoding() && !l.is_sending())
+        {
+            let held = large.take().map(|done| done.held).unwrap_or_default();
+            batch.extend(held);
+            encode_batch(shared, link.pid, &mut batch, &mut buf, &mut large);
         }
         if buf.is_empty() {
             continue;
@@ -453,9 +466,10 @@ async fn write_loop<T: RuntimeEntry>(
     (reason, up)
 }
 
-/// Encodes `batch` into frames in `buf`. A message above the frame limit becomes `large`, sent
-/// in parts by the caller; while one is, messages other than heartbeats are held behind it.
-/// A message above `max_message_bytes` is not sent.
+/// Encodes `batch` into frames in `buf`. A message of a kind that may be large (a log
+/// synchronisation, a handover) becomes `large`: encoded on the blocking pool, then sent by the
+/// caller, in parts if above the frame limit; while it is, messages other than heartbeats are
+/// held behind it.
 fn encode_batch<T: RuntimeEntry>(
     shared: &Shared,
     to: NodeId,
@@ -463,61 +477,71 @@ fn encode_batch<T: RuntimeEntry>(
     buf: &mut Vec<u8>,
     large: &mut Option<Outgoing<T>>,
 ) {
-    // The counters' lock is taken per update, never across an encoding: a large one takes a
-    // while, and the node's thread reads the counters.
-    let mut body = Vec::new();
     for msg in batch.drain(..) {
-        if let Some(sending) = large.as_mut() {
+        if let Some(pending) = large.as_mut() {
             if !may_overtake(&msg) {
-                if sending.held.len() < PEER_QUEUE {
-                    sending.held.push_back(msg);
+                if pending.held.len() < PEER_QUEUE {
+                    pending.held.push_back(msg);
                 } else {
                     lock(&shared.stats).dropped += 1;
                 }
                 continue;
             }
         }
-        body.clear();
-        let encoded = if may_be_large(&msg) {
-            heavy(|| wire::encode(&msg, &mut body))
-        } else {
-            wire::encode(&msg, &mut body)
-        };
-        if let Err(e) = encoded {
+        if may_be_large(&msg) {
+            *large = Some(Outgoing::encode(msg));
+            continue;
+        }
+        let mut body = Vec::new();
+        if let Err(e) = wire::encode(&msg, &mut body) {
             tracing::error!(pid = shared.me, "cannot encode a {}: {e}", msg.kind());
             continue;
         }
-        if body.len() > shared.config.max_message_bytes {
-            tracing::error!(
-                pid = shared.me,
-                "not sending a {} of {} bytes: above max_message_bytes ({})",
-                msg.kind(),
-                body.len(),
-                shared.config.max_message_bytes
-            );
-            lock(&shared.stats).dropped += 1;
-            continue;
+        if let Some(body) = frame_or_parts(shared, to, msg.kind(), body, buf) {
+            // Only kinds that may be large get here large; send it in parts all the same.
+            *large = Some(Outgoing::send(body));
         }
-        count(
-            &mut lock(&shared.stats),
-            to,
-            msg.kind(),
-            true,
-            body.len() as u64 + 5,
-        );
-        if body.len() > shared.config.max_frame_bytes {
-            tracing::debug!(
-                pid = shared.me,
-                "sending a {} of {} bytes in parts",
-                msg.kind(),
-                body.len()
-            );
-            *large = Some(Outgoing::new(std::mem::take(&mut body)));
-            continue;
-        }
-        put_frame(buf, DATA, &body);
-        note_frame(&mut lock(&shared.stats), body.len());
     }
+}
+
+/// An encoded message: dropped if above `max_message_bytes`, else counted and framed into
+/// `buf`, or returned if it must go in parts.
+fn frame_or_parts(
+    shared: &Shared,
+    to: NodeId,
+    kind: &'static str,
+    body: Vec<u8>,
+    buf: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    // The counters' lock is taken per update: the node's thread reads them.
+    if body.len() > shared.config.max_message_bytes {
+        tracing::error!(
+            pid = shared.me,
+            "not sending a {kind} of {} bytes: above max_message_bytes ({})",
+            body.len(),
+            shared.config.max_message_bytes
+        );
+        lock(&shared.stats).dropped += 1;
+        return None;
+    }
+    count(
+        &mut lock(&shared.stats),
+        to,
+        kind,
+        true,
+        body.len() as u64 + 5,
+    );
+    if body.len() > shared.config.max_frame_bytes {
+        tracing::debug!(
+            pid = shared.me,
+            "sending a {kind} of {} bytes in parts",
+            body.len()
+        );
+        return Some(body);
+    }
+    put_frame(buf, DATA, &body);
+    note_frame(&mut lock(&shared.stats), body.len());
+    None
 }
 
 /// Keeps the largest frame seen (a frame: its body and 5 bytes of length and kind).
@@ -631,12 +655,15 @@ async fn inbound<T: RuntimeEntry>(
     let mut pong = Vec::new();
     put_frame(&mut pong, PONG, &[]);
     let mut parts = Reassembly::default();
-    loop {
+    // A large message being decoded off this task, so that the heartbeats behind it are read
+    // (and delivered) meanwhile; other messages wait for it, in order.
+    let mut decoding: Option<Decoding<T>> = None;
+    let outcome = loop {
         let kind =
             match tokio::time::timeout(timeout, read_frame(&mut reader, max, &mut body)).await {
-                Err(_) => return Err(format!("nothing from {pid} for {} ms", timeout.as_millis())),
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(e)) => return Err(format!("from {pid}: {e}")),
+                Err(_) => break Err(format!("nothing from {pid} for {} ms", timeout.as_millis())),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+                Ok(Err(e)) => break Err(format!("from {pid}: {e}")),
                 Ok(Ok(kind)) => kind,
             };
         match kind {
@@ -645,37 +672,112 @@ async fn inbound<T: RuntimeEntry>(
                     .await
                     .is_err()
                 {
-                    return Err(format!("cannot answer {pid}'s ping"));
+                    break Err(format!("cannot answer {pid}'s ping"));
                 }
             }
             DATA => {
                 note_frame(&mut lock(&shared.stats), body.len());
-                deliver(shared, &inbox, pid, &body)?;
+                let msg = match decode_counted(shared, pid, &body) {
+                    Ok(msg) => msg,
+                    Err(e) => break Err(e),
+                };
+                match &mut decoding {
+                    Some(d) if !may_overtake(&msg) => d.hold(shared, msg),
+                    _ => {
+                        inbox.deliver(TransportEvent::Message { from: pid, msg });
+                    }
+                }
             }
             PART => {
                 note_frame(&mut lock(&shared.stats), body.len());
-                let whole = parts
-                    .add(&body, shared.config.max_message_bytes)
-                    .map_err(|e| format!("from {pid}: {e}"))?;
+                let whole = match parts.add(&body, shared.config.max_message_bytes) {
+                    Ok(whole) => whole,
+                    Err(e) => break Err(format!("from {pid}: {e}")),
+                };
                 if let Some(whole) = whole {
-                    heavy(|| deliver(shared, &inbox, pid, &whole))?;
+                    // Two large messages in a row: the first goes first.
+                    if let Some(d) = decoding.take() {
+                        if let Err(e) = d.finish(shared, &inbox, pid).await {
+                            break Err(e);
+                        }
+                    }
+                    decoding = Some(Decoding::start(whole));
                 }
             }
-            other => return Err(format!("unexpected frame kind {other} from {pid}")),
+            other => break Err(format!("unexpected frame kind {other} from {pid}")),
+        }
+        // Checked after every frame; the sender pings at least every quarter of
+        // `peer_timeout`, so a finished decoding waits at most that long to be delivered.
+        if decoding.as_ref().is_some_and(|d| d.task.is_finished()) {
+            if let Some(d) = decoding.take() {
+                if let Err(e) = d.finish(shared, &inbox, pid).await {
+                    break Err(e);
+                }
+            }
         }
         if inbox.is_closed() {
-            return Ok(());
+            break Ok(());
         }
+    };
+    // A message that arrived whole is delivered even if the connection then ended.
+    if let Some(d) = decoding {
+        d.finish(shared, &inbox, pid).await?;
+    }
+    outcome
+}
+
+/// A large message decoded on Tokio's blocking pool, and the messages that arrived after it
+/// (heartbeats excepted), to be delivered after it.
+struct Decoding<T: RuntimeEntry> {
+    task: tokio::task::JoinHandle<(usize, Result<WireMessage<T>, String>)>,
+    after: std::collections::VecDeque<WireMessage<T>>,
+}
+
+impl<T: RuntimeEntry> Decoding<T> {
+    fn start(bytes: Vec<u8>) -> Self {
+        let task = tokio::task::spawn_blocking(move || (bytes.len(), wire::decode(&bytes)));
+        Self {
+            task,
+            after: Default::default(),
+        }
+    }
+
+    fn hold(&mut self, shared: &Shared, msg: WireMessage<T>) {
+        if self.after.len() < PEER_QUEUE {
+            self.after.push_back(msg);
+        } else {
+            lock(&shared.stats).dropped += 1;
+        }
+    }
+
+    /// Waits for the decoding, then delivers the message and those held behind it.
+    async fn finish(self, shared: &Shared, inbox: &Inbox<T>, pid: NodeId) -> Result<(), String> {
+        let (len, decoded) = self
+            .task
+            .await
+            .map_err(|e| format!("decoding a message from {pid} failed: {e}"))?;
+        let msg = decoded.map_err(|e| format!("undecodable message from {pid}: {e}"))?;
+        count(
+            &mut lock(&shared.stats),
+            pid,
+            msg.kind(),
+            false,
+            len as u64 + 5,
+        );
+        inbox.deliver(TransportEvent::Message { from: pid, msg });
+        for msg in self.after {
+            inbox.deliver(TransportEvent::Message { from: pid, msg });
+        }
+        Ok(())
     }
 }
 
-/// Decodes one message from `pid` and hands it to the node.
-fn deliver<T: RuntimeEntry>(
+/// Decodes one message from `pid` and counts it.
+fn decode_counted<T: RuntimeEntry>(
     shared: &Shared,
-    inbox: &Inbox<T>,
     pid: NodeId,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<WireMessage<T>, String> {
     let msg: WireMessage<T> =
         wire::decode(bytes).map_err(|e| format!("undecodable message from {pid}: {e}"))?;
     count(
@@ -685,6 +787,5 @@ fn deliver<T: RuntimeEntry>(
         false,
         bytes.len() as u64 + 5,
     );
-    inbox.deliver(TransportEvent::Message { from: pid, msg });
-    Ok(())
+    Ok(msg)
 }
