@@ -426,7 +426,11 @@ async fn write_loop<T: RuntimeEntry>(
         }
         if let Some(pending) = &mut large {
             if let Some((kind, encoded)) = pending.encoded().await {
-                match encoded.map(|body| frame_or_parts(shared, link.pid, kind, body, &mut buf)) {
+                let framed = encoded.map(|body| {
+                    let stats = &mut lock(&shared.stats);
+                    frame_or_parts(shared, stats, link.pid, kind, body, &mut buf)
+                });
+                match framed {
                     Ok(Some(body)) => pending.start_sending(body),
                     Ok(None) => {}
                     Err(e) => tracing::error!(pid = shared.me, "cannot encode a {kind}: {e}"),
@@ -477,13 +481,17 @@ fn encode_batch<T: RuntimeEntry>(
     buf: &mut Vec<u8>,
     large: &mut Option<Outgoing<T>>,
 ) {
+    // One lock for the batch: what is encoded here is small (the kinds that may be large are
+    // encoded on the blocking pool), so the node's thread, which reads the counters, never
+    // waits long for it.
+    let mut stats = lock(&shared.stats);
     for msg in batch.drain(..) {
         if let Some(pending) = large.as_mut() {
             if !may_overtake(&msg) {
                 if pending.held.len() < PEER_QUEUE {
                     pending.held.push_back(msg);
                 } else {
-                    lock(&shared.stats).dropped += 1;
+                    stats.dropped += 1;
                 }
                 continue;
             }
@@ -497,7 +505,7 @@ fn encode_batch<T: RuntimeEntry>(
             tracing::error!(pid = shared.me, "cannot encode a {}: {e}", msg.kind());
             continue;
         }
-        if let Some(body) = frame_or_parts(shared, to, msg.kind(), body, buf) {
+        if let Some(body) = frame_or_parts(shared, &mut stats, to, msg.kind(), body, buf) {
             // Only kinds that may be large get here large; send it in parts all the same.
             *large = Some(Outgoing::send(body));
         }
@@ -508,12 +516,12 @@ fn encode_batch<T: RuntimeEntry>(
 /// `buf`, or returned if it must go in parts.
 fn frame_or_parts(
     shared: &Shared,
+    stats: &mut TransportStats,
     to: NodeId,
     kind: &'static str,
     body: Vec<u8>,
     buf: &mut Vec<u8>,
 ) -> Option<Vec<u8>> {
-    // The counters' lock is taken per update: the node's thread reads them.
     if body.len() > shared.config.max_message_bytes {
         tracing::error!(
             pid = shared.me,
@@ -521,16 +529,10 @@ fn frame_or_parts(
             body.len(),
             shared.config.max_message_bytes
         );
-        lock(&shared.stats).dropped += 1;
+        stats.dropped += 1;
         return None;
     }
-    count(
-        &mut lock(&shared.stats),
-        to,
-        kind,
-        true,
-        body.len() as u64 + 5,
-    );
+    count(stats, to, kind, true, body.len() as u64 + 5);
     if body.len() > shared.config.max_frame_bytes {
         tracing::debug!(
             pid = shared.me,
@@ -540,7 +542,7 @@ fn frame_or_parts(
         return Some(body);
     }
     put_frame(buf, DATA, &body);
-    note_frame(&mut lock(&shared.stats), body.len());
+    note_frame(stats, body.len());
     None
 }
 
@@ -676,7 +678,6 @@ async fn inbound<T: RuntimeEntry>(
                 }
             }
             DATA => {
-                note_frame(&mut lock(&shared.stats), body.len());
                 let msg = match decode_counted(shared, pid, &body) {
                     Ok(msg) => msg,
                     Err(e) => break Err(e),
@@ -772,7 +773,7 @@ impl<T: RuntimeEntry> Decoding<T> {
     }
 }
 
-/// Decodes one message from `pid` and counts it.
+/// Decodes one `DATA` frame's message from `pid` and counts it (and the frame).
 fn decode_counted<T: RuntimeEntry>(
     shared: &Shared,
     pid: NodeId,
@@ -780,12 +781,8 @@ fn decode_counted<T: RuntimeEntry>(
 ) -> Result<WireMessage<T>, String> {
     let msg: WireMessage<T> =
         wire::decode(bytes).map_err(|e| format!("undecodable message from {pid}: {e}"))?;
-    count(
-        &mut lock(&shared.stats),
-        pid,
-        msg.kind(),
-        false,
-        bytes.len() as u64 + 5,
-    );
+    let mut stats = lock(&shared.stats);
+    note_frame(&mut stats, bytes.len());
+    count(&mut stats, pid, msg.kind(), false, bytes.len() as u64 + 5);
     Ok(msg)
 }
