@@ -17,7 +17,8 @@ struct File {
     node: NodeSection,
     #[serde(default)]
     peers: BTreeMap<String, String>,
-    /// HTTP addresses of the other nodes, for the dashboard's view of the whole cluster.
+    /// HTTP addresses of the other nodes: where a node fetches the state from when it needs a
+    /// state transfer, and the dashboard's view of the whole cluster.
     #[serde(default)]
     http_peers: BTreeMap<String, String>,
 }
@@ -41,6 +42,13 @@ struct NodeSection {
     read_lease_ticks: Option<u64>,
     #[serde(default = "default_drift")]
     read_lease_max_drift_percent: u64,
+    /// Size limit of one chunk of a state transfer (bytes of one HTTP body).
+    #[serde(default = "default_chunk_bytes")]
+    state_chunk_bytes: usize,
+}
+
+fn default_chunk_bytes() -> usize {
+    crate::transfer::DEFAULT_CHUNK_BYTES
 }
 
 fn default_drift() -> u64 {
@@ -65,8 +73,11 @@ pub struct NodeConfig {
     pub read_lease: Option<omnipaxos::ReadLease>,
     /// Addresses of the other nodes, by pid.
     pub peers: BTreeMap<u64, SocketAddr>,
-    /// HTTP addresses of the other nodes, by pid (for the dashboard; may be empty).
+    /// HTTP addresses of the other nodes, by pid (donors of state transfers, and the
+    /// dashboard; a node without them cannot catch up once the others compacted its gap).
     pub http_peers: BTreeMap<u64, SocketAddr>,
+    /// Size limit of one chunk of a state transfer.
+    pub state_chunk_bytes: usize,
 }
 
 /// Why a config file was refused: the file, the field, and what is wrong.
@@ -147,6 +158,17 @@ impl NodeConfig {
                 ));
             }
         }
+        let chunk_limit = 4096..=crate::transfer::MAX_CHUNK_BYTES;
+        if !chunk_limit.contains(&file.node.state_chunk_bytes) {
+            return Err(err(
+                "node.state_chunk_bytes",
+                format!(
+                    "must be from {} to {}",
+                    chunk_limit.start(),
+                    chunk_limit.end()
+                ),
+            ));
+        }
         if file.node.tick_ms == 0 {
             return Err(err("node.tick_ms", "must be positive".into()));
         }
@@ -172,6 +194,7 @@ impl NodeConfig {
             read_lease,
             peers,
             http_peers,
+            state_chunk_bytes: file.node.state_chunk_bytes,
             omnipaxos,
         })
     }
@@ -187,7 +210,8 @@ pub struct NodeFile<'a> {
     pub data_dir: &'a str,
     /// The other nodes' peer addresses.
     pub peers: &'a BTreeMap<u64, SocketAddr>,
-    /// The nodes' HTTP addresses (this node's own is skipped), for the dashboard.
+    /// The nodes' HTTP addresses (this node's own is skipped): donors of state transfers, and
+    /// the dashboard.
     pub http_peers: &'a BTreeMap<u64, SocketAddr>,
     /// For a node that joins a later configuration: nodes of the previous one (in `peers`).
     pub join_from: &'a [u64],

@@ -1,10 +1,10 @@
-//! The log's entries (`KvCommand`) and the snapshot that compacts them (`KVSnapshot`).
+//! The log's entries (`KvCommand`) and the marker that stands for a compacted prefix
+//! (`KVSnapshot`).
 //!
 //! Every write carries the id of the request that made it. A node retries a write whose outcome
 //! it does not know (a leader change, a crash of the leader) with the same id, so the same write
 //! can be decided more than once; the state machine ([`crate::machine`]) applies it once.
 
-use crate::machine::KvMachine;
 use omnipaxos::macros::Entry;
 use omnipaxos::storage::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -47,117 +47,23 @@ pub enum KvCommand {
     Write(Write),
 }
 
-/// The state after a prefix of the log. Whether an entry takes effect depends on what came
-/// before it (a retried write is applied once), so a snapshot made from entries alone keeps
-/// them in `pending`, and `merge` applies them in order on top of the older state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct KVSnapshot {
-    /// The state the snapshot starts from.
-    pub state: KvMachine,
-    /// Entries to apply on top of `state`, in log order.
-    pub pending: Vec<KvCommand>,
-}
-
-impl KVSnapshot {
-    /// The complete state this snapshot stands for.
-    pub fn into_state(self) -> KvMachine {
-        let mut state = self.state;
-        for cmd in self.pending {
-            state.apply(cmd);
-        }
-        state
-    }
-}
+/// The log's snapshot is a marker: "the state after this prefix", with nothing in it. The state
+/// itself lives outside the log, in each node's [`crate::state_store::StateStore`], written key
+/// by key as entries are applied, so compacting the log costs what changed since the last
+/// compaction, not what exists. A node whose log starts after a compacted prefix it has not
+/// applied (a follower that was down, a node that joins) fetches the state in chunks from
+/// another node ([`crate::transfer`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KVSnapshot;
 
 impl Snapshot<KvCommand> for KVSnapshot {
-    fn create(entries: &[KvCommand]) -> Self {
-        KVSnapshot {
-            state: KvMachine::tracking_removals(),
-            pending: entries.to_vec(),
-        }
+    fn create(_entries: &[KvCommand]) -> Self {
+        KVSnapshot
     }
 
-    fn merge(&mut self, delta: Self) {
-        let mut state = std::mem::take(self).into_state();
-        if !delta.state.is_empty() {
-            // A delta that carries a state is a complete snapshot: it replaces ours.
-            state = delta.state;
-        }
-        for cmd in delta.pending {
-            state.apply(cmd);
-        }
-        self.state = state;
-    }
+    fn merge(&mut self, _delta: Self) {}
 
     fn use_snapshots() -> bool {
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::machine::KvMachine;
-
-    fn write(seq: u64, op: WriteOp) -> KvCommand {
-        KvCommand::Write(Write {
-            id: RequestId {
-                node: 1,
-                life: 9,
-                seq,
-            },
-            done_below: 1,
-            op,
-        })
-    }
-
-    fn put(seq: u64, key: &str, value: &str) -> KvCommand {
-        write(
-            seq,
-            WriteOp::Put {
-                key: key.into(),
-                value: value.into(),
-            },
-        )
-    }
-
-    #[test]
-    fn a_snapshot_merged_from_deltas_is_the_state_of_the_whole_log() {
-        let log = vec![
-            put(1, "a", "1"),
-            put(2, "b", "2"),
-            write(3, WriteOp::Delete { key: "a".into() }),
-            // A retried copy of request 2, decided after the boundary below: ignored.
-            put(2, "b", "2"),
-            put(4, "b", "4"),
-            put(2, "b", "2"),
-        ];
-        let mut whole = KvMachine::default();
-        for cmd in log.clone() {
-            whole.apply(cmd);
-        }
-        let mut snapshot = KVSnapshot::create(&log[..3]);
-        snapshot.merge(KVSnapshot::create(&log[3..]));
-        let merged = snapshot.into_state();
-        assert_eq!(merged.map, whole.map);
-        assert_eq!(merged.map.get("b").map(String::as_str), Some("4"));
-        assert_eq!(merged.sessions, whole.sessions);
-    }
-
-    #[test]
-    fn a_later_configurations_snapshot_lays_over_the_state_it_started_from() {
-        let mut start = KvMachine::default();
-        start.apply(put(1, "a", "1"));
-        start.apply(put(2, "b", "2"));
-        // The next configuration's log removes a key the start state has, and sets another.
-        let next = [
-            write(3, WriteOp::Delete { key: "a".into() }),
-            put(4, "c", "3"),
-        ];
-        let later = KVSnapshot::create(&next).into_state();
-        let state = start.then(later);
-        assert_eq!(state.map.get("a"), None);
-        assert_eq!(state.map.get("b").map(String::as_str), Some("2"));
-        assert_eq!(state.map.get("c").map(String::as_str), Some("3"));
     }
 }

@@ -3,6 +3,8 @@
 //! `{"error": "..."}` with 400 (malformed), 404 (no such key or route), 409 (a reconfiguration
 //! refused) or 503 (no decision in time, or this node left the cluster).
 //!
+//! Between nodes: `POST /state/chunk` (one chunk of a state transfer, [`crate::transfer`]).
+//!
 //! And for people and monitoring ([`crate::dashboard`]): `GET /` (the dashboard page),
 //! `GET /cluster`, `GET /history`, `GET /metrics` (Prometheus text).
 
@@ -13,7 +15,7 @@ use crate::telemetry::{self, Telemetry};
 use axum::body::Bytes;
 use axum::extract::FromRef;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -54,6 +56,7 @@ pub fn router(app: App) -> Router {
         .route("/status", get(status))
         .route("/handover", get(handover))
         .route("/reconfigure", axum::routing::post(reconfigure))
+        .route("/state/chunk", axum::routing::post(state_chunk))
         .route("/", get(dashboard::page))
         .route("/cluster", get(dashboard::cluster))
         .route("/history", get(dashboard::history))
@@ -129,6 +132,20 @@ async fn handover(State(node): Shared) -> Response {
             StatusCode::NOT_FOUND,
             "no configuration has ended on this node yet",
         ),
+    }
+}
+
+/// One chunk of a state transfer to another node (`crate::transfer`).
+async fn state_chunk(State(node): Shared, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<crate::transfer::ChunkRequest>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "expected a chunk request");
+    };
+    match node.serve_chunk(request).await {
+        Ok(chunk) => ([(header::CONTENT_TYPE, "application/json")], chunk).into_response(),
+        Err(e @ crate::node::ChunkRefused::NotNow(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

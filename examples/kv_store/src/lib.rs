@@ -14,4 +14,6 @@ pub mod http;
 pub mod machine;
 pub mod node;
 pub mod serve;
+pub mod state_store;
 pub mod telemetry;
+pub mod transfer;

@@ -36,86 +36,85 @@ pub struct NodeSessions {
     pub closed: BTreeMap<u64, u64>,
 }
 
-/// The map and the sessions, as applied from the decided log.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvMachine {
-    pub map: HashMap<String, String>,
-    pub sessions: BTreeMap<u64, NodeSessions>,
-    /// Sessions closed so far (orders `NodeSessions::closed`).
-    pub lives_closed: u64,
-    /// Whether to record removed keys (in snapshots, see `removed`).
-    pub track_removals: bool,
-    /// In a snapshot of one configuration's log (built from an empty state): the keys it
-    /// removed, so that it can be laid over the state the configuration started from.
-    pub removed: BTreeSet<String>,
+/// Where the state machine keeps its keys: the node's [`crate::state_store::StateStore`], or a
+/// `HashMap` in tests.
+pub trait KeyValues {
+    /// Sets `key`; whether it is a new key.
+    fn put(&mut self, key: String, value: String) -> Result<bool, String>;
+    /// Removes `key`; whether it existed.
+    fn delete(&mut self, key: &str) -> Result<bool, String>;
 }
 
-impl KvMachine {
-    /// An empty state that records removed keys (for snapshots).
-    pub fn tracking_removals() -> Self {
-        KvMachine {
-            track_removals: true,
-            ..Default::default()
-        }
+impl KeyValues for HashMap<String, String> {
+    fn put(&mut self, key: String, value: String) -> Result<bool, String> {
+        Ok(self.insert(key, value).is_none())
     }
 
-    /// Whether nothing was applied to this state.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && self.sessions.is_empty() && self.removed.is_empty()
+    fn delete(&mut self, key: &str) -> Result<bool, String> {
+        Ok(self.remove(key).is_some())
     }
+}
 
-    /// The same state, no longer recording removed keys (a live state machine's).
-    pub fn untracked(mut self) -> Self {
-        self.track_removals = false;
-        self.removed.clear();
-        self
-    }
+/// What applying a write did to the keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// How the number of keys changed: +1, 0 or -1.
+    pub keys_delta: i64,
+    /// Bytes of key and value written.
+    pub bytes: usize,
+}
 
-    /// Applies one decided command; `None` if it is a copy of a write already applied or given
-    /// up, which changes nothing.
-    pub fn apply(&mut self, cmd: KvCommand) -> Option<Outcome> {
+/// Which writes took effect: the sessions of every node. Together with the keys, the state a
+/// prefix of the log produced; small (bounded per node), so it is saved whole with every
+/// checkpoint and sent whole at the start of a state transfer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sessions {
+    pub nodes: BTreeMap<u64, NodeSessions>,
+    /// Sessions closed so far (orders `NodeSessions::closed`).
+    pub lives_closed: u64,
+}
+
+impl Sessions {
+    /// Applies one decided command to `keys`; `Ok(None)` if it is a copy of a write already
+    /// applied or given up, which changes nothing.
+    pub fn apply<K: KeyValues>(
+        &mut self,
+        keys: &mut K,
+        cmd: KvCommand,
+    ) -> Result<Option<Applied>, String> {
         let KvCommand::Write(Write { id, done_below, op }) = cmd;
         if !self.admit(id, done_below) {
-            return None;
+            return Ok(None);
         }
-        Some(match op {
+        Ok(Some(match op {
             WriteOp::Put { key, value } => {
-                self.removed.remove(&key);
-                self.map.insert(key, value);
-                Outcome::Written
+                let bytes = key.len() + value.len();
+                let new = keys.put(key, value)?;
+                Applied {
+                    outcome: Outcome::Written,
+                    keys_delta: i64::from(new),
+                    bytes,
+                }
             }
             WriteOp::Delete { key } => {
-                let existed = self.map.remove(&key).is_some();
-                if self.track_removals {
-                    self.removed.insert(key);
+                let existed = keys.delete(&key)?;
+                Applied {
+                    outcome: Outcome::Deleted(existed),
+                    keys_delta: -i64::from(existed),
+                    bytes: key.len(),
                 }
-                Outcome::Deleted(existed)
             }
-        })
-    }
-
-    /// This state with `later` (built from one configuration's log) laid over it: the state
-    /// after both.
-    pub fn then(mut self, later: KvMachine) -> KvMachine {
-        for key in &later.removed {
-            self.map.remove(key);
-        }
-        self.map.extend(later.map);
-        self.sessions.extend(later.sessions);
-        self.lives_closed += later.lives_closed;
-        self.untracked()
+        }))
     }
 
     /// Whether the request takes effect now (and records that it did).
     fn admit(&mut self, id: RequestId, done_below: u64) -> bool {
         let closed_order = self.lives_closed;
-        let node = self
-            .sessions
-            .entry(id.node)
-            .or_insert_with(|| NodeSessions {
-                life: id.life,
-                ..Default::default()
-            });
+        let node = self.nodes.entry(id.node).or_insert_with(|| NodeSessions {
+            life: id.life,
+            ..Default::default()
+        });
         if id.life != node.life {
             if node.closed.contains_key(&id.life) {
                 return false;
@@ -158,9 +157,23 @@ mod tests {
         })
     }
 
+    /// The sessions and a map, applied together.
+    #[derive(Default)]
+    struct Machine {
+        sessions: Sessions,
+        map: HashMap<String, String>,
+    }
+
+    impl Machine {
+        fn apply(&mut self, cmd: KvCommand) -> Option<Outcome> {
+            let applied = self.sessions.apply(&mut self.map, cmd).unwrap();
+            applied.map(|a| a.outcome)
+        }
+    }
+
     #[test]
     fn a_retried_write_takes_effect_once() {
-        let mut m = KvMachine::default();
+        let mut m = Machine::default();
         assert_eq!(m.apply(put(7, 1, 1, "a")), Some(Outcome::Written));
         assert_eq!(m.apply(put(7, 2, 1, "b")), Some(Outcome::Written));
         // The retry of request 1, decided after request 2: ignored, "b" stays.
@@ -169,13 +182,37 @@ mod tests {
     }
 
     #[test]
+    fn applying_reports_the_change_in_keys_and_bytes() {
+        let mut sessions = Sessions::default();
+        let mut map = HashMap::new();
+        let first = sessions.apply(&mut map, put(7, 1, 1, "abc")).unwrap();
+        assert_eq!(first.map(|a| (a.keys_delta, a.bytes)), Some((1, 4)));
+        let again = sessions.apply(&mut map, put(7, 2, 1, "de")).unwrap();
+        assert_eq!(again.map(|a| a.keys_delta), Some(0), "the key existed");
+        let delete = KvCommand::Write(Write {
+            id: RequestId {
+                node: 1,
+                life: 7,
+                seq: 3,
+            },
+            done_below: 1,
+            op: WriteOp::Delete { key: "k".into() },
+        });
+        let gone = sessions.apply(&mut map, delete).unwrap().unwrap();
+        assert_eq!(
+            (gone.outcome, gone.keys_delta),
+            (Outcome::Deleted(true), -1)
+        );
+    }
+
+    #[test]
     fn copies_below_done_below_are_ignored_and_the_memory_is_bounded() {
-        let mut m = KvMachine::default();
+        let mut m = Machine::default();
         for seq in 1..=1000 {
             assert!(m.apply(put(7, seq, seq, "v")).is_some());
         }
         assert!(
-            m.sessions[&1].applied.len() <= 1,
+            m.sessions.nodes[&1].applied.len() <= 1,
             "only numbers not yet done are kept"
         );
         // A late copy of request 5 (given up by its node) arrives: ignored.
@@ -185,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_late_copy_from_an_earlier_start_of_the_node_is_ignored() {
-        let mut m = KvMachine::default();
+        let mut m = Machine::default();
         assert!(m.apply(put(7, 1, 1, "old life")).is_some());
         assert!(m.apply(put(9, 1, 1, "new life")).is_some());
         assert_eq!(m.apply(put(7, 2, 1, "late")), None);

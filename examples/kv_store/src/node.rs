@@ -11,10 +11,16 @@
 //!   applied up to that point, on followers too.
 //! - Reconfiguration is the runtime's: a node moves to the next configuration by itself, and
 //!   the new nodes' peer addresses travel in the StopSign's metadata.
+//! - The keys live outside the log, in the node's [`StateStore`]; the log is compacted behind
+//!   frequent small checkpoints ([`crate::compaction`]). A node whose log starts after a
+//!   compacted prefix it never applied copies the state from another node in chunks
+//!   ([`crate::transfer`]) and replays its log from there.
 
-use crate::compaction::SnapshotPolicy;
+use crate::compaction::CheckpointPolicy;
 use crate::entry::{KvCommand, RequestId, Write, WriteOp};
-use crate::machine::{KvMachine, Outcome};
+use crate::machine::{Outcome, Sessions};
+use crate::state_store::{Position, Recovery, StateStore, TransferProgress};
+use crate::transfer::{self, ChunkRequest, HttpDonors};
 use omnipaxos::util::LogEntry;
 use omnipaxos::ClusterConfig;
 use omnipaxos_runtime::{AppendError, OmniPaxosHandle, Role};
@@ -66,6 +72,8 @@ pub struct Status {
     pub role: &'static str,
     /// How this node sees each peer of its configuration.
     pub peers: BTreeMap<u64, PeerLink>,
+    /// The state store: checkpoints and transfers.
+    pub state: StateStatus,
     /// Leader changes this node saw since it started.
     pub leader_changes: u64,
     /// Entries decided since the node started.
@@ -81,16 +89,39 @@ pub struct PeerLink {
     pub heartbeat: bool,
 }
 
-/// Where the state machine is: the configuration and the number of its entries applied.
-type Position = (u32, usize);
-
-/// The state machine and who waits for it.
+/// The state machine's place in the history and who waits for it.
 #[derive(Default)]
 struct Applied {
-    machine: KvMachine,
+    /// The sessions at `position` (the keys are in the store).
+    sessions: Sessions,
     position: Position,
+    keys: usize,
     /// Writes of this node waiting for their outcome.
     waiters: HashMap<RequestId, oneshot::Sender<Outcome>>,
+    /// A state transfer into this node is under way: its keys are incomplete, so it serves
+    /// no chunks to others.
+    receiving: bool,
+    /// Counts the transfers started here: a chunk read while one started is not served.
+    transfers_started: u64,
+    state: StateStatus,
+}
+
+/// The state store and its transfers, as `GET /status` shows them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StateStatus {
+    /// The position of the last checkpoint (the log is compacted up to it).
+    pub checkpoint: Position,
+    /// Transfers into this node completed since it started.
+    pub transfers: u64,
+    pub receiving: bool,
+    /// Bytes of keys and values received in transfers.
+    pub received_bytes: u64,
+    /// The largest chunk this node served, and received (bytes of the HTTP body).
+    pub largest_chunk_sent: usize,
+    pub largest_chunk_received: usize,
+    /// How long the last transfer took, and its rate.
+    pub last_transfer_ms: u64,
+    pub last_transfer_mb_per_s: f64,
 }
 
 /// This start of the node as a client of the log: its session and its unanswered requests.
@@ -150,38 +181,73 @@ impl Session {
 pub struct Node {
     pid: u64,
     handle: OmniPaxosHandle<KvCommand>,
+    store: StateStore,
     applied: Arc<Mutex<Applied>>,
     position: watch::Receiver<Position>,
     session: Session,
 }
 
 impl Node {
-    /// Starts applying the node's decided log (from the start of its history) and returns the
-    /// node. `first_config` is the configuration the history starts with (the one the node was
-    /// built with; 0 for a node that joins, whose history starts with the handover). Must run
-    /// inside the Tokio runtime the handle's node runs on.
+    /// Starts applying the node's decided log (from the start of its history) onto `store`
+    /// and returns the node. `first_config` is the configuration the history starts with (the
+    /// one the node was built with; 0 for a node that joins, whose history starts with the
+    /// handover). `donors` are the other nodes' HTTP addresses, for state transfers of at most
+    /// `chunk_bytes` per chunk. Must run inside the Tokio runtime the handle's node runs on.
     pub async fn start(
         pid: u64,
         first_config: u32,
         handle: OmniPaxosHandle<KvCommand>,
+        store: StateStore,
+        donors: Vec<(u64, SocketAddr)>,
+        chunk_bytes: usize,
     ) -> Result<Arc<Self>, String> {
         let stream = handle
             .subscribe_decided(0)
             .await
             .map_err(|e| format!("cannot read the decided log: {e}"))?;
+        // Where the keys are: at a checkpoint, at the start of the history, or in the middle
+        // of a transfer (which resumes before anything else is applied).
+        let (position, sessions, resume) = match store.recovery()? {
+            None => ((first_config, 0), Sessions::default(), None),
+            Some(Recovery::Checkpoint { position, sessions }) => (position, sessions, None),
+            Some(Recovery::Transfer(progress)) => ((0, 0), Sessions::default(), Some(progress)),
+        };
+        let keys = {
+            let counting = store.clone();
+            tokio::task::spawn_blocking(move || counting.count_keys())
+                .await
+                .map_err(|e| e.to_string())?
+        };
         let applied = Arc::new(Mutex::new(Applied {
-            position: (first_config, 0),
+            sessions,
+            position,
+            keys,
+            state: StateStatus {
+                checkpoint: position,
+                ..StateStatus::default()
+            },
             ..Applied::default()
         }));
-        let (position_tx, position) = watch::channel((first_config, 0));
+        let (position_tx, position_rx) = watch::channel(position);
         let node = Arc::new(Node {
             pid,
             handle: handle.clone(),
+            store: store.clone(),
             applied: applied.clone(),
-            position,
+            position: position_rx,
             session: Session::new(omnipaxos_runtime::wire::random_id()),
         });
-        tokio::spawn(apply_decided(stream, handle, applied, position_tx));
+        let applier = Applier {
+            handle,
+            store,
+            applied,
+            position: position_tx,
+            donors: HttpDonors::new(donors),
+            chunk_bytes,
+            checkpoints: CheckpointPolicy::default(),
+            checkpointing: None,
+        };
+        tokio::spawn(applier.run(stream, resume));
         Ok(node)
     }
 
@@ -314,7 +380,7 @@ impl Node {
             .await
             .map_err(|_| failed())?
             .map_err(|_| failed())?;
-        Ok(self.applied().machine.map.get(key).cloned())
+        self.store.get(key).map_err(RequestError::Unavailable)
     }
 
     /// Proposes the next configuration; the new nodes' peer addresses travel with it.
@@ -341,14 +407,14 @@ impl Node {
     pub async fn status(&self) -> Status {
         let m = self.handle.metrics().borrow().clone();
         let leader = self.handle.current_leader().await.ok().flatten();
-        let (applied_idx, keys) = {
+        let (applied_idx, keys, state) = {
             let a = self.applied();
             let idx = if a.position.0 == m.configuration_id {
                 a.position.1
             } else {
                 0
             };
-            (idx, a.machine.map.len())
+            (idx, a.keys, a.state.clone())
         };
         let mut nodes: Vec<u64> = m.peers.keys().copied().chain([self.pid]).collect();
         nodes.sort_unstable();
@@ -389,6 +455,7 @@ impl Node {
                     (*pid, link)
                 })
                 .collect(),
+            state,
             leader_changes: m.leader_changes,
             decided_entries: m.decided_entries,
         }
@@ -412,116 +479,326 @@ fn lock(applied: &Mutex<Applied>) -> MutexGuard<'_, Applied> {
     applied.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Applies the decided log as the runtime streams it, answers the waiting writes, learns the
-/// addresses of nodes that join, and compacts the log now and then.
-async fn apply_decided(
-    mut stream: omnipaxos_runtime::DecidedStream<KvCommand>,
-    handle: OmniPaxosHandle<KvCommand>,
-    applied: Arc<Mutex<Applied>>,
-    position: watch::Sender<Position>,
-) {
-    let mut snapshots = SnapshotPolicy::new(handle.metrics().borrow().pid);
-    // The state the current configuration started from; `None` in the first configuration of
-    // the stream, whose snapshots are complete (a configuration's snapshot covers its own log).
-    let mut config_start: Option<KvMachine> = None;
-    let mut at: Position = lock(&applied).position;
-    loop {
-        // A snapshot stalls this node, so it waits for a quiet moment (no decided entry for a
-        // while) unless the log grew far past its period (`compaction.rs`).
-        let decided = match tokio::time::timeout(QUIET, stream.next()).await {
-            Ok(Some(decided)) => decided,
-            Ok(None) => return,
-            Err(_) => {
-                maybe_snapshot(&handle, &mut snapshots, at, true).await;
-                continue;
+/// Why a chunk was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkRefused {
+    /// This node cannot serve it now (it is behind the position asked for, or receiving a
+    /// transfer itself); another node may.
+    #[error("{0}")]
+    NotNow(String),
+    /// The state store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl Node {
+    /// Serves one chunk of a state transfer to another node: the keys after `request.after`,
+    /// read at a position of at least `request.min`; the HTTP body, at most
+    /// `request.max_bytes` long (or one key).
+    pub async fn serve_chunk(&self, request: ChunkRequest) -> Result<Vec<u8>, ChunkRefused> {
+        let (position, sessions, epoch) = {
+            let a = self.applied();
+            if a.receiving {
+                return Err(ChunkRefused::NotNow("receiving a state transfer".into()));
             }
-        };
-        let mut new_peers = None;
-        let now_at = {
-            let mut a = lock(&applied);
-            let next = (decided.config_id, decided.idx + 1);
-            match decided.entry {
-                LogEntry::Decided(cmd) => {
-                    let KvCommand::Write(Write { id, .. }) = &cmd;
-                    let id = *id;
-                    if let Some(outcome) = a.machine.apply(cmd) {
-                        if let Some(waiter) = a.waiters.remove(&id) {
-                            let _ = waiter.send(outcome);
-                        }
-                    }
-                    a.position = next;
-                }
-                LogEntry::Snapshotted(s) => {
-                    let snapshot = s.snapshot.into_state();
-                    a.machine = match &config_start {
-                        Some(start) => start.clone().then(snapshot),
-                        None => snapshot.untracked(),
-                    };
-                    a.position = (decided.config_id, s.trimmed_idx);
-                }
-                LogEntry::Trimmed(idx) => a.position = (decided.config_id, idx),
-                LogEntry::StopSign(ss, _) => {
-                    new_peers = ss
-                        .metadata
-                        .as_deref()
-                        .and_then(|m| serde_json::from_slice::<BTreeMap<u64, SocketAddr>>(m).ok());
-                    // Everything of the ended configuration is applied: the next one starts.
-                    config_start = Some(a.machine.clone());
-                    a.position = (ss.next_config.configuration_id, 0);
-                    snapshots.new_log();
-                }
-                LogEntry::Undecided(_) => {}
+            if a.position < request.min {
+                return Err(ChunkRefused::NotNow(format!(
+                    "at {:?}, behind {:?}",
+                    a.position, request.min
+                )));
             }
-            a.position
+            let sessions = request.with_sessions.then(|| a.sessions.clone());
+            (a.position, sessions, a.transfers_started)
         };
-        let _ = position.send(now_at);
-        for (pid, address) in new_peers.into_iter().flatten() {
-            let _ = handle.add_peer(pid, address.to_string()).await;
+        let max_bytes = request.max_bytes.clamp(1, transfer::MAX_CHUNK_BYTES);
+        let store = self.store.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            let mut keys = store.keys_after(request.after.as_deref());
+            transfer::encode_chunk(position, sessions.as_ref(), &mut keys, max_bytes)
+        })
+        .await
+        .map_err(|e| ChunkRefused::Store(e.to_string()))?
+        .map_err(ChunkRefused::Store)?;
+        let mut a = self.applied();
+        // A transfer that started meanwhile cleared the keys under the scan.
+        if a.receiving || a.transfers_started != epoch {
+            return Err(ChunkRefused::NotNow("receiving a state transfer".into()));
         }
-        at = now_at;
-        maybe_snapshot(&handle, &mut snapshots, at, false).await;
+        a.state.largest_chunk_sent = a.state.largest_chunk_sent.max(body.len());
+        Ok(body)
     }
 }
 
-/// How long without a decided entry counts as a quiet moment for a snapshot.
-const QUIET: Duration = Duration::from_millis(200);
+/// What to do with one decided entry, given where the keys are.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// It is in the keys already.
+    Skip,
+    /// It comes next: apply it.
+    Apply,
+    /// Entries before it are missing here (compacted away before this node applied them):
+    /// the keys must first be brought to at least this position.
+    Transfer(Position),
+}
 
-/// Compacts the current log up to `at` if the schedule says so.
-async fn maybe_snapshot(
-    handle: &OmniPaxosHandle<KvCommand>,
-    snapshots: &mut SnapshotPolicy,
-    at: Position,
-    quiet: bool,
-) {
-    let (config_id, idx) = at;
-    // Called for every decided entry: the arithmetic first (a leader's threshold is only
-    // higher), the metrics only when a snapshot may be due.
-    if !snapshots.due(idx, false, quiet) {
-        return;
-    }
-    let (current, leading) = {
-        let m = handle.metrics();
-        let m = m.borrow();
-        (m.configuration_id, m.role == Role::Leader)
+/// Where entry `entry` of configuration `config_id` at `idx` stands against `at`.
+fn step(at: Position, config_id: u32, idx: usize, entry: &LogEntry<KvCommand>) -> Step {
+    let here = (config_id, idx);
+    let (covers, after) = match entry {
+        LogEntry::Snapshotted(s) => ((config_id, s.trimmed_idx), (config_id, s.trimmed_idx)),
+        LogEntry::Trimmed(end) => ((config_id, *end), (config_id, *end)),
+        LogEntry::StopSign(ss, _) => (here, (ss.next_config.configuration_id, 0)),
+        _ => (here, (config_id, idx + 1)),
     };
-    if current != config_id || !snapshots.due(idx, leading, quiet) {
-        return;
+    if after <= at {
+        Step::Skip
+    } else if matches!(entry, LogEntry::Snapshotted(_) | LogEntry::Trimmed(_)) || here != at {
+        Step::Transfer(covers)
+    } else {
+        Step::Apply
     }
-    let started = std::time::Instant::now();
-    match handle.snapshot(Some(idx), true).await {
-        Ok(()) => tracing::info!(
-            idx,
-            ms = started.elapsed().as_millis() as u64,
-            "compacted the log into a snapshot"
-        ),
-        Err(e) => tracing::warn!("snapshot failed: {e}"),
+}
+
+/// Applies the decided log as the runtime streams it onto the state store, answers the waiting
+/// writes, learns the addresses of nodes that join, checkpoints now and then, and fetches the
+/// state from another node when its log starts after entries it never applied.
+struct Applier {
+    handle: OmniPaxosHandle<KvCommand>,
+    store: StateStore,
+    applied: Arc<Mutex<Applied>>,
+    position: watch::Sender<Position>,
+    donors: HttpDonors,
+    chunk_bytes: usize,
+    checkpoints: CheckpointPolicy,
+    /// The checkpoint being written, if any.
+    checkpointing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Applier {
+    async fn run(
+        mut self,
+        mut stream: omnipaxos_runtime::DecidedStream<KvCommand>,
+        resume: Option<TransferProgress>,
+    ) {
+        if let Some(progress) = resume {
+            if self.transfer(progress).await.is_err() {
+                return;
+            }
+        }
+        while let Some(decided) = stream.next().await {
+            if let LogEntry::StopSign(ss, _) = &decided.entry {
+                self.learn_peers(ss.metadata.as_deref()).await;
+            }
+            loop {
+                let at = lock(&self.applied).position;
+                match step(at, decided.config_id, decided.idx, &decided.entry) {
+                    Step::Skip => break,
+                    Step::Transfer(needed) => {
+                        let progress = TransferProgress {
+                            needed,
+                            start: None,
+                            cursor: None,
+                        };
+                        if self.transfer(progress).await.is_err() {
+                            return;
+                        }
+                    }
+                    Step::Apply => {
+                        if let Err(e) = self.apply(decided.config_id, decided.idx, &decided.entry) {
+                            // Nothing is lost: the log holds the entry, and a restart
+                            // replays it from the last checkpoint.
+                            tracing::error!("cannot apply decided entries any more: {e}");
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            let _ = self.position.send(lock(&self.applied).position);
+            if self.checkpoints.due() && self.checkpointing.as_ref().is_none_or(|c| c.is_finished())
+            {
+                self.checkpoint();
+            }
+        }
     }
-    snapshots.taken(idx);
+
+    /// Applies the entry that comes next.
+    fn apply(
+        &mut self,
+        config_id: u32,
+        idx: usize,
+        entry: &LogEntry<KvCommand>,
+    ) -> Result<(), String> {
+        let mut a = lock(&self.applied);
+        match entry {
+            LogEntry::Decided(cmd) => {
+                let KvCommand::Write(Write { id, .. }) = cmd;
+                let id = *id;
+                let a = &mut *a;
+                if let Some(done) = a.sessions.apply(&mut self.store, cmd.clone())? {
+                    a.keys = a.keys.saturating_add_signed(done.keys_delta as isize);
+                    self.checkpoints.applied(done.bytes);
+                    if let Some(waiter) = a.waiters.remove(&id) {
+                        let _ = waiter.send(done.outcome);
+                    }
+                } else {
+                    self.checkpoints.applied(0);
+                }
+                a.position = (config_id, idx + 1);
+            }
+            // Everything of the ended configuration is applied: the next one starts.
+            LogEntry::StopSign(ss, _) => a.position = (ss.next_config.configuration_id, 0),
+            _ => a.position = (config_id, idx + 1),
+        }
+        Ok(())
+    }
+
+    async fn learn_peers(&self, metadata: Option<&[u8]>) {
+        let new_peers =
+            metadata.and_then(|m| serde_json::from_slice::<BTreeMap<u64, SocketAddr>>(m).ok());
+        for (pid, address) in new_peers.into_iter().flatten() {
+            let _ = self.handle.add_peer(pid, address.to_string()).await;
+        }
+    }
+
+    /// Flushes the keys, records the position and the sessions, then compacts the log up to
+    /// it (in the background: applying goes on meanwhile).
+    fn checkpoint(&mut self) {
+        self.checkpoints.started();
+        let (position, sessions) = {
+            let a = lock(&self.applied);
+            (a.position, a.sessions.clone())
+        };
+        let (store, handle, applied) = (
+            self.store.clone(),
+            self.handle.clone(),
+            self.applied.clone(),
+        );
+        self.checkpointing = Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let record = Recovery::Checkpoint { position, sessions };
+            let written = tokio::task::spawn_blocking(move || store.record(&record)).await;
+            if let Err(e) = written.map_err(|e| e.to_string()).and_then(|r| r) {
+                tracing::warn!("checkpoint failed: {e}");
+                return;
+            }
+            lock(&applied).state.checkpoint = position;
+            let (config_id, idx) = position;
+            if handle.metrics().borrow().configuration_id != config_id {
+                return;
+            }
+            match handle.snapshot(Some(idx), true).await {
+                Ok(()) => tracing::debug!(
+                    idx,
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpointed and compacted the log"
+                ),
+                Err(e) => tracing::warn!("compaction after a checkpoint failed: {e}"),
+            }
+        }));
+    }
+
+    /// Brings the keys to a position of at least `progress.needed` by copying them from
+    /// another node; `Err` if the state store failed (the node stops applying).
+    async fn transfer(&mut self, progress: TransferProgress) -> Result<(), ()> {
+        // A checkpoint still being written would record the keys about to be replaced.
+        if let Some(pending) = self.checkpointing.take() {
+            let _ = pending.await;
+        }
+        {
+            let mut a = lock(&self.applied);
+            a.receiving = true;
+            a.transfers_started += 1;
+            a.state.receiving = true;
+        }
+        tracing::info!(needed = ?progress.needed, "fetching the state from another node");
+        let started = std::time::Instant::now();
+        let result =
+            transfer::receive(&self.store, progress, &mut self.donors, self.chunk_bytes).await;
+        let keys = {
+            let counting = self.store.clone();
+            tokio::task::spawn_blocking(move || counting.count_keys())
+                .await
+                .unwrap_or(0)
+        };
+        let mut a = lock(&self.applied);
+        a.receiving = false;
+        a.state.receiving = false;
+        match result {
+            Ok((sessions, report)) => {
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(?report, seconds, "state transfer complete");
+                a.sessions = sessions;
+                a.position = report.start;
+                a.keys = keys;
+                a.state.checkpoint = report.start;
+                a.state.transfers += 1;
+                a.state.received_bytes += report.bytes;
+                a.state.largest_chunk_received =
+                    a.state.largest_chunk_received.max(report.largest_chunk);
+                a.state.last_transfer_ms = (seconds * 1000.0) as u64;
+                a.state.last_transfer_mb_per_s = report.bytes as f64 / 1e6 / seconds.max(1e-6);
+                self.checkpoints.started();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("state transfer failed: {e}");
+                Err(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Session;
+    use super::{step, Session, Step};
+    use crate::entry::{KVSnapshot, KvCommand};
+    use omnipaxos::util::{LogEntry, SnapshottedEntry};
+
+    fn decided() -> LogEntry<KvCommand> {
+        LogEntry::Decided(KvCommand::Write(crate::entry::Write {
+            id: crate::entry::RequestId {
+                node: 1,
+                life: 1,
+                seq: 1,
+            },
+            done_below: 1,
+            op: crate::entry::WriteOp::Delete { key: "k".into() },
+        }))
+    }
+
+    fn snapshotted(trimmed_idx: usize) -> LogEntry<KvCommand> {
+        LogEntry::Snapshotted(SnapshottedEntry::with(trimmed_idx, KVSnapshot))
+    }
+
+    #[test]
+    fn entries_already_in_the_keys_are_skipped_the_next_is_applied_a_gap_is_transferred() {
+        assert_eq!(step((1, 5), 1, 4, &decided()), Step::Skip);
+        assert_eq!(step((1, 5), 1, 5, &decided()), Step::Apply);
+        assert_eq!(step((1, 5), 1, 7, &decided()), Step::Transfer((1, 7)));
+        // A later configuration's entries are applied after its start only.
+        assert_eq!(step((2, 0), 2, 0, &decided()), Step::Apply);
+        assert_eq!(
+            step((0, 0), 1, 0, &decided()),
+            Step::Transfer((1, 0)),
+            "a joiner"
+        );
+        assert_eq!(step((2, 3), 1, 9, &decided()), Step::Skip);
+    }
+
+    #[test]
+    fn a_compacted_prefix_is_skipped_if_applied_and_transferred_if_not() {
+        assert_eq!(step((1, 500), 1, 0, &snapshotted(400)), Step::Skip);
+        assert_eq!(step((1, 400), 1, 0, &snapshotted(400)), Step::Skip);
+        assert_eq!(
+            step((1, 300), 1, 0, &snapshotted(400)),
+            Step::Transfer((1, 400))
+        );
+        assert_eq!(
+            step((0, 0), 1, 0, &snapshotted(400)),
+            Step::Transfer((1, 400))
+        );
+    }
 
     #[test]
     fn done_below_never_passes_an_open_request() {

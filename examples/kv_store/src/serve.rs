@@ -1,8 +1,10 @@
-//! Runs one node: opens its storage (one directory per configuration under `data_dir`), binds
+//! Runs one node: opens its storage (one directory per configuration under `data_dir` for the
+//! log, `data_dir/state` for the keys), binds
 //! the peer transport and the HTTP listener, starts the runtime's node and the state machine,
 //! and serves HTTP until the process is stopped.
 
 use crate::entry::KvCommand;
+use crate::state_store::StateStore;
 use crate::telemetry::Telemetry;
 use crate::{config, http, node};
 use omnipaxos::OmniPaxos;
@@ -51,7 +53,18 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     handle.register_prometheus(&mut registry);
     let telemetry = Arc::new(Telemetry::new(registry));
     tokio::spawn(telemetry.clone().record_timeline(handle.metrics()));
-    let node = node::Node::start(pid, first_config, handle).await?;
+    let store = StateStore::open(&config.data_dir.join("state"))?;
+    let donors = config.http_peers.iter().filter(|(p, _)| **p != pid);
+    let donors = donors.map(|(p, a)| (*p, *a)).collect();
+    let node = node::Node::start(
+        pid,
+        first_config,
+        handle,
+        store,
+        donors,
+        config.state_chunk_bytes,
+    )
+    .await?;
     let mut http_addrs = config.http_peers.clone();
     http_addrs.insert(pid, config.http_addr);
     let app = http::App {
