@@ -35,6 +35,10 @@ pub(crate) struct BallotLeaderElection {
     watched_promise: Ballot,
     /// Whether this server heard from a quorum in its last round.
     quorum_connected: bool,
+    /// The leader was picked while nobody had one yet (at start-up), possibly from a server
+    /// still in its first round: it is not replaced for not being quorum-connected until it
+    /// had a round to become so.
+    provisional: bool,
     current_round: u32,
     /// Replies of the current round, one per peer (duplicates overwrite).
     replies: Vec<(NodeId, HeartbeatReply)>,
@@ -63,6 +67,7 @@ impl BallotLeaderElection {
             leader: Ballot::default(),
             watched_promise: Ballot::default(),
             quorum_connected: false,
+            provisional: false,
             current_round: 0,
             replies: Vec::new(),
             previous_replies: Vec::new(),
@@ -215,7 +220,15 @@ impl BallotLeaderElection {
                 .chain(std::iter::once(self.current_ballot))
                 .max()
                 .unwrap_or(self.current_ballot);
-            if top < self.leader {
+            if top == self.leader {
+                self.provisional = false;
+            }
+            if top < self.leader && self.provisional {
+                // Picked at start-up, maybe before its own first round ended (it could not be
+                // quorum-connected yet): one more round before it counts as lost. Otherwise a
+                // server that starts a little later replaces the first leader at once.
+                self.provisional = false;
+            } else if top < self.leader {
                 // The leader is not among the quorum-connected candidates: stand for election
                 // with a ballot above everything seen; the next round picks the highest.
                 self.current_ballot.n = self.leader.n.max(promise.n).saturating_add(1);
@@ -228,6 +241,7 @@ impl BallotLeaderElection {
                 );
             } else if top.cmp(&self.leader).is_ne() {
                 self.leader = top;
+                self.provisional = starting;
                 elected = Some(top);
                 log!(info, self.pid, "BLE: new leader {top}");
             }

@@ -273,3 +273,65 @@ fn follower_ignores_an_answer_to_a_read_it_did_not_ask() {
     n.op.take_read_states(&mut served);
     assert!(served.is_empty());
 }
+
+/// Ends server `n`'s current heartbeat round (its election timeout in ticks).
+fn end_round(n: &mut Node) {
+    for _ in 0..omnipaxos::ServerConfig::default().election_tick_timeout {
+        n.op.tick();
+    }
+}
+
+fn reply(round: u32, ballot: Ballot, leader: Ballot, happy: bool) -> HeartbeatMsg {
+    HeartbeatMsg::Reply(HeartbeatReply {
+        round,
+        ballot,
+        leader,
+        happy,
+    })
+}
+
+/// How server `n` answers a heartbeat request: its ballot, its leader, its happiness.
+fn ble_view(n: &mut Node) -> Vec<String> {
+    n.settle();
+    n.out_ble();
+    ble_input(n, 1, HeartbeatMsg::Request(HeartbeatRequest { round: 99 }));
+    n.out_ble()
+}
+
+/// Seen in a kv_store cluster whose processes started a few milliseconds apart: server 2
+/// picked server 3 (the top ballot, nobody had a leader yet), and one round later, server 3
+/// still in its own first round (not quorum-connected yet), server 2 counted it as lost and
+/// stood with a higher ballot: a leader change in the first 200 ms of every cluster.
+#[test]
+fn a_leader_picked_at_start_up_gets_a_round_to_become_quorum_connected() {
+    let mut n = Node::new(2);
+    let none = Ballot::default();
+    let one = Ballot::with(1, 1, 0, 1);
+    let three = Ballot::with(1, 1, 0, 3);
+    end_round(&mut n);
+    // Round 2: nobody has a leader; server 3 has the top ballot.
+    ble_input(&mut n, 1, reply(2, one, none, false));
+    ble_input(&mut n, 3, reply(2, three, none, false));
+    end_round(&mut n);
+    assert_eq!(
+        ble_view(&mut n),
+        ["2->1 HeartbeatReply r=99 b=1.2 leader=1.3 happy=true"]
+    );
+    // Round 3: server 1 follows 3; server 3 has not ended its first round yet.
+    ble_input(&mut n, 1, reply(3, one, three, true));
+    ble_input(&mut n, 3, reply(3, three, none, false));
+    end_round(&mut n);
+    assert_eq!(
+        ble_view(&mut n),
+        ["2->1 HeartbeatReply r=99 b=1.2 leader=1.3 happy=true"],
+        "server 2 still follows server 3 and did not stand with a higher ballot"
+    );
+    // A leader that stays unhappy is replaced one round later, as any lost leader.
+    ble_input(&mut n, 1, reply(4, one, three, true));
+    ble_input(&mut n, 3, reply(4, three, none, false));
+    end_round(&mut n);
+    assert_eq!(
+        ble_view(&mut n),
+        ["2->1 HeartbeatReply r=99 b=2.2 leader=0.0 happy=true"]
+    );
+}

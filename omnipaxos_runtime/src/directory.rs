@@ -1,10 +1,12 @@
-//! A durable [`StorageFactory`]: one `PersistentStorage` per configuration under a data
-//! directory (`config-<id>/`), and the handover a joining node received in `handover.bin`, so
-//! that a node restarts alone, replaying its configurations in order.
+//! A durable [`StorageFactory`]: one store per configuration under a data directory
+//! (`config-<id>/`; a `PersistentStorage`, or a `JournalStorage` for servers that keep their log
+//! short), and the handover a joining node received in `handover.bin`, so that a node restarts
+//! alone, replaying its configurations in order.
 
 use crate::actor::StorageFactory;
 use crate::wire::RuntimeEntry;
 use omnipaxos::reconfiguration::Handover;
+use omnipaxos_storage::journal_storage::{JournalStorage, JournalStorageConfig};
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -59,6 +61,38 @@ impl<T: RuntimeEntry> StorageFactory<T, PersistentStorage<T>> for DirectoryStora
     }
 
     fn save_handover(&mut self, config_id: u32, handover: &Handover<T>) -> Result<(), String> {
+        self.write_handover(config_id, handover)
+    }
+
+    fn load_handover(&mut self) -> Result<Option<(u32, Handover<T>)>, String> {
+        self.read_handover()
+    }
+}
+
+impl<T: RuntimeEntry> StorageFactory<T, JournalStorage<T>> for DirectoryStorage {
+    fn open(&mut self, config_id: u32) -> Result<JournalStorage<T>, String> {
+        let dir = self.config_dir(config_id);
+        let mut config = JournalStorageConfig::with_path(&dir);
+        let fsync_seconds = self.fsync_seconds.clone();
+        config.set_sync_observer(move |took| crate::prometheus::observe(&fsync_seconds, took));
+        JournalStorage::open(config).map_err(|e| format!("{}: {e}", dir.display()))
+    }
+
+    fn save_handover(&mut self, config_id: u32, handover: &Handover<T>) -> Result<(), String> {
+        self.write_handover(config_id, handover)
+    }
+
+    fn load_handover(&mut self) -> Result<Option<(u32, Handover<T>)>, String> {
+        self.read_handover()
+    }
+}
+
+impl DirectoryStorage {
+    fn write_handover<T: RuntimeEntry>(
+        &mut self,
+        config_id: u32,
+        handover: &Handover<T>,
+    ) -> Result<(), String> {
         use std::io::Write;
         std::fs::create_dir_all(&self.data_dir).map_err(|e| e.to_string())?;
         let bytes =
@@ -78,7 +112,7 @@ impl<T: RuntimeEntry> StorageFactory<T, PersistentStorage<T>> for DirectoryStora
         Ok(())
     }
 
-    fn load_handover(&mut self) -> Result<Option<(u32, Handover<T>)>, String> {
+    fn read_handover<T: RuntimeEntry>(&mut self) -> Result<Option<(u32, Handover<T>)>, String> {
         let path = self.handover_path();
         match std::fs::read(&path) {
             Ok(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())

@@ -46,6 +46,11 @@ impl<T: Entry> std::fmt::Debug for MemoryStorage<T> {
 }
 
 impl<T: Entry> MemoryStorage<T> {
+    /// Absolute index of the first entry held (everything below was trimmed).
+    pub(crate) fn log_start(&self) -> usize {
+        self.trimmed_idx
+    }
+
     /// Position in `log` of absolute index `idx` (clamped to the held range).
     fn physical(&self, idx: usize) -> usize {
         idx.saturating_sub(self.trimmed_idx).min(self.log.len())

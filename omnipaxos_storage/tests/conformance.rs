@@ -6,6 +6,7 @@ use common::*;
 use omnipaxos::simulation::{FaultMode, SimStorage};
 use omnipaxos::storage::{Storage, StorageOp};
 use omnipaxos_storage::conformance;
+use omnipaxos_storage::journal_storage::{JournalStorage, JournalStorageConfig};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 
@@ -32,6 +33,26 @@ fn persistent_storage_conforms() {
             let path = store.path().to_string();
             drop(store);
             PersistentStorage::open(PersistentStorageConfig::with_path(path))
+        },
+    );
+    drop(dir);
+}
+
+#[test]
+fn journal_storage_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let mut next = 0;
+    conformance::run_all(
+        move || {
+            next += 1;
+            let config = JournalStorageConfig::with_path(root.join(format!("journal-{next}")));
+            JournalStorage::open(config).unwrap()
+        },
+        |store: JournalStorage<E>| {
+            let path = store.path().to_path_buf();
+            drop(store);
+            JournalStorage::open(JournalStorageConfig::with_path(path)).unwrap()
         },
     );
     drop(dir);

@@ -1,5 +1,5 @@
-//! Model test: random batches of storage operations, applied to `PersistentStorage` and to
-//! `MemoryStorage` (the model), with reopens in between; after every step both hold the same
+//! Model test: random batches of storage operations, applied to `PersistentStorage` (and to
+//! `JournalStorage`) and to `MemoryStorage` (the model), with reopens in between; after every step both hold the same
 //! state. `MODEL_SEEDS=N` runs more seeds (default 20).
 
 mod common;
@@ -8,6 +8,7 @@ use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::simulation::SimRng;
 use omnipaxos::storage::{StopSign, Storage, StorageOp};
 use omnipaxos::ClusterConfig;
+use omnipaxos_storage::journal_storage::{JournalStorage, JournalStorageConfig};
 use omnipaxos_storage::memory_storage::MemoryStorage;
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 
@@ -103,6 +104,23 @@ fn update_bounds(b: &mut Bounds, op: &StorageOp<E>) {
 
 #[test]
 fn persistent_storage_behaves_like_memory_storage() {
+    behaves_like_memory_storage(|path| {
+        PersistentStorage::<E>::open(PersistentStorageConfig::with_path(path.to_string()))
+    });
+}
+
+#[test]
+fn journal_storage_behaves_like_memory_storage() {
+    // A tiny threshold: the journal is rewritten every few writes.
+    behaves_like_memory_storage(|path| {
+        let mut config = JournalStorageConfig::with_path(path);
+        config.compact_at_bytes = 300;
+        JournalStorage::<E>::open(config).unwrap()
+    });
+}
+
+/// Random writes on the store `open` opens (and reopens, as a restart) and on the model.
+fn behaves_like_memory_storage<S: Storage<E>>(mut open: impl FnMut(&str) -> S) {
     let seeds: u64 = std::env::var("MODEL_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -116,8 +134,7 @@ fn persistent_storage_behaves_like_memory_storage() {
             .to_string();
         let mut rng = SimRng::new(seed);
         let mut model = MemoryStorage::<E>::default();
-        let mut store =
-            PersistentStorage::<E>::new(PersistentStorageConfig::with_path(path.clone()));
+        let mut store = open(&path);
         let mut bounds = Bounds {
             log_start: 0,
             log_end: 0,
@@ -144,7 +161,7 @@ fn persistent_storage_behaves_like_memory_storage() {
             }
             if rng.chance(0.1) {
                 drop(store);
-                store = PersistentStorage::open(PersistentStorageConfig::with_path(path.clone()));
+                store = open(&path);
             }
             assert_eq!(
                 state_of(&store, bounds.log_start),

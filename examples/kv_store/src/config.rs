@@ -217,6 +217,8 @@ pub struct NodeFile<'a> {
     pub join_from: &'a [u64],
     /// Leader leases for reads, in ticks.
     pub read_lease_ticks: Option<u64>,
+    /// Size limit of a state transfer's chunks (the default if `None`).
+    pub state_chunk_bytes: Option<usize>,
 }
 
 impl NodeFile<'_> {
@@ -241,6 +243,9 @@ impl NodeFile<'_> {
         }
         if let Some(ticks) = self.read_lease_ticks {
             text.push_str(&format!("read_lease_ticks = {ticks}\n"));
+        }
+        if let Some(bytes) = self.state_chunk_bytes {
+            text.push_str(&format!("state_chunk_bytes = {bytes}\n"));
         }
         for (table, addresses) in [("peers", self.peers), ("http_peers", self.http_peers)] {
             text.push_str(&format!("\n[{table}]\n"));

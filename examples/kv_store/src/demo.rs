@@ -1,5 +1,5 @@
 //! `kv_store demo`: three `kv_store node` processes on localhost, each on its own
-//! `PersistentStorage` directory. It writes keys through all three with a live status line,
+//! data directory (its log in a `JournalStorage`, its keys in a state store). It writes keys through all three with a live status line,
 //! kills the leader with SIGKILL, shows the new leader and writes on, restarts the killed node
 //! from its directory and waits until it caught up, then reads every acknowledged write back from
 //! every node. Exits 0 if all checks pass, 1 with the reason otherwise; it leaves no process
@@ -92,11 +92,25 @@ impl Demo {
         Self::start_routed(exe, read_lease_ticks, |_, _, addr| Ok(addr))
     }
 
+    /// Like [`Demo::start`], with state transfers in chunks of at most `chunk_bytes`.
+    pub fn start_with_chunks(exe: std::path::PathBuf, chunk_bytes: usize) -> Result<Self, String> {
+        Self::start_configured(exe, None, Some(chunk_bytes), |_, _, addr| Ok(addr))
+    }
+
     /// Like [`Demo::start_with_lease`]; node `from` reaches node `to`'s peer address `addr`
     /// at `route(from, to, addr)` (a test puts a proxy there to cut the link).
     pub fn start_routed(
         exe: std::path::PathBuf,
         read_lease_ticks: Option<u64>,
+        route: impl FnMut(u64, u64, SocketAddr) -> Result<SocketAddr, String>,
+    ) -> Result<Self, String> {
+        Self::start_configured(exe, read_lease_ticks, None, route)
+    }
+
+    fn start_configured(
+        exe: std::path::PathBuf,
+        read_lease_ticks: Option<u64>,
+        state_chunk_bytes: Option<usize>,
         mut route: impl FnMut(u64, u64, SocketAddr) -> Result<SocketAddr, String>,
     ) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -125,6 +139,7 @@ impl Demo {
                 http_peers: &http,
                 join_from: &[],
                 read_lease_ticks,
+                state_chunk_bytes,
             }
             .to_toml();
             std::fs::write(dir.path().join(format!("node{pid}.toml")), text)
@@ -144,6 +159,7 @@ impl Demo {
             http_peers: &http,
             join_from: &[1, 2],
             read_lease_ticks,
+            state_chunk_bytes,
         }
         .to_toml();
         std::fs::write(dir.path().join(format!("node{NEW_NODE}.toml")), text)
@@ -325,6 +341,16 @@ impl Demo {
             },
         );
         dir.keep()
+    }
+
+    /// The operating system's process id of node `pid`, if it runs.
+    pub fn os_pid(&self, pid: u64) -> Option<u32> {
+        self.children.get(&pid).map(Child::id)
+    }
+
+    /// Node `pid`'s data directory.
+    pub fn data_dir(&self, pid: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("node{pid}-data"))
     }
 
     /// The live nodes.

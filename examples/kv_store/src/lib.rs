@@ -11,6 +11,7 @@ pub mod demo;
 pub mod entry;
 pub mod history;
 pub mod http;
+pub mod large_state;
 pub mod machine;
 pub mod node;
 pub mod serve;

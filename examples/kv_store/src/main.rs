@@ -8,7 +8,7 @@
 //! kv_store bench                           wrk against it and, if installed, against etcd
 //! ```
 
-use kv_store::{bench, client, config, demo, serve};
+use kv_store::{bench, client, config, demo, large_state, serve};
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -64,6 +64,20 @@ enum Command {
         #[arg(long)]
         without_etcd: bool,
     },
+    /// The large-state scenarios on a local 3-node cluster: load, write everything again,
+    /// catch-up of a restarted follower, a node joining by reconfiguration; prints the figures
+    /// and exits 1 if a check failed (see docs/large_state.md).
+    LargeState {
+        /// Keys to write.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100_000)]
+        value_bytes: usize,
+        /// Size limit of one chunk of a state transfer.
+        #[arg(long, default_value_t = kv_store::transfer::DEFAULT_CHUNK_BYTES)]
+        chunk_bytes: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,8 +105,41 @@ fn main() {
             repetitions,
             with_etcd: !without_etcd,
         }),
+        Command::LargeState {
+            keys,
+            value_bytes,
+            chunk_bytes,
+        } => run_large_state(large_state::Spec {
+            keys,
+            value_bytes,
+            chunk_bytes,
+        }),
     };
     std::process::exit(code);
+}
+
+fn run_large_state(spec: large_state::Spec) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("large-state FAILED: {e}");
+            return 1;
+        }
+    };
+    match large_state::run(exe, spec) {
+        Ok(report) => {
+            println!("\n{}", report.table());
+            let violations = report.violations();
+            for v in &violations {
+                eprintln!("large-state check FAILED: {v}");
+            }
+            i32::from(!violations.is_empty())
+        }
+        Err(e) => {
+            eprintln!("large-state FAILED: {e}");
+            1
+        }
+    }
 }
 
 fn run_node(path: &str) -> i32 {

@@ -109,6 +109,8 @@ struct Applied {
 /// The state store and its transfers, as `GET /status` shows them.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StateStatus {
+    /// Where the keys are: (configuration, entries of its log applied).
+    pub position: Position,
     /// The position of the last checkpoint (the log is compacted up to it).
     pub checkpoint: Position,
     /// Transfers into this node completed since it started.
@@ -414,7 +416,11 @@ impl Node {
             } else {
                 0
             };
-            (idx, a.keys, a.state.clone())
+            let state = StateStatus {
+                position: a.position,
+                ..a.state.clone()
+            };
+            (idx, a.keys, state)
         };
         let mut nodes: Vec<u64> = m.peers.keys().copied().chain([self.pid]).collect();
         nodes.sort_unstable();

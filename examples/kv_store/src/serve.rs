@@ -11,7 +11,7 @@ use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::directory::DirectoryStorage;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
 use omnipaxos_runtime::{spawn_reconfigurable, NetworkConfig, RuntimeConfig, StorageFactory};
-use omnipaxos_storage::persistent_storage::PersistentStorage;
+use omnipaxos_storage::journal_storage::JournalStorage;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +26,8 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         false => 0,
     };
     let mut storage = DirectoryStorage::new(&config.data_dir);
-    let first: PersistentStorage<KvCommand> = storage.open(cluster.configuration_id)?;
-    let mut op: OmniPaxos<KvCommand, PersistentStorage<KvCommand>> = cluster
+    let first: JournalStorage<KvCommand> = storage.open(cluster.configuration_id)?;
+    let mut op: OmniPaxos<KvCommand, JournalStorage<KvCommand>> = cluster
         .build_for_server(config.omnipaxos.server_config.clone(), first)
         .map_err(|e| e.to_string())?;
     op.set_read_lease(config.read_lease);

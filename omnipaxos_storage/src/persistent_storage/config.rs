@@ -18,7 +18,7 @@ pub struct PersistentStorageConfig {
 
 /// Told how long each sync took (see [`PersistentStorageConfig::set_sync_observer`]).
 #[derive(Clone)]
-pub(super) struct SyncObserver(pub(super) Arc<dyn Fn(Duration) + Send + Sync>);
+pub(crate) struct SyncObserver(pub(crate) Arc<dyn Fn(Duration) + Send + Sync>);
 
 impl fmt::Debug for SyncObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

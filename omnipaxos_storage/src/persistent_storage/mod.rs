@@ -14,6 +14,7 @@ mod layout;
 mod wal;
 
 pub use config::PersistentStorageConfig;
+pub(crate) use config::SyncObserver;
 pub use error::PersistentStorageError;
 
 use disk::LockRelease;

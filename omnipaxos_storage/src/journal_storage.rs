@@ -1,0 +1,450 @@
+//! [`JournalStorage`]: the log in memory, made durable by a journal of its writes on disk.
+//!
+//! Meant for servers that keep their log short (compacted often, with the application's state
+//! kept elsewhere, as in `docs/large_state.md`): everything the store holds is in memory, and
+//! its disk use is bounded by what it holds, however many writes went through it.
+//!
+//! Every write call is appended to the journal file as one record (CRC-checked) and synced
+//! with one `fdatasync` before it returns, except a write of the decided index alone, which the
+//! next write's sync carries (as [`crate::persistent_storage`] does by default; a crash of the
+//! process loses nothing, a power cut can set the decided index back to an earlier synced
+//! value, never below the compacted index, and it is learned again from the leader). When the
+//! journal has grown to twice what the store holds (and at least
+//! [`JournalStorageConfig::compact_at_bytes`]), it is replaced: the whole state is written as
+//! one record into a new file, synced, and renamed over the old one. Opening the store reads
+//! the journal back; a record torn by a crash ends it.
+//!
+//! A directory is used by one process at a time (a lock file is held while the store is open).
+
+use crate::memory_storage::MemoryStorage;
+use crate::persistent_storage::SyncObserver;
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const JOURNAL: &str = "journal";
+const REWRITTEN: &str = "journal.new";
+const LOCK: &str = "lock";
+/// Record header: payload length and CRC-32 of the payload.
+const HEADER: usize = 8;
+
+/// Where a [`JournalStorage`] lives and when its journal is rewritten.
+#[derive(Clone, Debug)]
+pub struct JournalStorageConfig {
+    /// The store's directory (created if missing).
+    pub path: PathBuf,
+    /// The journal is rewritten once it is this long and twice the state it holds.
+    pub compact_at_bytes: u64,
+    /// Sync a write of the decided index alone as well (default `false`: the next write's
+    /// sync carries it).
+    pub sync_decided_idx: bool,
+    sync_observer: Option<SyncObserver>,
+}
+
+impl JournalStorageConfig {
+    /// A store in directory `path`, rewritten from 16 MiB of journal on.
+    pub fn with_path(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            compact_at_bytes: 16 << 20,
+            sync_decided_idx: false,
+            sync_observer: None,
+        }
+    }
+
+    /// Calls `observer` with how long each write's sync took (for latency metrics).
+    pub fn set_sync_observer(&mut self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        self.sync_observer = Some(SyncObserver(std::sync::Arc::new(observer)));
+    }
+}
+
+/// Why a journal store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalStorageError {
+    /// Reading or writing the directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A record could not be encoded or decoded.
+    #[error("journal record: {0}")]
+    Codec(String),
+    /// Another process holds the store's directory.
+    #[error("{0}: in use by another process")]
+    Locked(PathBuf),
+    /// An earlier write failed half-way; the store refuses writes until it is reopened.
+    #[error("an earlier write failed; reopen the store")]
+    Failed,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalStorageError + '_ {
+    move |source| JournalStorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One write, as the journal records it.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "T: Serialize + DeserializeOwned, T::Snapshot: Serialize + DeserializeOwned")]
+enum Op<T: Entry> {
+    AppendEntries(Vec<T>),
+    AppendOnPrefix(usize, Vec<T>),
+    SetPromise(Ballot),
+    SetDecidedIndex(usize),
+    SetAcceptedRound(Ballot),
+    SetCompactedIdx(usize),
+    Trim(usize),
+    SetStopsign(Option<StopSign>),
+    SetSnapshot(Option<T::Snapshot>),
+}
+
+impl<T: Entry> From<StorageOp<T>> for Op<T> {
+    fn from(op: StorageOp<T>) -> Self {
+        match op {
+            StorageOp::AppendEntry(e) => Op::AppendEntries(vec![e]),
+            StorageOp::AppendEntries(es) => Op::AppendEntries(es),
+            StorageOp::AppendOnPrefix(from, es) => Op::AppendOnPrefix(from, es),
+            StorageOp::SetPromise(b) => Op::SetPromise(b),
+            StorageOp::SetDecidedIndex(i) => Op::SetDecidedIndex(i),
+            StorageOp::SetAcceptedRound(b) => Op::SetAcceptedRound(b),
+            StorageOp::SetCompactedIdx(i) => Op::SetCompactedIdx(i),
+            StorageOp::Trim(i) => Op::Trim(i),
+            StorageOp::SetStopsign(s) => Op::SetStopsign(s),
+            StorageOp::SetSnapshot(s) => Op::SetSnapshot(s),
+        }
+    }
+}
+
+impl<T: Entry> From<Op<T>> for StorageOp<T> {
+    fn from(op: Op<T>) -> Self {
+        match op {
+            Op::AppendEntries(es) => StorageOp::AppendEntries(es),
+            Op::AppendOnPrefix(from, es) => StorageOp::AppendOnPrefix(from, es),
+            Op::SetPromise(b) => StorageOp::SetPromise(b),
+            Op::SetDecidedIndex(i) => StorageOp::SetDecidedIndex(i),
+            Op::SetAcceptedRound(b) => StorageOp::SetAcceptedRound(b),
+            Op::SetCompactedIdx(i) => StorageOp::SetCompactedIdx(i),
+            Op::Trim(i) => StorageOp::Trim(i),
+            Op::SetStopsign(s) => StorageOp::SetStopsign(s),
+            Op::SetSnapshot(s) => StorageOp::SetSnapshot(s),
+        }
+    }
+}
+
+fn encode<T>(ops: &[Op<T>]) -> Result<Vec<u8>, JournalStorageError>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    let payload = bincode::serde::encode_to_vec(ops, bincode::config::standard())
+        .map_err(|e| JournalStorageError::Codec(e.to_string()))?;
+    if u32::try_from(payload.len()).is_err() {
+        return Err(JournalStorageError::Codec("a write above 4 GiB".into()));
+    }
+    let mut record = Vec::with_capacity(HEADER + payload.len());
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    Ok(record)
+}
+
+/// The records at the start of `bytes` and where the last whole one ends.
+fn decode_all<T>(bytes: &[u8]) -> (Vec<Vec<Op<T>>>, usize)
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    let mut records = Vec::new();
+    let mut at = 0;
+    loop {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
+        };
+        let (Some(len), Some(crc)) = (word(at), word(at + 4)) else {
+            break;
+        };
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let decoded = bincode::serde::decode_from_slice(payload, bincode::config::standard());
+        let Ok((ops, _)) = decoded else { break };
+        records.push(ops);
+        at += HEADER + len as usize;
+    }
+    (records, at)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalStorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// The log and the protocol state in memory, made durable by a journal on disk (see the
+/// module's documentation).
+pub struct JournalStorage<T: Entry> {
+    state: MemoryStorage<T>,
+    config: JournalStorageConfig,
+    journal: File,
+    journal_bytes: u64,
+    /// The size of the state when the journal was last rewritten.
+    rewritten_bytes: u64,
+    /// Held while the store is open.
+    _lock: File,
+    failed: bool,
+}
+
+impl<T> JournalStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    /// Opens the store in `config.path` (creating it if missing), reading its journal back.
+    pub fn open(config: JournalStorageConfig) -> Result<Self, JournalStorageError> {
+        let dir = config.path.clone();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        fs2::FileExt::try_lock_exclusive(&lock)
+            .map_err(|_| JournalStorageError::Locked(dir.clone()))?;
+        // A rewrite that did not reach its rename left a file nobody needs.
+        let _ = std::fs::remove_file(dir.join(REWRITTEN));
+        let path = dir.join(JOURNAL);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let (records, end) = decode_all::<T>(&bytes);
+        let mut state = MemoryStorage::default();
+        for ops in records {
+            let ops: Vec<StorageOp<T>> = ops.into_iter().map(Into::into).collect();
+            let _ = state.write_atomically(ops);
+        }
+        let journal = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        if (end as u64) < bytes.len() as u64 {
+            // The tail of a write cut short by a crash: it never returned, so it never
+            // happened.
+            journal.set_len(end as u64).map_err(io(&path))?;
+            journal.sync_all().map_err(io(&path))?;
+        }
+        sync_dir(&dir)?;
+        let mut store = Self {
+            state,
+            config,
+            journal,
+            journal_bytes: end as u64,
+            rewritten_bytes: 0,
+            _lock: lock,
+            failed: false,
+        };
+        store.seek_end()?;
+        Ok(store)
+    }
+
+    fn seek_end(&mut self) -> Result<(), JournalStorageError> {
+        use std::io::Seek;
+        let path = self.config.path.join(JOURNAL);
+        self.journal
+            .seek(std::io::SeekFrom::Start(self.journal_bytes))
+            .map_err(io(&path))?;
+        Ok(())
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// Bytes of the journal file.
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal_bytes
+    }
+
+    /// The whole state as the ops that rebuild it from nothing.
+    fn state_ops(&self) -> Vec<Op<T>> {
+        let s = &self.state;
+        let start = s.log_start();
+        let mut ops = vec![
+            Op::Trim(start),
+            Op::AppendEntries(s.get_suffix(start).unwrap_or_default()),
+            Op::SetCompactedIdx(s.get_compacted_idx().unwrap_or_default()),
+            Op::SetSnapshot(s.get_snapshot().unwrap_or_default()),
+            Op::SetDecidedIndex(s.get_decided_idx().unwrap_or_default()),
+            Op::SetStopsign(s.get_stopsign().unwrap_or_default()),
+        ];
+        if let Ok(Some(b)) = s.get_promise() {
+            ops.push(Op::SetPromise(b));
+        }
+        if let Ok(Some(b)) = s.get_accepted_round() {
+            ops.push(Op::SetAcceptedRound(b));
+        }
+        ops
+    }
+
+    /// Replaces the journal by one record of the whole state.
+    fn rewrite(&mut self) -> Result<(), JournalStorageError> {
+        let record = encode(&self.state_ops())?;
+        let dir = self.config.path.clone();
+        let (new_path, path) = (dir.join(REWRITTEN), dir.join(JOURNAL));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&new_path)
+            .map_err(io(&new_path))?;
+        file.write_all(&record)
+            .and_then(|_| file.sync_all())
+            .map_err(io(&new_path))?;
+        std::fs::rename(&new_path, &path).map_err(io(&path))?;
+        sync_dir(&dir)?;
+        self.journal = file;
+        self.journal_bytes = record.len() as u64;
+        self.rewritten_bytes = record.len() as u64;
+        Ok(())
+    }
+
+    fn write(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), JournalStorageError> {
+        if self.failed {
+            return Err(JournalStorageError::Failed);
+        }
+        let decided_only = ops
+            .iter()
+            .all(|op| matches!(op, StorageOp::SetDecidedIndex(_)));
+        let ops: Vec<Op<T>> = ops.into_iter().map(Into::into).collect();
+        let record = encode(&ops)?;
+        let path = self.config.path.join(JOURNAL);
+        let started = Instant::now();
+        let written = self.journal.write_all(&record).and_then(|_| {
+            if decided_only && !self.config.sync_decided_idx {
+                return Ok(());
+            }
+            self.journal.sync_data()?;
+            if let Some(observer) = &self.config.sync_observer {
+                (observer.0)(started.elapsed());
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            // The file may end in a partial record: no later record may follow it.
+            self.failed = true;
+            return Err(io(&path)(e));
+        }
+        self.journal_bytes += record.len() as u64;
+        let ops: Vec<StorageOp<T>> = ops.into_iter().map(Into::into).collect();
+        let _ = self.state.write_atomically(ops);
+        let threshold = self.config.compact_at_bytes.max(2 * self.rewritten_bytes);
+        if self.journal_bytes >= threshold {
+            // The write itself is durable; a failed rewrite leaves the old journal in place.
+            if let Err(e) = self.rewrite() {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T> Storage<T> for JournalStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        Ok(self.write(ops)?)
+    }
+
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::AppendEntry(entry)])
+    }
+
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::AppendEntries(entries)])
+    }
+
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::AppendOnPrefix(from_idx, entries)])
+    }
+
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetPromise(n_prom)])
+    }
+
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetDecidedIndex(ld)])
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        self.state.get_decided_idx()
+    }
+
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetAcceptedRound(na)])
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        self.state.get_accepted_round()
+    }
+
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        self.state.get_entries(from, to)
+    }
+
+    fn get_log_len(&self) -> StorageResult<usize> {
+        self.state.get_log_len()
+    }
+
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        self.state.get_suffix(from)
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        self.state.get_promise()
+    }
+
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetStopsign(s)])
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        self.state.get_stopsign()
+    }
+
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::Trim(idx)])
+    }
+
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetCompactedIdx(idx)])
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        self.state.get_compacted_idx()
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        self.write_atomically(vec![StorageOp::SetSnapshot(snapshot)])
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        self.state.get_snapshot()
+    }
+}

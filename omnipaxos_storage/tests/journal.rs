@@ -1,0 +1,92 @@
+//! `JournalStorage`: a write cut short by a crash is dropped at reopen and everything before it
+//! kept; the journal stays bounded by what the store holds however many writes go through it;
+//! a second process cannot open the same directory.
+
+mod common;
+use common::*;
+use omnipaxos::storage::{Storage, StorageOp};
+use omnipaxos_storage::journal_storage::{
+    JournalStorage, JournalStorageConfig, JournalStorageError,
+};
+
+fn open(path: &std::path::Path) -> JournalStorage<E> {
+    JournalStorage::open(JournalStorageConfig::with_path(path)).unwrap()
+}
+
+#[test]
+fn a_write_torn_by_a_crash_is_dropped_and_the_writes_before_it_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = open(dir.path());
+        s.append_entries(es(0..5)).unwrap();
+        s.set_decided_idx(3).unwrap();
+        s.append_entries(es(5..9)).unwrap();
+    }
+    let journal = dir.path().join("journal");
+    let len = std::fs::metadata(&journal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(s.get_log_len().unwrap(), 5, "the torn append is gone");
+    assert_eq!(s.get_decided_idx().unwrap(), 3);
+    s.append_entry(E(42)).unwrap();
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(
+        s.get_entries(5, 6).unwrap(),
+        vec![E(42)],
+        "writes after the tear stay"
+    );
+}
+
+#[test]
+fn the_journal_stays_bounded_by_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = JournalStorageConfig::with_path(dir.path());
+    config.compact_at_bytes = 64 << 10;
+    let mut s = JournalStorage::<E>::open(config.clone()).unwrap();
+    let mut largest = 0;
+    for round in 0..400u64 {
+        let first = round * 100;
+        s.append_entries(es(first..first + 100)).unwrap();
+        s.set_decided_idx(first as usize + 100).unwrap();
+        // Keep the last 200 entries, as a server that compacts often does.
+        if first >= 200 {
+            s.write_atomically(vec![
+                StorageOp::Trim(first as usize - 100),
+                StorageOp::SetCompactedIdx(first as usize - 100),
+                StorageOp::SetSnapshot(Some(Sum(first))),
+            ])
+            .unwrap();
+        }
+        largest = largest.max(s.journal_bytes());
+    }
+    assert!(
+        largest <= config.compact_at_bytes + 4096,
+        "{largest} bytes of journal for 40,000 writes"
+    );
+    let file = std::fs::metadata(dir.path().join("journal")).unwrap().len();
+    assert_eq!(file, s.journal_bytes());
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.get_compacted_idx().unwrap(), 39_800);
+    assert_eq!(
+        s.get_log_len().unwrap(),
+        200,
+        "the entries after the compacted prefix"
+    );
+    assert_eq!(s.get_entries(39_950, 39_951).unwrap(), vec![E(39_950)]);
+    assert_eq!(s.get_snapshot().unwrap(), Some(Sum(39_900)));
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let second = JournalStorage::<E>::open(JournalStorageConfig::with_path(dir.path()));
+    assert!(matches!(second, Err(JournalStorageError::Locked(_))));
+}
