@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 /// `data_dir/handover.bin` (written to a temporary file, synced, then renamed).
 pub struct DirectoryStorage {
     data_dir: PathBuf,
+    /// `JournalStorageConfig::compact_at_bytes` of the journal stores this opens.
+    journal_rewrite_bytes: Option<u64>,
     /// How long each sync of a write took, in every store this opened.
     fsync_seconds: Histogram,
 }
@@ -25,6 +27,7 @@ impl DirectoryStorage {
     pub fn new(data_dir: impl AsRef<Path>) -> Self {
         Self {
             data_dir: data_dir.as_ref().to_path_buf(),
+            journal_rewrite_bytes: None,
             fsync_seconds: crate::prometheus::latency_histogram(),
         }
     }
@@ -39,6 +42,12 @@ impl DirectoryStorage {
             Unit::Seconds,
             self.fsync_seconds.clone(),
         );
+    }
+
+    /// Journal stores (`JournalStorage`) opened from now on rewrite their journal from this
+    /// many bytes on (default: `JournalStorageConfig`'s).
+    pub fn set_journal_rewrite_bytes(&mut self, bytes: u64) {
+        self.journal_rewrite_bytes = Some(bytes);
     }
 
     /// The directory of configuration `config_id`.
@@ -73,6 +82,9 @@ impl<T: RuntimeEntry> StorageFactory<T, JournalStorage<T>> for DirectoryStorage 
     fn open(&mut self, config_id: u32) -> Result<JournalStorage<T>, String> {
         let dir = self.config_dir(config_id);
         let mut config = JournalStorageConfig::with_path(&dir);
+        if let Some(bytes) = self.journal_rewrite_bytes {
+            config.compact_at_bytes = bytes;
+        }
         let fsync_seconds = self.fsync_seconds.clone();
         config.set_sync_observer(move |took| crate::prometheus::observe(&fsync_seconds, took));
         JournalStorage::open(config).map_err(|e| format!("{}: {e}", dir.display()))

@@ -26,6 +26,8 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         false => 0,
     };
     let mut storage = DirectoryStorage::new(&config.data_dir);
+    // The log holds about a checkpoint's worth of entries: a journal of a few times that.
+    storage.set_journal_rewrite_bytes(crate::compaction::JOURNAL_REWRITE_BYTES);
     let first: JournalStorage<KvCommand> = storage.open(cluster.configuration_id)?;
     let mut op: OmniPaxos<KvCommand, JournalStorage<KvCommand>> = cluster
         .build_for_server(config.omnipaxos.server_config.clone(), first)

@@ -38,7 +38,7 @@ pub type Position = (u32, usize);
 /// Size at which a segment is closed and a new one started.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
 /// Closed segments are rewritten until they hold at most this many times their live bytes.
-pub const SPACE_FACTOR: f64 = 1.25;
+pub const SPACE_FACTOR: f64 = 1.2;
 
 const RECOVERY_FILE: &str = "recovery.json";
 /// Record header: checksum, key length, value length (`TOMBSTONE` for a delete).
