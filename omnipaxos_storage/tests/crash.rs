@@ -1,14 +1,16 @@
 //! Crash tests: a child process (this test binary, re-executed) writes to a `PersistentStorage`
-//! and acknowledges every write that returned `Ok`; the parent kills it with SIGKILL at a random
+//! (or a `JournalStorage`) and acknowledges every write that returned `Ok`; the parent kills it with SIGKILL at a random
 //! acknowledgement, reopens the store and checks that every acknowledged entry and decided index
 //! survived and that the state is consistent. 200 kill points by default, `CRASH_ITERS=N` for
 //! more. Every store is killed 20 times in a row, so recovery from a recovered store is tested;
-//! every other store has a tiny write-ahead log, so kills also land in and around checkpoints.
+//! every other store has a tiny write-ahead log (or journal rewrite threshold), so kills also
+//! land in and around checkpoints (rewrites).
 
 mod common;
 use common::*;
 use omnipaxos::simulation::SimRng;
 use omnipaxos::storage::{Storage, StorageOp};
+use omnipaxos_storage::journal_storage::{JournalStorage, JournalStorageConfig};
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -16,6 +18,32 @@ use std::process::{Command, Stdio};
 const CHILD_DIR: &str = "OMNIPAXOS_CRASH_CHILD_DIR";
 const CHILD_SEED: &str = "OMNIPAXOS_CRASH_CHILD_SEED";
 const CHILD_LOG_BYTES: &str = "OMNIPAXOS_CRASH_CHILD_LOG_BYTES";
+const CHILD_KIND: &str = "OMNIPAXOS_CRASH_CHILD_KIND";
+
+/// Opens a store of `kind` ("journal" or the sled-backed one) in `dir`; `log_bytes` sizes its
+/// write-ahead log (or its journal's rewrite threshold).
+fn open_store(
+    kind: &str,
+    dir: &str,
+    log_bytes: Option<u64>,
+) -> Result<Box<dyn Storage<E>>, String> {
+    if kind == "journal" {
+        let mut config = JournalStorageConfig::with_path(dir);
+        if let Some(bytes) = log_bytes {
+            config.compact_at_bytes = bytes;
+        }
+        return JournalStorage::<E>::open(config)
+            .map(|s| Box::new(s) as Box<dyn Storage<E>>)
+            .map_err(|e| e.to_string());
+    }
+    let mut config = PersistentStorageConfig::with_path(dir.to_string());
+    if let Some(bytes) = log_bytes {
+        config.set_write_ahead_log_bytes(bytes);
+    }
+    PersistentStorage::<E>::try_open(config)
+        .map(|s| Box::new(s) as Box<dyn Storage<E>>)
+        .map_err(|e| e.to_string())
+}
 const KILLS_PER_STORE: u64 = 20;
 
 /// The child's side; does nothing unless started by the parent test. Entry `i` holds value `i`,
@@ -26,14 +54,11 @@ fn crash_child_writer() {
         return;
     };
     let mut rng = SimRng::new(seed.parse().unwrap());
-    let mut config = PersistentStorageConfig::with_path(dir);
-    if let Some(bytes) = std::env::var(CHILD_LOG_BYTES)
+    let log_bytes = std::env::var(CHILD_LOG_BYTES)
         .ok()
-        .and_then(|b| b.parse().ok())
-    {
-        config.set_write_ahead_log_bytes(bytes);
-    }
-    let mut store = PersistentStorage::<E>::open(config);
+        .and_then(|b| b.parse().ok());
+    let kind = std::env::var(CHILD_KIND).unwrap_or_default();
+    let mut store = open_store(&kind, &dir, log_bytes).unwrap();
     let mut log_end = store.get_log_len().unwrap();
     let mut decided = store.get_decided_idx().unwrap();
     let mut out = std::io::stdout().lock();
@@ -76,9 +101,10 @@ fn log_bytes(it: u64) -> u64 {
     }
 }
 
-fn spawn_child(dir: &str, seed: u64) -> std::process::Child {
+fn spawn_child(kind: &str, dir: &str, seed: u64) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .env(CHILD_LOG_BYTES, log_bytes(seed).to_string())
+        .env(CHILD_KIND, kind)
         .args([
             "crash_child_writer",
             "--exact",
@@ -95,6 +121,15 @@ fn spawn_child(dir: &str, seed: u64) -> std::process::Child {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    survive_sigkill("persistent");
+}
+
+#[test]
+fn acknowledged_writes_to_a_journal_survive_sigkill() {
+    survive_sigkill("journal");
+}
+
+fn survive_sigkill(kind: &str) {
     let iters: u64 = std::env::var("CRASH_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -108,7 +143,7 @@ fn acknowledged_writes_survive_sigkill() {
         let dir = root.path().join(format!("store-{}", it / KILLS_PER_STORE));
         let dir = dir.to_string_lossy().to_string();
         let kill_after = SimRng::new(it).range(1, 40);
-        let mut child = spawn_child(&dir, it);
+        let mut child = spawn_child(kind, &dir, it);
         let stdout = child.stdout.take().unwrap();
         let mut acks = 0;
         for line in BufReader::new(stdout).lines() {
@@ -126,7 +161,7 @@ fn acknowledged_writes_survive_sigkill() {
         child.wait().unwrap();
         assert_eq!(acks, kill_after, "iteration {it}: the child stopped early");
 
-        let store = PersistentStorage::<E>::try_open(PersistentStorageConfig::with_path(dir))
+        let store = open_store(kind, &dir, None)
             .unwrap_or_else(|e| panic!("iteration {it}: the store does not reopen: {e}"));
         let log_len = store.get_log_len().unwrap();
         let decided = store.get_decided_idx().unwrap();
