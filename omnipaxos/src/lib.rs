@@ -79,6 +79,8 @@ pub mod docs {
     pub mod reads {}
     #[doc = include_str!("../../docs/performance.md")]
     pub mod performance {}
+    #[doc = include_str!("../../docs/large_state.md")]
+    pub mod large_state {}
     #[cfg(feature = "simulation")]
     #[doc = include_str!("../../docs/simulation.md")]
     pub mod simulation {}

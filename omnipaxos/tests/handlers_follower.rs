@@ -335,3 +335,48 @@ fn a_leader_picked_at_start_up_gets_a_round_to_become_quorum_connected() {
         ["2->1 HeartbeatReply r=99 b=2.2 leader=0.0 happy=true"]
     );
 }
+
+/// Seen when a kv_store follower restarted under load: it recovered its promise of server 3's
+/// ballot, its first round ended before its connection to server 3 was up (only server 2
+/// answered), and it stood with a higher ballot, deposing a leader that was fine.
+#[test]
+fn a_restarted_follower_gives_its_recovered_leader_a_round_before_standing() {
+    let three = Ballot::with(1, 1, 0, 3);
+    let two = Ballot::with(1, 1, 0, 2);
+    use omnipaxos::storage::Storage;
+    let memory = omnipaxos_storage::memory_storage::MemoryStorage::default();
+    let mut store = omnipaxos::simulation::SimStorage::new(memory);
+    store.set_promise(three).unwrap();
+    let cluster = omnipaxos::ClusterConfig {
+        configuration_id: 1,
+        nodes: vec![1, 2, 3],
+        flexible_quorum: None,
+    };
+    let server = omnipaxos::ServerConfig {
+        pid: 1,
+        ..Default::default()
+    };
+    let op = cluster.build_for_server(server, store.clone()).unwrap();
+    let mut n = Node { pid: 1, op, store };
+    // The first round: only server 2 (happy, following 3) answers.
+    ble_input(&mut n, 2, reply(1, two, three, true));
+    end_round(&mut n);
+    let view = |n: &mut Node| {
+        n.settle();
+        n.out_ble();
+        ble_input(n, 2, HeartbeatMsg::Request(HeartbeatRequest { round: 99 }));
+        n.out_ble()
+    };
+    assert_eq!(
+        view(&mut n),
+        ["1->2 HeartbeatReply r=99 b=0.1 leader=1.3 happy=true"],
+        "still following 3, not standing"
+    );
+    // Server 3 stays silent a second round: now it counts as lost.
+    ble_input(&mut n, 2, reply(2, two, three, true));
+    end_round(&mut n);
+    assert_eq!(
+        view(&mut n),
+        ["1->2 HeartbeatReply r=99 b=2.1 leader=0.0 happy=true"]
+    );
+}

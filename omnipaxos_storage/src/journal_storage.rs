@@ -107,6 +107,23 @@ enum Op<T: Entry> {
     SetSnapshot(Option<T::Snapshot>),
 }
 
+/// [`Op`] borrowing what it holds, to write the whole state without copying it. The variants
+/// are [`Op`]'s, in the same order, so that the journal reads them back as `Op`s.
+#[derive(Serialize)]
+#[serde(bound = "T: Serialize, T::Snapshot: Serialize")]
+enum OpRef<'a, T: Entry> {
+    AppendEntries(&'a [T]),
+    #[allow(dead_code)]
+    AppendOnPrefix(usize, &'a [T]),
+    SetPromise(Ballot),
+    SetDecidedIndex(usize),
+    SetAcceptedRound(Ballot),
+    SetCompactedIdx(usize),
+    Trim(usize),
+    SetStopsign(Option<&'a StopSign>),
+    SetSnapshot(Option<&'a T::Snapshot>),
+}
+
 impl<T: Entry> From<StorageOp<T>> for Op<T> {
     fn from(op: StorageOp<T>) -> Self {
         match op {
@@ -140,20 +157,54 @@ impl<T: Entry> From<Op<T>> for StorageOp<T> {
     }
 }
 
-fn encode<T>(ops: &[Op<T>]) -> Result<Vec<u8>, JournalStorageError>
-where
-    T: Entry + Serialize + DeserializeOwned,
-{
-    let payload = bincode::serde::encode_to_vec(ops, bincode::config::standard())
+/// Writes one record holding `value` at `offset` of `file` (payload first, straight from the
+/// encoder, then the header that makes it valid) and returns its length. Nothing is copied
+/// into a buffer of the record's size, so a large write costs no memory of its size.
+fn write_record<V: Serialize + ?Sized>(
+    file: &File,
+    offset: u64,
+    value: &V,
+    path: &Path,
+) -> Result<u64, JournalStorageError> {
+    let mut out = Checksummed {
+        inner: std::io::BufWriter::with_capacity(
+            256 << 10,
+            At {
+                file,
+                offset: offset + HEADER as u64,
+            },
+        ),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
         .map_err(|e| JournalStorageError::Codec(e.to_string()))?;
-    if u32::try_from(payload.len()).is_err() {
-        return Err(JournalStorageError::Codec("a write above 4 GiB".into()));
+    out.inner.flush().map_err(io(path))?;
+    let len = u32::try_from(out.len)
+        .map_err(|_| JournalStorageError::Codec("a record above 4 GiB".into()))?;
+    let mut header = [0u8; HEADER];
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..].copy_from_slice(&out.crc.clone().finalize().to_le_bytes());
+    std::os::unix::fs::FileExt::write_all_at(file, &header, offset).map_err(io(path))?;
+    Ok(HEADER as u64 + u64::from(len))
+}
+
+/// Writes at a position of a file, moving on as it goes.
+struct At<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Write for At<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::write_at(self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
     }
-    let mut record = Vec::with_capacity(HEADER + payload.len());
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-    Ok(record)
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The records at the start of `bytes` and where the last whole one ends.
@@ -182,6 +233,26 @@ where
         at += HEADER + len as usize;
     }
     (records, at)
+}
+
+/// A writer that counts and checksums what passes through it.
+struct Checksummed<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: usize,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalStorageError> {
@@ -247,7 +318,7 @@ where
             journal.sync_all().map_err(io(&path))?;
         }
         sync_dir(&dir)?;
-        let mut store = Self {
+        let store = Self {
             state,
             config,
             journal,
@@ -256,17 +327,7 @@ where
             _lock: lock,
             failed: false,
         };
-        store.seek_end()?;
         Ok(store)
-    }
-
-    fn seek_end(&mut self) -> Result<(), JournalStorageError> {
-        use std::io::Seek;
-        let path = self.config.path.join(JOURNAL);
-        self.journal
-            .seek(std::io::SeekFrom::Start(self.journal_bytes))
-            .map_err(io(&path))?;
-        Ok(())
     }
 
     /// The store's directory.
@@ -279,47 +340,42 @@ where
         self.journal_bytes
     }
 
-    /// The whole state as the ops that rebuild it from nothing.
-    fn state_ops(&self) -> Vec<Op<T>> {
-        let s = &self.state;
-        let start = s.log_start();
-        let mut ops = vec![
-            Op::Trim(start),
-            Op::AppendEntries(s.get_suffix(start).unwrap_or_default()),
-            Op::SetCompactedIdx(s.get_compacted_idx().unwrap_or_default()),
-            Op::SetSnapshot(s.get_snapshot().unwrap_or_default()),
-            Op::SetDecidedIndex(s.get_decided_idx().unwrap_or_default()),
-            Op::SetStopsign(s.get_stopsign().unwrap_or_default()),
-        ];
-        if let Ok(Some(b)) = s.get_promise() {
-            ops.push(Op::SetPromise(b));
-        }
-        if let Ok(Some(b)) = s.get_accepted_round() {
-            ops.push(Op::SetAcceptedRound(b));
-        }
-        ops
-    }
-
-    /// Replaces the journal by one record of the whole state.
+    /// Replaces the journal by one record of the whole state: the ops that rebuild it from
+    /// nothing, encoded straight into a new file (no copy of the log in memory), synced, and
+    /// renamed over the old journal.
     fn rewrite(&mut self) -> Result<(), JournalStorageError> {
-        let record = encode(&self.state_ops())?;
         let dir = self.config.path.clone();
         let (new_path, path) = (dir.join(REWRITTEN), dir.join(JOURNAL));
-        let mut file = OpenOptions::new()
+        let s = &self.state;
+        let (snapshot, stopsign) = (s.snapshot_ref(), s.stopsign_ref());
+        let mut ops = vec![
+            OpRef::Trim(s.log_start()),
+            OpRef::AppendEntries(s.held()),
+            OpRef::SetCompactedIdx(s.get_compacted_idx().unwrap_or_default()),
+            OpRef::SetSnapshot(snapshot),
+            OpRef::SetDecidedIndex(s.get_decided_idx().unwrap_or_default()),
+            OpRef::SetStopsign(stopsign),
+        ];
+        if let Ok(Some(b)) = s.get_promise() {
+            ops.push(OpRef::SetPromise(b));
+        }
+        if let Ok(Some(b)) = s.get_accepted_round() {
+            ops.push(OpRef::SetAcceptedRound(b));
+        }
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .read(true)
             .write(true)
             .open(&new_path)
             .map_err(io(&new_path))?;
-        file.write_all(&record)
-            .and_then(|_| file.sync_all())
-            .map_err(io(&new_path))?;
+        let record_len = write_record(&file, 0, &ops, &new_path)?;
+        file.sync_all().map_err(io(&new_path))?;
         std::fs::rename(&new_path, &path).map_err(io(&path))?;
         sync_dir(&dir)?;
         self.journal = file;
-        self.journal_bytes = record.len() as u64;
-        self.rewritten_bytes = record.len() as u64;
+        self.journal_bytes = record_len;
+        self.rewritten_bytes = record_len;
         Ok(())
     }
 
@@ -331,25 +387,29 @@ where
             .iter()
             .all(|op| matches!(op, StorageOp::SetDecidedIndex(_)));
         let ops: Vec<Op<T>> = ops.into_iter().map(Into::into).collect();
-        let record = encode(&ops)?;
         let path = self.config.path.join(JOURNAL);
         let started = Instant::now();
-        let written = self.journal.write_all(&record).and_then(|_| {
-            if decided_only && !self.config.sync_decided_idx {
-                return Ok(());
+        let written = write_record(&self.journal, self.journal_bytes, &ops, &path);
+        let synced = written.and_then(|len| {
+            if !(decided_only && !self.config.sync_decided_idx) {
+                self.journal.sync_data().map_err(io(&path))?;
+                if let Some(observer) = &self.config.sync_observer {
+                    (observer.0)(started.elapsed());
+                }
             }
-            self.journal.sync_data()?;
-            if let Some(observer) = &self.config.sync_observer {
-                (observer.0)(started.elapsed());
-            }
-            Ok(())
+            Ok(len)
         });
-        if let Err(e) = written {
-            // The file may end in a partial record: no later record may follow it.
-            self.failed = true;
-            return Err(io(&path)(e));
+        match synced {
+            Ok(len) => self.journal_bytes += len,
+            // Nothing valid was written (the header comes last): the next write goes to the
+            // same place.
+            Err(e @ JournalStorageError::Codec(_)) => return Err(e),
+            Err(e) => {
+                // A write or sync failed: what the file holds now is unknown.
+                self.failed = true;
+                return Err(e);
+            }
         }
-        self.journal_bytes += record.len() as u64;
         let ops: Vec<StorageOp<T>> = ops.into_iter().map(Into::into).collect();
         let _ = self.state.write_atomically(ops);
         let threshold = self.config.compact_at_bytes.max(2 * self.rewritten_bytes);

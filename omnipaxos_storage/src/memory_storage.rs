@@ -51,6 +51,19 @@ impl<T: Entry> MemoryStorage<T> {
         self.trimmed_idx
     }
 
+    /// The entries held, from [`MemoryStorage::log_start`] on.
+    pub(crate) fn held(&self) -> &[T] {
+        &self.log
+    }
+
+    pub(crate) fn snapshot_ref(&self) -> Option<&T::Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    pub(crate) fn stopsign_ref(&self) -> Option<&StopSign> {
+        self.stopsign.as_ref()
+    }
+
     /// Position in `log` of absolute index `idx` (clamped to the held range).
     fn physical(&self, idx: usize) -> usize {
         idx.saturating_sub(self.trimmed_idx).min(self.log.len())

@@ -72,3 +72,102 @@ pub fn key_path(key: &str) -> String {
     }
     out
 }
+
+/// One HTTP/1.1 connection kept open for many requests in a row (the large-state scenarios send
+/// millions); reconnects once when the server closed it.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    timeout: Duration,
+    stream: Option<std::io::BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        Self {
+            addr,
+            timeout,
+            stream: None,
+        }
+    }
+
+    /// Sends one request; the status code and the body.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        match self.try_request(method, path, body) {
+            Ok(answer) => Ok(answer),
+            Err(_) => {
+                // The server may have closed the idle connection: once more on a new one.
+                self.stream = None;
+                self.try_request(method, path, body)
+            }
+        }
+    }
+
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        use std::io::BufRead;
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            stream.set_read_timeout(Some(self.timeout))?;
+            stream.set_write_timeout(Some(self.timeout))?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(std::io::BufReader::new(stream));
+        }
+        let reader = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| invalid("no connection"))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        reader.get_mut().write_all(&request)?;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid("no HTTP status"))?;
+        let mut length = 0usize;
+        let mut close = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(invalid("the connection closed in the header"));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => {
+                        length = value.trim().parse().map_err(|_| invalid("bad length"))?
+                    }
+                    "connection" => close = value.trim().eq_ignore_ascii_case("close"),
+                    _ => {}
+                }
+            }
+        }
+        let mut payload = vec![0; length];
+        reader.read_exact(&mut payload)?;
+        if close {
+            self.stream = None;
+        }
+        Ok((status, payload))
+    }
+}

@@ -12,7 +12,7 @@
 /// Entries applied after which a checkpoint is due.
 pub const CHECKPOINT_ENTRIES: usize = 10_000;
 /// Bytes of keys and values written after which a checkpoint is due.
-pub const CHECKPOINT_BYTES: usize = 4 << 20;
+pub const CHECKPOINT_BYTES: usize = 2 << 20;
 /// The log's journal (`JournalStorage`) is rewritten from this size on (or twice the log's):
 /// the log holds about a checkpoint's worth of entries, so the journal stays a few of those.
 pub const JOURNAL_REWRITE_BYTES: u64 = 8 << 20;

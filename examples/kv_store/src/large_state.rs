@@ -6,16 +6,18 @@
 //! 2. **Snapshot while writing**: every key written again (every node checkpoints and compacts
 //!    its log many times on the way).
 //! 3. **Catch-up after restart**: a follower is killed, half the keys are written again (the
-//!    others compact past it), the follower restarts and copies the state in chunks.
-//! 4. **Join by reconfiguration**: node 4 replaces node 3 and copies the state in chunks; a
-//!    quarter of the keys is written again in the new configuration.
+//!    others compact past it), the follower restarts and copies the state in chunks while an
+//!    eighth of the keys is written again through the other nodes.
+//! 4. **Join by reconfiguration**: node 4 replaces node 3 and copies the state in chunks while
+//!    another eighth is written again; then the first quarter is written again in the new
+//!    configuration.
 //!
 //! Then every key is read back from every node. Checked: no leader change without a fault
 //! (on the nodes that stayed up, outside the reconfiguration itself), every key's last value on
 //! every node, disk and memory per node at most twice the data, no frame and no chunk above
 //! its configured limit, and that both copies really went through chunked transfers.
 
-use crate::client::{key_path, request};
+use crate::client::{key_path, KeepAlive};
 use crate::demo::Demo;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// The runtime's default `max_frame_bytes` (the kv_store does not change it).
 pub const FRAME_LIMIT: u64 = 16 << 20;
-const WRITERS: usize = 8;
+const WRITERS: usize = 16;
 
 /// What to run.
 #[derive(Clone, Copy, Debug)]
@@ -270,25 +272,56 @@ fn write_round(
     range: std::ops::Range<usize>,
     round: u8,
 ) -> Result<f64, String> {
-    let started = Instant::now();
     let targets: Vec<_> = cluster.live().iter().map(|p| cluster.http[p]).collect();
+    write_through(targets, spec, range, round)
+}
+
+/// Starts writing keys `range` in `round` through `pids` in the background (the cluster keeps
+/// serving while a node copies the state).
+fn write_meanwhile(
+    cluster: &Demo,
+    pids: &[u64],
+    spec: Spec,
+    range: std::ops::Range<usize>,
+    round: u8,
+) -> std::thread::JoinHandle<Result<f64, String>> {
+    let targets: Vec<_> = pids.iter().map(|p| cluster.http[p]).collect();
+    std::thread::spawn(move || write_through(targets, spec, range, round))
+}
+
+/// Writes keys `range` in `round` through `targets` from `WRITERS` threads; MB/s.
+fn write_through(
+    targets: Vec<std::net::SocketAddr>,
+    spec: Spec,
+    range: std::ops::Range<usize>,
+    round: u8,
+) -> Result<f64, String> {
+    let started = Instant::now();
     let (start, end) = (range.start, range.end);
     let writers: Vec<_> = (0..WRITERS)
         .map(|t| {
             let targets = targets.clone();
             std::thread::spawn(move || -> Result<(), String> {
+                let timeout = Duration::from_secs(30);
+                let mut nodes: Vec<KeepAlive> = targets
+                    .iter()
+                    .map(|a| KeepAlive::new(*a, timeout))
+                    .collect();
                 for i in (start + t..end).step_by(WRITERS) {
                     let v = value(i, round, spec.value_bytes);
                     let mut attempt = 0;
                     loop {
-                        let addr = targets[(i + attempt) % targets.len()];
-                        let timeout = Duration::from_secs(30);
-                        match request(addr, "PUT", &key_path(&key(i)), &v, timeout) {
-                            Ok(r) if r.status == 200 => break,
-                            other if attempt >= 20 => {
+                        let node = &mut nodes[(i + attempt) % targets.len()];
+                        match node.request("PUT", &key_path(&key(i)), v.as_bytes()) {
+                            Ok((200, _)) => break,
+                            other if attempt >= 100 => {
                                 return Err(format!("PUT {}: {other:?}", key(i)))
                             }
-                            _ => attempt += 1,
+                            // A reconfiguration or an election: a moment later, maybe elsewhere.
+                            _ => {
+                                attempt += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
                         }
                     }
                 }
@@ -311,14 +344,17 @@ fn verify(cluster: &Demo, pid: u64, spec: Spec, rounds: &[u8]) -> Result<usize, 
         .map(|t| {
             let rounds = rounds.clone();
             std::thread::spawn(move || -> Result<usize, String> {
+                let mut node = KeepAlive::new(addr, Duration::from_secs(30));
                 let mut n = 0;
                 for i in (t..rounds.len()).step_by(WRITERS) {
-                    let r = request(addr, "GET", &key_path(&key(i)), "", Duration::from_secs(30))
+                    let (status, body) = node
+                        .request("GET", &key_path(&key(i)), b"")
                         .map_err(|e| format!("node {pid}: GET {}: {e}", key(i)))?;
                     let expected = value(i, rounds[i], spec.value_bytes);
-                    if r.status != 200 || r.body["value"].as_str() != Some(expected.as_str()) {
-                        let got: String = r.body.to_string().chars().take(60).collect();
-                        return Err(format!("node {pid}: {} is {} {got}", key(i), r.status));
+                    let got: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if status != 200 || got["value"].as_str() != Some(expected.as_str()) {
+                        let got: String = got.to_string().chars().take(60).collect();
+                        return Err(format!("node {pid}: {} is {status} {got}", key(i)));
                     }
                     n += 1;
                 }
@@ -418,40 +454,62 @@ pub fn run(exe: std::path::PathBuf, spec: Spec) -> Result<Report, String> {
     report.rewrite_mb_per_s = write_round(&cluster, spec, 0..spec.keys, 1)?;
     rounds.fill(1);
 
+    let n = spec.keys;
     let follower = [1, 2, 3].into_iter().find(|p| *p != leader).unwrap_or(2);
     say(&format!(
         "killing follower {follower}; writing half the keys again"
     ));
     cluster.kill(follower);
     watched.remove(&follower);
-    write_round(&cluster, spec, 0..spec.keys / 2, 2)?;
-    rounds[..spec.keys / 2].fill(2);
-    say(&format!("restarting node {follower}"));
+    write_round(&cluster, spec, 0..n / 2, 2)?;
+    rounds[..n / 2].fill(2);
+    say(&format!(
+        "restarting node {follower} while an eighth of the keys is written again"
+    ));
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|p| *p != follower).collect();
+    let writing = write_meanwhile(&cluster, &others, spec, n / 2..5 * n / 8, 4);
     let restarted = Instant::now();
     cluster.spawn(follower)?;
     sampler.watch(&cluster);
     report.catch_up = wait_caught_up(&cluster, follower, leader, restarted)?;
-    report.leader_changes += changes_since(&cluster, &watched);
+    writing.join().map_err(|_| "a writer panicked")??;
+    rounds[n / 2..5 * n / 8].fill(4);
+    let changed = changes_since(&cluster, &watched);
+    say(&format!("leader changes so far: {changed}"));
+    report.leader_changes += changed;
     measure(&cluster, &mut peaks);
 
-    say("node 4 replaces node 3 (join by reconfiguration)");
+    say("node 4 replaces node 3 (join by reconfiguration) while an eighth of the keys is written again");
+    let writing = write_meanwhile(&cluster, &[1, 2], spec, 7 * n / 8..n, 5);
     let joined = Instant::now();
     cluster.replace_node_3()?;
     sampler.watch(&cluster);
     let leader2 = cluster.wait_for("a leader in configuration 2", |d| d.leader())?;
     report.join = wait_caught_up(&cluster, 4, leader2, joined)?;
+    writing.join().map_err(|_| "a writer panicked")??;
+    rounds[7 * n / 8..].fill(5);
     let watched2 = leader_changes(&cluster, &[1, 2, 4]);
-    write_round(&cluster, spec, 0..spec.keys / 4, 3)?;
-    rounds[..spec.keys / 4].fill(3);
+    say("writing the first quarter again in configuration 2");
+    write_round(&cluster, spec, 0..n / 4, 3)?;
+    rounds[..n / 4].fill(3);
     for pid in cluster.live() {
         say(&format!("reading every key back from node {pid}"));
         report
             .verified
             .insert(pid, verify(&cluster, pid, spec, &rounds)?);
     }
-    report.leader_changes += changes_since(&cluster, &watched2);
+    let changed = changes_since(&cluster, &watched2);
+    say(&format!("leader changes in configuration 2: {changed}"));
+    report.leader_changes += changed;
     measure(&cluster, &mut peaks);
     (report.largest_frame, report.largest_chunk) = peaks;
     (report.rss_bytes, report.disk_bytes) = sampler.finish();
+    if !report.violations().is_empty() {
+        let kept = cluster.keep_files();
+        say(&format!(
+            "a check failed: configs, data and logs kept in {}",
+            kept.display()
+        ));
+    }
     Ok(report)
 }

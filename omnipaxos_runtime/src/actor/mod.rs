@@ -98,8 +98,11 @@ pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Tra
     pub(crate) report: Report,
     /// Latency histograms, shared with the handles.
     latencies: Latencies,
-    /// Whether the core's clock runs (from the first tick with a majority connected on).
+    /// Whether the core's clock runs (from the first tick with every peer connected, or one
+    /// election round after a majority first was).
     ticking: bool,
+    /// Ticks since a majority was first connected, while waiting for the rest.
+    waited_for_all: u64,
 }
 
 /// Whether the loop goes on.
@@ -136,6 +139,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             report: Report::default(),
             latencies,
             ticking: false,
+            waited_for_all: 0,
         }
     }
 
@@ -236,6 +240,27 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         reachable * 2 > nodes.len()
     }
 
+    /// Whether the core's clock may start: every peer connected, or a majority connected for
+    /// one election round. A restarted follower whose first round ended before its connection
+    /// to the leader was up (the majority being itself and another follower) found the leader
+    /// missing and stood against it; waiting a round for the rest costs at most one round when
+    /// a peer is really down.
+    fn may_start_ticking(&mut self) -> bool {
+        let config = self.op.get_config();
+        let all = config
+            .cluster_config
+            .nodes
+            .iter()
+            .all(|&pid| pid == self.me || self.transport.is_connected(pid));
+        if all {
+            return true;
+        }
+        if self.majority_connected() {
+            self.waited_for_all += 1;
+        }
+        self.waited_for_all > config.server_config.election_tick_timeout
+    }
+
     /// Runs `f` on the instance and records how long its storage writes took, if it made any.
     fn in_core<R>(&mut self, f: impl FnOnce(&mut OmniPaxos<T, B>) -> R) -> R {
         let writes = self.op.get_storage_write_count();
@@ -267,8 +292,10 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     }
 
     fn on_tick(&mut self) {
-        if self.ticking || self.majority_connected() {
-            self.ticking = true;
+        if !self.ticking {
+            self.ticking = self.may_start_ticking();
+        }
+        if self.ticking {
             self.in_core(|op| op.tick());
         }
         self.reconf_tick();
