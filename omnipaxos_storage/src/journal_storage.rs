@@ -391,7 +391,7 @@ where
         let started = Instant::now();
         let written = write_record(&self.journal, self.journal_bytes, &ops, &path);
         let synced = written.and_then(|len| {
-            if !(decided_only && !self.config.sync_decided_idx) {
+            if !decided_only || self.config.sync_decided_idx {
                 self.journal.sync_data().map_err(io(&path))?;
                 if let Some(observer) = &self.config.sync_observer {
                     (observer.0)(started.elapsed());
