@@ -181,7 +181,11 @@ impl Inner {
 
     /// Appends `record` to the active segment (starting a new one when it is full).
     fn append(&mut self, record: &[u8]) -> Result<Loc, String> {
-        if self.segments[&self.active].len >= SEGMENT_BYTES {
+        let full = self
+            .segments
+            .get(&self.active)
+            .is_none_or(|s| s.len >= SEGMENT_BYTES);
+        if full {
             self.open_segment(self.active + 1)?;
         }
         let id = self.active;
@@ -330,7 +334,7 @@ impl StateStore {
                     path.display(),
                     bytes.len() - offset
                 );
-                let file = &inner.segments[id].file;
+                let file = &inner.segments.get(id).ok_or("segment vanished")?.file;
                 file.set_len(offset as u64)
                     .map_err(|e| failed("truncate", e))?;
             }
@@ -352,7 +356,10 @@ impl StateStore {
         let (file, loc) = {
             let inner = self.inner();
             match inner.index.get(key) {
-                Some(loc) => (inner.segments[&loc.segment].file.clone(), *loc),
+                Some(loc) => match inner.segments.get(&loc.segment) {
+                    Some(segment) => (segment.file.clone(), *loc),
+                    None => return Err(failed("read", format!("{key:?} points to no segment"))),
+                },
                 None => return Ok(None),
             }
         };

@@ -236,8 +236,9 @@ impl HttpDonors {
 
 impl Donors for HttpDonors {
     async fn fetch(&mut self, request: &ChunkRequest) -> StateChunk {
+        let mut round: u64 = 0;
         loop {
-            if self.donors.is_empty() {
+            if self.donors.is_empty() && round % 50 == 0 {
                 tracing::error!(
                     "a state transfer is needed but no other node's HTTP address is known \
                      ([http_peers] in the config file)"
@@ -257,6 +258,7 @@ impl Donors for HttpDonors {
                     }
                 }
             }
+            round += 1;
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
