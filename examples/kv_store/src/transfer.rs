@@ -238,7 +238,7 @@ impl Donors for HttpDonors {
     async fn fetch(&mut self, request: &ChunkRequest) -> StateChunk {
         let mut round: u64 = 0;
         loop {
-            if self.donors.is_empty() && round % 50 == 0 {
+            if self.donors.is_empty() && round.is_multiple_of(50) {
                 tracing::error!(
                     "a state transfer is needed but no other node's HTTP address is known \
                      ([http_peers] in the config file)"
