@@ -45,6 +45,8 @@ impl<T: Entry> std::fmt::Debug for MemoryStorage<T> {
     }
 }
 
+/// What `JournalStorage` reads to write the whole state without copying it.
+#[cfg(feature = "persistent_storage")]
 impl<T: Entry> MemoryStorage<T> {
     /// Absolute index of the first entry held (everything below was trimmed).
     pub(crate) fn log_start(&self) -> usize {
@@ -63,7 +65,9 @@ impl<T: Entry> MemoryStorage<T> {
     pub(crate) fn stopsign_ref(&self) -> Option<&StopSign> {
         self.stopsign.as_ref()
     }
+}
 
+impl<T: Entry> MemoryStorage<T> {
     /// Position in `log` of absolute index `idx` (clamped to the held range).
     fn physical(&self, idx: usize) -> usize {
         idx.saturating_sub(self.trimmed_idx).min(self.log.len())
