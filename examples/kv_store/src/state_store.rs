@@ -504,6 +504,41 @@ impl StateStore {
     }
 }
 
+impl StateStore {
+    /// Sets every key of `entries` (a chunk of a state transfer) with one write to the file.
+    pub fn put_all(&self, entries: Vec<(String, String)>) -> Result<(), String> {
+        let mut records = Vec::new();
+        let mut ends = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            records.extend_from_slice(&encode(key, Some(value)));
+            ends.push(records.len());
+        }
+        let mut inner = self.inner();
+        let first = inner.append(&records)?;
+        // `append` counted the whole as one record: account for each key instead.
+        inner.forget(first);
+        let mut start = 0;
+        for ((key, _), end) in entries.into_iter().zip(ends) {
+            let loc = Loc {
+                segment: first.segment,
+                offset: first.offset + start as u64,
+                len: (end - start) as u32,
+            };
+            start = end;
+            if let Some(s) = inner.segments.get_mut(&loc.segment) {
+                s.live += u64::from(loc.len);
+            }
+            if let Some(tombstone) = inner.tombstones.remove(&key) {
+                inner.forget(tombstone);
+            }
+            if let Some(old) = inner.index.insert(key, loc) {
+                inner.forget(old);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl KeyValues for StateStore {
     fn put(&mut self, key: String, value: String) -> Result<bool, String> {
         let record = encode(&key, Some(&value));

@@ -16,11 +16,12 @@
 //!   as the donor's.
 //!
 //! A chunk is one HTTP request (`POST /state/chunk`) whose answer has at most `max_bytes` bytes
-//! (one key larger than that travels alone). The progress is recorded durably with every chunk
+//! (one key larger than that travels alone). A failed request is asked again after the same
+//! cursor (from the same or another donor), and the progress is recorded durably every 16 MiB
 //! ([`TransferProgress`]), so a transfer resumes after a broken connection, a donor that went
 //! away, or a restart of the receiver.
 
-use crate::machine::{KeyValues, Sessions};
+use crate::machine::Sessions;
 use crate::state_store::{Position, Recovery, StateStore, TransferProgress};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -30,6 +31,10 @@ use std::time::Duration;
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 /// The largest chunk a donor sends, whatever is asked.
 pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+/// The progress is recorded durably (a sync of the copied keys and of the record) once this
+/// much was copied since the last time, and at the end: a restart copies at most this much
+/// again.
+const RECORD_EVERY_BYTES: u64 = 16 << 20;
 /// Pause after every donor failed once, before the next round.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long one chunk request may take.
@@ -122,8 +127,8 @@ pub struct TransferReport {
 }
 
 /// Copies the state into `store` from `donors`, starting or resuming `progress`; returns the
-/// sessions at the start position and what was copied. Every chunk is made durable with the
-/// progress before the next is asked for.
+/// sessions at the start position and what was copied. The copied keys and the progress are
+/// made durable every `RECORD_EVERY_BYTES` and at the end.
 pub async fn receive(
     store: &StateStore,
     mut progress: TransferProgress,
@@ -141,6 +146,7 @@ pub async fn receive(
     })
     .await?;
     let mut report = TransferReport::default();
+    let mut unrecorded = 0u64;
     loop {
         let request = ChunkRequest {
             after: progress.cursor.clone(),
@@ -166,17 +172,25 @@ pub async fn receive(
         report.chunks += 1;
         report.largest_chunk = report.largest_chunk.max(chunk.body_bytes);
         report.keys += chunk.entries.len() as u64;
-        report.bytes += chunk
+        let bytes: u64 = chunk
             .entries
             .iter()
             .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum::<u64>();
-        let (mut writer, record) = (store.clone(), Recovery::Transfer(progress.clone()));
+            .sum();
+        report.bytes += bytes;
+        unrecorded += bytes;
+        let record = (unrecorded >= RECORD_EVERY_BYTES || chunk.last)
+            .then(|| Recovery::Transfer(progress.clone()));
+        if record.is_some() {
+            unrecorded = 0;
+        }
+        let writer = store.clone();
         blocking(move || {
-            for (key, value) in chunk.entries {
-                writer.put(key, value)?;
+            writer.put_all(chunk.entries)?;
+            match record {
+                Some(record) => writer.record(&record),
+                None => Ok(()),
             }
-            writer.record(&record)
         })
         .await?;
         if chunk.last {
@@ -268,6 +282,7 @@ impl Donors for HttpDonors {
 mod tests {
     use super::*;
     use crate::entry::{KvCommand, RequestId, Write, WriteOp};
+    use crate::machine::KeyValues;
     use std::collections::{BTreeMap, VecDeque};
 
     /// Donors served from a map, as a donor at `position` would; `failures` says which
@@ -358,6 +373,14 @@ mod tests {
         assert!(report.largest_chunk > 500 && report.largest_chunk <= 1_000);
         let copied: BTreeMap<String, String> = store.keys_after(None).map(Result::unwrap).collect();
         assert_eq!(copied, keys, "every key, and nothing that was there before");
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        let reopened: BTreeMap<String, String> =
+            store.keys_after(None).map(Result::unwrap).collect();
+        assert_eq!(
+            reopened, keys,
+            "the copied chunks are read back from the files"
+        );
         // A failed request is asked again as it was: nothing skipped, nothing asked twice
         // once answered.
         for pair in donors.asked.windows(2) {
