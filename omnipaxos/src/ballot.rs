@@ -22,6 +22,12 @@ pub struct Ballot {
 }
 
 impl Ballot {
+    /// Rounds at or above this are refused wherever they arrive from the network (dropped and
+    /// logged, never promised). A correct server's round grows by one per election it stands
+    /// in, so it never gets near; a forged ballot with a round at the top of the range would
+    /// otherwise be promised by every follower and could never be outbid.
+    pub const ROUND_LIMIT: u32 = 1 << 31;
+
     /// Creates a ballot.
     pub fn with(config_id: ConfigurationId, n: u32, priority: u32, pid: NodeId) -> Ballot {
         Ballot {
@@ -30,6 +36,14 @@ impl Ballot {
             priority,
             pid,
         }
+    }
+}
+
+impl Ballot {
+    /// Whether a correct server can have produced this ballot's round (see
+    /// [`ROUND_LIMIT`](Self::ROUND_LIMIT)).
+    pub(crate) fn is_plausible(&self) -> bool {
+        self.n < Self::ROUND_LIMIT
     }
 }
 

@@ -66,7 +66,35 @@ pub struct ClusterConfig {
     pub flexible_quorum: Option<FlexibleQuorum>,
 }
 
+/// The most servers a configuration proposed through `reconfigure` may name: every message
+/// round goes to each of them, so a list of thousands is a mistake, not a cluster.
+pub(crate) const MAX_RECONFIGURATION_NODES: usize = 1024;
+
 impl ClusterConfig {
+    /// Checks a configuration proposed to follow configuration `current`: valid on its own,
+    /// with a greater id (a StopSign naming the current id or an older one would retire the
+    /// cluster into a configuration that already ran), and at most
+    /// [`MAX_RECONFIGURATION_NODES`] servers.
+    pub(crate) fn validate_successor_of(
+        &self,
+        current: ConfigurationId,
+    ) -> Result<(), ConfigError> {
+        self.validate()?;
+        if self.configuration_id <= current {
+            return Err(invalid(format!(
+                "configuration_id {} must be greater than the current configuration's ({current})",
+                self.configuration_id
+            )));
+        }
+        if self.nodes.len() > MAX_RECONFIGURATION_NODES {
+            return Err(invalid(format!(
+                "{} nodes: a configuration may name at most {MAX_RECONFIGURATION_NODES}",
+                self.nodes.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks the configuration: a non-zero id, at least one node, distinct non-zero pids, and
     /// flexible quorums whose read and write quorums intersect.
     pub fn validate(&self) -> Result<(), ConfigError> {

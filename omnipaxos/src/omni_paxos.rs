@@ -76,6 +76,7 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
         let mut seq_paxos = SequencePaxos::new(
             internal,
             pid,
+            cluster_config.configuration_id,
             nodes,
             quorum,
             server_config.buffer_size,
@@ -166,6 +167,14 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
     /// outside the configuration, a stale ballot, an out-of-sequence number) are dropped.
     pub fn handle_incoming(&mut self, m: Message<T>) {
         if self.storage_error.is_some() {
+            return;
+        }
+        if !m.has_plausible_ballots() {
+            log!(
+                warn,
+                self.seq_paxos.pid(),
+                "dropped a message with a round no correct server reaches: {m}"
+            );
             return;
         }
         match m {
@@ -430,8 +439,25 @@ impl<T: Entry, B: Storage<T>> OmniPaxos<T, B> {
             .unwrap_or(Err(CompactionErr::StorageFailed))
     }
 
+    /// Whether this server carries out the compaction requests of the leader it follows (a
+    /// `trim`, or a `snapshot` with `local_only = false`, called on the leader). On by default,
+    /// as published. Turn it off where the application alone may decide how far its log is
+    /// compacted: e.g. when its snapshots are markers of state it keeps elsewhere and makes
+    /// durable on its own schedule, a prefix compacted before that state is durable would be
+    /// lost by a crash. Requests from any other server are always refused.
+    pub fn set_remote_compaction(&mut self, allowed: bool) {
+        self.seq_paxos.set_remote_compaction(allowed);
+    }
+
+    /// Whether this server carries out its leader's compaction requests (see
+    /// [`set_remote_compaction`](Self::set_remote_compaction)).
+    pub fn get_remote_compaction(&self) -> bool {
+        self.seq_paxos.remote_compaction()
+    }
+
     /// Replaces the decided log up to `compact_idx` (default: the decided index) by a snapshot;
-    /// unless `local_only`, asks the peers to do the same.
+    /// unless `local_only`, asks the peers to do the same (they take the request only from the
+    /// leader they follow, see [`set_remote_compaction`](Self::set_remote_compaction)).
     pub fn snapshot(
         &mut self,
         compact_idx: Option<usize>,

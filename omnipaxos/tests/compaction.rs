@@ -119,8 +119,20 @@ fn snapshots_compact_everywhere_and_keep_the_state() {
             })
             .collect();
         let expected_snapshot = <Total as omnipaxos::storage::Snapshot<Add>>::create(&first_six);
+        // A follower's request compacts the follower alone: the others take compaction
+        // requests only from the leader they follow.
         let follower = if leader == 1 { 2 } else { 1 };
         sim.server_mut(follower)
+            .unwrap()
+            .snapshot(Some(4), false)
+            .unwrap();
+        sim.step();
+        for pid in 1..=n {
+            let expected = if pid == follower { 4 } else { 0 };
+            let compacted = sim.server(pid).unwrap().get_compacted_idx();
+            assert_eq!(compacted, expected, "{n} servers: server {pid}");
+        }
+        sim.server_mut(leader)
             .unwrap()
             .snapshot(Some(6), false)
             .unwrap();

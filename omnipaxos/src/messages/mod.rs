@@ -33,6 +33,19 @@ impl<T: Entry> Message<T> {
         }
     }
 
+    /// Whether every ballot the message carries could come from a correct server (no round at
+    /// the top of the range, see [`Ballot::ROUND_LIMIT`](crate::ballot::Ballot::ROUND_LIMIT)).
+    pub(crate) fn has_plausible_ballots(&self) -> bool {
+        let ballots = match self {
+            Message::SequencePaxos(m) => m.msg.ballots(),
+            Message::BLE(m) => match m.msg {
+                ballot_leader_election::HeartbeatMsg::Request(_) => [None, None],
+                ballot_leader_election::HeartbeatMsg::Reply(r) => [Some(r.ballot), Some(r.leader)],
+            },
+        };
+        ballots.iter().flatten().all(|b| b.is_plausible())
+    }
+
     /// The server the message is for.
     pub fn get_receiver(&self) -> NodeId {
         match self {

@@ -219,6 +219,31 @@ pub enum PaxosMsg<T: Entry> {
     ReadConfirmed(ReadConfirmed),
 }
 
+impl<T: Entry> PaxosMsg<T> {
+    /// Every ballot the message carries (its own and the one it reports accepted, if any).
+    pub(crate) fn ballots(&self) -> [Option<Ballot>; 2] {
+        match self {
+            PaxosMsg::PrepareReq(m) => [Some(m.n), None],
+            PaxosMsg::Prepare(m) => [Some(m.n), Some(m.n_accepted)],
+            PaxosMsg::Promise(m) => [Some(m.n), Some(m.n_accepted)],
+            PaxosMsg::AcceptSync(m) => [Some(m.n), None],
+            PaxosMsg::AcceptDecide(m) => [Some(m.n), None],
+            PaxosMsg::Accepted(m) => [Some(m.n), None],
+            PaxosMsg::NotAccepted(m) => [Some(m.n), None],
+            PaxosMsg::Decide(m) => [Some(m.n), None],
+            PaxosMsg::ForwardedEntries(m) => [Some(m.n), None],
+            PaxosMsg::AcceptStopSign(m) => [Some(m.n), None],
+            PaxosMsg::ReadIndexReq(m) => [Some(m.n), None],
+            PaxosMsg::ReadIndexResp(m) => [Some(m.n), None],
+            PaxosMsg::ReadConfirm(m) => [Some(m.n), None],
+            PaxosMsg::ReadConfirmed(m) => [Some(m.n), None],
+            PaxosMsg::ProposalForward(_)
+            | PaxosMsg::Compaction(_)
+            | PaxosMsg::ForwardStopSign(_) => [None, None],
+        }
+    }
+}
+
 /// A Sequence Paxos payload with its sender and receiver.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]

@@ -94,13 +94,30 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Ok(Ok((idx > s.compacted_idx()).then_some(idx)))
     }
 
-    /// A peer asked for compaction. Trims are taken only from the leader this server follows
-    /// (a trim is safe only when every server has accepted the prefix, which only the leader
-    /// knows); refusals are ignored, as the peer's indices may be ahead of ours.
+    /// A peer asked for compaction. Requests are taken only from the leader this server
+    /// follows (a trim is safe only when every server has accepted the prefix, which only the
+    /// leader knows; and no other member may make this server forget a prefix), and only while
+    /// the application allows remote compaction. Refusals are ignored, as the leader's indices
+    /// may be ahead of ours.
     pub(super) fn handle_compaction(&mut self, c: Compaction, from: NodeId) -> StorageResult<()> {
+        if from != self.promise().pid {
+            self.dropped(
+                "a compaction request",
+                from,
+                "not from the leader followed here",
+            );
+            return Ok(());
+        }
+        if !self.remote_compaction {
+            self.dropped(
+                "a compaction request",
+                from,
+                "remote compaction is turned off here",
+            );
+            return Ok(());
+        }
         let outcome = match c {
-            Compaction::Trim(idx) if from == self.promise().pid => self.trim_locally(idx)?,
-            Compaction::Trim(_) => Ok(()),
+            Compaction::Trim(idx) => self.trim_locally(idx)?,
             Compaction::Snapshot(idx) if T::Snapshot::use_snapshots() => {
                 self.snapshot_locally(idx)?
             }

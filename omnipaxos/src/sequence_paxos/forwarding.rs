@@ -195,6 +195,12 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
             );
             return Ok(());
         }
+        // Checked here too: the proposer's check ran against its own view, and a forward is
+        // input from the network.
+        if let Err(err) = ss.next_config.validate_successor_of(self.config_id) {
+            self.dropped("a forwarded StopSign", from, &err.to_string());
+            return Ok(());
+        }
         self.propose_stopsign(ss)
     }
 

@@ -26,7 +26,7 @@ mod reads;
 use crate::ballot::Ballot;
 use crate::config::ClusterConfig;
 use crate::errors::propose::ProposeErr;
-use crate::ids::NodeId;
+use crate::ids::{ConfigurationId, NodeId};
 use crate::logging::log;
 use crate::messages::sequence_paxos::{PaxosMessage, PaxosMsg, PrepareReq};
 use crate::quorum::Quorum;
@@ -59,7 +59,12 @@ pub(crate) enum Phase {
 pub(crate) struct SequencePaxos<T: Entry, B: Storage<T>> {
     pub(crate) internal_storage: InternalStorage<T, B>,
     pid: NodeId,
+    /// The configuration this instance serves; a reconfiguration must name a greater one.
+    config_id: ConfigurationId,
     peers: Vec<NodeId>,
+    /// Whether compaction requests from the leader are carried out here
+    /// ([`OmniPaxos::set_remote_compaction`](crate::OmniPaxos::set_remote_compaction)).
+    remote_compaction: bool,
     quorum: Quorum,
     role: Role,
     phase: Phase,
@@ -79,6 +84,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     pub(crate) fn new(
         internal_storage: InternalStorage<T, B>,
         pid: NodeId,
+        config_id: ConfigurationId,
         nodes: &[NodeId],
         quorum: Quorum,
         buffer_size: usize,
@@ -92,6 +98,8 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         Self {
             internal_storage,
             pid,
+            config_id,
+            remote_compaction: true,
             leader_state: LeaderState::new(peers.len()),
             follower_state: FollowerState::default(),
             peers,
@@ -121,6 +129,14 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
     /// Moves the reads that failed into `out`.
     pub(crate) fn take_read_failures(&mut self, out: &mut Vec<crate::read_state::ReadFailure>) {
         self.reads.take_failed(out);
+    }
+
+    pub(crate) fn set_remote_compaction(&mut self, allowed: bool) {
+        self.remote_compaction = allowed;
+    }
+
+    pub(crate) fn remote_compaction(&self) -> bool {
+        self.remote_compaction
     }
 
     pub(crate) fn pid(&self) -> NodeId {
@@ -358,7 +374,7 @@ impl<T: Entry, B: Storage<T>> SequencePaxos<T, B> {
         new_configuration: ClusterConfig,
         metadata: Option<Vec<u8>>,
     ) -> Result<(), ProposeErr<T>> {
-        if let Err(err) = new_configuration.validate() {
+        if let Err(err) = new_configuration.validate_successor_of(self.config_id) {
             return Err(ProposeErr::ConfigError(err, new_configuration, metadata));
         }
         if self.internal_storage.stopsign().is_some() || self.pending_stopsign.is_some() {

@@ -57,6 +57,9 @@ where
     }
 }
 
+/// How often a node whose next configuration's storage failed to open tries again.
+const OPEN_RETRY_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a joining node asks for the handover.
 const ASK_HANDOVER_EVERY: Duration = Duration::from_millis(200);
 
@@ -78,6 +81,9 @@ pub(crate) struct Reconfiguration<T: RuntimeEntry, B: Storage<T>> {
     pub(crate) handover: Option<(u32, Handover<T>)>,
     pub(crate) join: Option<Join<T>>,
     pub(crate) retired: bool,
+    /// The next configuration's storage could not be opened: when to try again. The node stays
+    /// in the ended configuration meanwhile (sealed: appends are refused), never retires for it.
+    open_retry_at: Option<Instant>,
     outgoing: Vec<Message<T>>,
 }
 
@@ -91,6 +97,7 @@ impl<T: RuntimeEntry, B: Storage<T>> Reconfiguration<T, B> {
             handover: None,
             join: None,
             retired: false,
+            open_retry_at: None,
             outgoing: Vec::new(),
         }
     }
@@ -198,14 +205,23 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             let Some(ss) = self.op.is_reconfigured() else {
                 return;
             };
+            if self
+                .reconf
+                .open_retry_at
+                .is_some_and(|at| Instant::now() < at)
+            {
+                return;
+            }
             let ended = self.config_id();
             let stop_sign_idx = self.op.get_decided_idx().saturating_sub(1);
             self.reconf.handover = self.op.handover().map(|h| (ended, h));
             let joined = ss.next_config.nodes.contains(&self.me) && self.reconf.follows();
-            let _ = self
-                .outputs
-                .events
-                .send(OmniPaxosEvent::Reconfigured { stop_sign_idx });
+            if self.reconf.open_retry_at.is_none() {
+                let _ = self
+                    .outputs
+                    .events
+                    .send(OmniPaxosEvent::Reconfigured { stop_sign_idx });
+            }
             if !joined {
                 tracing::info!(
                     pid = self.me,
@@ -219,19 +235,25 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             let next = match self.open_next(&ss.next_config) {
                 Ok(next) => next,
                 Err(e) => {
-                    tracing::error!(
-                        pid = self.me,
-                        "cannot start configuration {}: {e}",
-                        ss.next_config.configuration_id
-                    );
-                    let _ = self
-                        .outputs
-                        .events
-                        .send(OmniPaxosEvent::StorageFailed { error: e });
-                    self.reconf.retired = true;
+                    // Retiring here would end this node's part in the cluster for good (the
+                    // decided StopSign replays at every restart): stay, say so, try again.
+                    if self.reconf.open_retry_at.is_none() {
+                        tracing::error!(
+                            pid = self.me,
+                            "cannot start configuration {} (staying in {ended}, retrying every {:?}): {e}",
+                            ss.next_config.configuration_id,
+                            OPEN_RETRY_EVERY
+                        );
+                        let _ = self
+                            .outputs
+                            .events
+                            .send(OmniPaxosEvent::StorageFailed { error: e });
+                    }
+                    self.reconf.open_retry_at = Some(Instant::now() + OPEN_RETRY_EVERY);
                     return;
                 }
             };
+            self.reconf.open_retry_at = None;
             tracing::info!(
                 pid = self.me,
                 ended,
@@ -250,9 +272,13 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         let factory = self.reconf.factory.as_mut().ok_or("no storage factory")?;
         let storage = factory.open(next.configuration_id)?;
         let server = self.op.get_config().server_config.clone();
-        next.clone()
+        let mut op = next
+            .clone()
             .build_for_server(server, storage)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // The application's choice holds in every configuration.
+        op.set_remote_compaction(self.op.get_remote_compaction());
+        Ok(op)
     }
 
     /// A joiner asks for the handover of the configuration before `next_config_id`.

@@ -46,6 +46,14 @@ const DATA: u8 = 1;
 const PING: u8 = 2;
 const PONG: u8 = 3;
 const PART: u8 = 4;
+/// A `HELLO` frame: length (4 bytes), kind, pid (8 bytes).
+const HELLO_FRAME_BYTES: usize = 13;
+/// Connections from one address that have not yet proved who they are (TLS handshake and
+/// `HELLO`); more are closed at once. Every peer keeps at most one connection to this node, so
+/// a handful per address is plenty, even for several nodes on one host.
+const MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 16;
+/// Connections from all addresses together that have not yet proved who they are.
+const MAX_UNAUTHENTICATED: usize = 256;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 10_000;
@@ -236,25 +244,53 @@ fn put_frame(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
 }
 
 /// Reads one frame; refuses (with an error) one above `max` bytes before reading its body.
+/// The body grows as its bytes arrive (never to the announced length up front), so a peer that
+/// announces a large frame and sends nothing holds no memory for it.
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
     body: &mut Vec<u8>,
 ) -> io::Result<u8> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
+    let mut header = [0u8; 5];
+    r.read_exact(&mut header).await?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len == 0 || len > max + 1 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("a frame of {len} bytes"),
         ));
     }
-    let mut kind = [0u8; 1];
-    r.read_exact(&mut kind).await?;
-    body.resize(len - 1, 0);
-    r.read_exact(body).await?;
-    Ok(kind[0])
+    body.clear();
+    let want = len - 1;
+    let got = r.take(want as u64).read_to_end(body).await?;
+    if got < want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("a frame cut after {got} of {want} bytes"),
+        ));
+    }
+    Ok(header[4])
+}
+
+/// Reads the first frame of a connection, which must be a `HELLO`: its 5-byte header is
+/// checked before anything else is read, and the pid goes into 8 bytes of its own, whatever
+/// length the header announced. Returns the pid it claims.
+async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<NodeId> {
+    let mut header = [0u8; 5];
+    r.read_exact(&mut header).await?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len != HELLO_FRAME_BYTES - 4 || header[4] != HELLO {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the first frame is not a hello (kind {}, {len} bytes)",
+                header[4]
+            ),
+        ));
+    }
+    let mut pid = [0u8; 8];
+    r.read_exact(&mut pid).await?;
+    Ok(NodeId::from_be_bytes(pid))
 }
 
 async fn sleep_backoff(backoff: &mut Duration, max: Duration) {
@@ -303,13 +339,16 @@ async fn outbound<T: RuntimeEntry>(
             }
             Err(_) => continue,
         };
-        backoff = Duration::from_millis(10);
         let (reason, was_up) = write_loop(&shared, conn, &mut queue, &mut link).await;
         link.connected.store(false, Ordering::Relaxed);
         let Some(reason) = reason else {
             return;
         };
-        if !was_up {
+        if was_up {
+            // Only a peer that took the hello and answered resets the backoff: one that
+            // refuses this node (a certificate it does not accept) is tried ever more rarely.
+            backoff = Duration::from_millis(10);
+        } else {
             // The peer never answered on it: not a connection that was up and went down.
             tokio::select! {
                 _ = stopped(&mut link.stop) => return,
@@ -562,6 +601,7 @@ async fn listen<T: RuntimeEntry>(
     let mut handles: BTreeMap<tokio::task::Id, tokio::task::AbortHandle> = BTreeMap::new();
     let mut by_peer: BTreeMap<NodeId, tokio::task::AbortHandle> = BTreeMap::new();
     let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel::<(NodeId, tokio::task::Id)>();
+    let unauthenticated = UnauthenticatedCounts::default();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => {
@@ -570,11 +610,16 @@ async fn listen<T: RuntimeEntry>(
             }
             accepted = listener.accept() => {
                 let Ok((tcp, remote)) = accepted else { continue };
+                let Some(unproven) = Unauthenticated::admit(&unauthenticated, remote.ip()) else {
+                    lock(&shared.stats).refused_frames += 1;
+                    tracing::debug!(pid = shared.me, %remote, "refused a connection: too many unauthenticated ones");
+                    continue;
+                };
                 let shared = shared.clone();
                 let inbox = inbox.clone();
                 let claimed = claimed_tx.clone();
                 let handle = connections.spawn(async move {
-                    if let Err(reason) = inbound(&shared, tcp, inbox, claimed).await {
+                    if let Err(reason) = inbound(&shared, tcp, unproven, inbox, claimed).await {
                         lock(&shared.stats).refused_frames += 1;
                         tracing::warn!(pid = shared.me, %remote, "closed a peer connection: {reason}");
                     }
@@ -603,10 +648,50 @@ async fn listen<T: RuntimeEntry>(
     }
 }
 
+/// Connections not yet authenticated, per remote address.
+type UnauthenticatedCounts = Arc<Mutex<BTreeMap<std::net::IpAddr, usize>>>;
+
+/// One connection counted as not yet authenticated, until it is dropped.
+struct Unauthenticated {
+    counts: UnauthenticatedCounts,
+    ip: std::net::IpAddr,
+}
+
+impl Unauthenticated {
+    /// Counts a new connection from `ip`, or refuses it if its address or everyone together
+    /// already has as many as allowed.
+    fn admit(counts: &UnauthenticatedCounts, ip: std::net::IpAddr) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = map.values().sum();
+        let mine = map.entry(ip).or_insert(0);
+        if *mine >= MAX_UNAUTHENTICATED_PER_ADDRESS || total >= MAX_UNAUTHENTICATED {
+            return None;
+        }
+        *mine += 1;
+        Some(Self {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves one accepted connection; `Err` says why it was refused or closed.
 async fn inbound<T: RuntimeEntry>(
     shared: &Shared,
     tcp: TcpStream,
+    unproven: Unauthenticated,
     inbox: Inbox<T>,
     claimed: mpsc::UnboundedSender<(NodeId, tokio::task::Id)>,
 ) -> Result<(), String> {
@@ -628,14 +713,10 @@ async fn inbound<T: RuntimeEntry>(
     let (mut reader, mut writer) = tokio::io::split(conn);
     let mut body = Vec::new();
     let max = shared.config.max_frame_bytes;
-    let kind = tokio::time::timeout(timeout, read_frame(&mut reader, max, &mut body))
+    let pid = tokio::time::timeout(timeout, read_hello(&mut reader))
         .await
         .map_err(|_| "no hello".to_string())?
         .map_err(|e| format!("no hello: {e}"))?;
-    let pid = match (kind, <[u8; 8]>::try_from(body.as_slice())) {
-        (HELLO, Ok(bytes)) => NodeId::from_be_bytes(bytes),
-        _ => return Err("the first frame is not a hello".into()),
-    };
     let known = shared
         .allowed
         .read()
@@ -651,6 +732,8 @@ async fn inbound<T: RuntimeEntry>(
             ));
         }
     }
+    // The peer proved who it is: it no longer counts against its address.
+    drop(unproven);
     if let Some(id) = tokio::task::try_id() {
         let _ = claimed.send((pid, id));
     }

@@ -113,7 +113,31 @@ fn named_pids(cert: &CertificateDer<'_>) -> Vec<NodeId> {
     let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
         return Vec::new();
     };
-    cert.valid_dns_names()
-        .filter_map(|name| name.strip_prefix("node-").and_then(|p| p.parse().ok()))
-        .collect()
+    cert.valid_dns_names().filter_map(pid_of_name).collect()
+}
+
+/// The pid a DNS name `node-<pid>` names, read strictly: the exact decimal digits
+/// [`node_name`] writes (no sign, no leading zero, no other text), so that one pid has exactly
+/// one name and `node-02` names nobody.
+fn pid_of_name(name: &str) -> Option<NodeId> {
+    let digits = name.strip_prefix("node-")?;
+    let pid: NodeId = digits.parse().ok()?;
+    (pid != 0 && node_name(pid) == name).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pid_of_name;
+
+    #[test]
+    fn certificate_names_are_read_strictly() {
+        assert_eq!(pid_of_name("node-2"), Some(2));
+        assert_eq!(pid_of_name("node-12345"), Some(12345));
+        for refused in [
+            "node-02", "node-+2", "node-", "node-0", "node-2x", "node- 2", "Node-2", "node-2.",
+            "xnode-2", "node--2",
+        ] {
+            assert_eq!(pid_of_name(refused), None, "{refused}");
+        }
+    }
 }
