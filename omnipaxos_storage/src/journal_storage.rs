@@ -268,6 +268,8 @@ pub struct JournalStorage<T: Entry> {
     journal_bytes: u64,
     /// The size of the state when the journal was last rewritten.
     rewritten_bytes: u64,
+    /// After a rewrite that could not be written: the journal size at which to try again.
+    rewrite_retry_at: Option<u64>,
     /// Held while the store is open.
     _lock: File,
     failed: bool,
@@ -324,6 +326,7 @@ where
             journal,
             journal_bytes: end as u64,
             rewritten_bytes: 0,
+            rewrite_retry_at: None,
             _lock: lock,
             failed: false,
         };
@@ -343,9 +346,35 @@ where
     /// Replaces the journal by one record of the whole state: the ops that rebuild it from
     /// nothing, encoded straight into a new file (no copy of the log in memory), synced, and
     /// renamed over the old journal.
+    ///
+    /// A failure before the rename leaves the old journal as it was, complete: it is not a
+    /// failure of the store (a full disk or no file descriptor left, e.g. under a connection
+    /// flood, passes), and the rewrite is tried again once another quarter of
+    /// `compact_at_bytes` was written.
+    /// A failure from the rename on leaves the journal's place unknown: the store fails.
     fn rewrite(&mut self) -> Result<(), JournalStorageError> {
-        let dir = self.config.path.clone();
-        let (new_path, path) = (dir.join(REWRITTEN), dir.join(JOURNAL));
+        let (file, record_len) = match self.write_rewritten() {
+            Ok(done) => done,
+            Err(_) => {
+                let _ = std::fs::remove_file(self.config.path.join(REWRITTEN));
+                let step = (self.config.compact_at_bytes / 4).max(4096);
+                self.rewrite_retry_at = Some(self.journal_bytes + step);
+                return Ok(());
+            }
+        };
+        let dir = &self.config.path;
+        std::fs::rename(dir.join(REWRITTEN), dir.join(JOURNAL)).map_err(io(&dir.join(JOURNAL)))?;
+        sync_dir(dir)?;
+        self.journal = file;
+        self.journal_bytes = record_len;
+        self.rewritten_bytes = record_len;
+        self.rewrite_retry_at = None;
+        Ok(())
+    }
+
+    /// The rewritten journal, written and synced under its temporary name.
+    fn write_rewritten(&self) -> Result<(File, u64), JournalStorageError> {
+        let new_path = self.config.path.join(REWRITTEN);
         let s = &self.state;
         let (snapshot, stopsign) = (s.snapshot_ref(), s.stopsign_ref());
         let mut ops = vec![
@@ -371,12 +400,7 @@ where
             .map_err(io(&new_path))?;
         let record_len = write_record(&file, 0, &ops, &new_path)?;
         file.sync_all().map_err(io(&new_path))?;
-        std::fs::rename(&new_path, &path).map_err(io(&path))?;
-        sync_dir(&dir)?;
-        self.journal = file;
-        self.journal_bytes = record_len;
-        self.rewritten_bytes = record_len;
-        Ok(())
+        Ok((file, record_len))
     }
 
     fn write(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), JournalStorageError> {
@@ -413,8 +437,10 @@ where
         let ops: Vec<StorageOp<T>> = ops.into_iter().map(Into::into).collect();
         let _ = self.state.write_atomically(ops);
         let threshold = self.config.compact_at_bytes.max(2 * self.rewritten_bytes);
+        let threshold = threshold.max(self.rewrite_retry_at.unwrap_or(0));
         if self.journal_bytes >= threshold {
-            // The write itself is durable; a failed rewrite leaves the old journal in place.
+            // The write itself is durable. A rewrite that could not be written left the old
+            // journal in place (and returns Ok); one that failed from its rename on did not.
             if let Err(e) = self.rewrite() {
                 self.failed = true;
                 return Err(e);

@@ -90,3 +90,51 @@ fn a_directory_in_use_is_refused() {
     let second = JournalStorage::<E>::open(JournalStorageConfig::with_path(dir.path()));
     assert!(matches!(second, Err(JournalStorageError::Locked(_))));
 }
+
+#[test]
+fn a_rewrite_that_cannot_be_written_leaves_the_store_working_and_is_tried_again() {
+    // What a node under a connection flood meets (no file descriptor left for the new
+    // journal), stood in for by a directory where the new journal's file would go.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = JournalStorageConfig::with_path(dir.path());
+    config.compact_at_bytes = 16 << 10;
+    let mut s = JournalStorage::<E>::open(config).unwrap();
+    let blocker = dir.path().join("journal.new");
+    std::fs::create_dir(&blocker).unwrap();
+    let journal = dir.path().join("journal");
+    let mut written = 0u64;
+    while std::fs::metadata(&journal).unwrap().len() < 64 << 10 {
+        s.append_entries(es(written..written + 50)).unwrap();
+        written += 50;
+    }
+    assert!(
+        s.get_log_len().unwrap() as u64 == written,
+        "every write was taken"
+    );
+    // The obstacle goes; a later write rewrites the journal (it shrinks to one record).
+    std::fs::remove_dir(&blocker).unwrap();
+    let before = std::fs::metadata(&journal).unwrap().len();
+    let mut shrunk = false;
+    for _ in 0..400 {
+        s.write_atomically(vec![
+            StorageOp::SetDecidedIndex(written as usize),
+            StorageOp::Trim(written as usize - 10),
+        ])
+        .unwrap();
+        s.append_entries(es(written..written + 50)).unwrap();
+        written += 50;
+        if std::fs::metadata(&journal).unwrap().len() < before {
+            shrunk = true;
+            break;
+        }
+    }
+    assert!(shrunk, "the rewrite was tried again");
+    let (len, decided) = (s.get_log_len().unwrap(), s.get_decided_idx().unwrap());
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(
+        (s.get_log_len().unwrap(), s.get_decided_idx().unwrap()),
+        (len, decided),
+        "nothing was lost"
+    );
+}

@@ -4,6 +4,7 @@
 //! and the field.
 
 use omnipaxos::{ClusterConfig, OmniPaxosConfig, ServerConfig};
+use omnipaxos_runtime::config::TlsFiles;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,17 @@ struct File {
     /// state transfer, and the dashboard's view of the whole cluster.
     #[serde(default)]
     http_peers: BTreeMap<String, String>,
+    /// Mutual TLS between the nodes: the cluster's CA, this node's certificate and key (PEM
+    /// files; relative paths are relative to the config file's directory).
+    tls: Option<TlsTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +57,18 @@ struct NodeSection {
     /// Size limit of one chunk of a state transfer (bytes of one HTTP body).
     #[serde(default = "default_chunk_bytes")]
     state_chunk_bytes: usize,
+    /// Run the peer port without TLS: anyone who can reach it can act as a node. Only for a
+    /// network where every host and user is trusted; the node warns every minute.
+    #[serde(default)]
+    insecure_peers: bool,
+    /// Host names clients use for this node (IP addresses and `localhost` are always taken):
+    /// a request naming another host is refused, so a page cannot reach the node through a
+    /// name made to resolve to it.
+    #[serde(default)]
+    http_hosts: Vec<String>,
+    /// Most HTTP connections at once (default: half the process's open-file limit).
+    #[serde(default)]
+    http_max_connections: Option<usize>,
 }
 
 fn default_chunk_bytes() -> usize {
@@ -78,6 +102,22 @@ pub struct NodeConfig {
     pub http_peers: BTreeMap<u64, SocketAddr>,
     /// Size limit of one chunk of a state transfer.
     pub state_chunk_bytes: usize,
+    /// How the peer port is secured.
+    pub peer_security: PeerSecurity,
+    /// Host names clients may use besides IP addresses and `localhost`.
+    pub http_hosts: Vec<String>,
+    /// Most HTTP connections at once.
+    pub http_max_connections: usize,
+}
+
+/// How nodes know each other on the peer port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSecurity {
+    /// Mutual TLS with certificates from the cluster's CA (the default: a config without a
+    /// `[tls]` table must say `insecure_peers = true`).
+    Tls(TlsFiles),
+    /// Plain TCP: a peer is whoever claims its pid (`insecure_peers = true`).
+    Insecure,
 }
 
 /// Why a config file was refused: the file, the field, and what is wrong.
@@ -178,6 +218,54 @@ impl NodeConfig {
                 "must be below 100".into(),
             ));
         }
+        let peer_addr = addr("node.peer_addr", &file.node.peer_addr)?;
+        let http_addr = addr("node.http_addr", &file.node.http_addr)?;
+        let base = std::path::Path::new(path)
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        let peer_security = match (file.tls, file.node.insecure_peers) {
+            (Some(_), true) => {
+                return Err(err(
+                    "node.insecure_peers",
+                    "a [tls] table and insecure_peers = true: choose one".into(),
+                ))
+            }
+            (Some(tls), false) => {
+                let files = TlsFiles {
+                    ca: base.join(tls.ca),
+                    cert: base.join(tls.cert),
+                    key: base.join(tls.key),
+                };
+                for (field, file) in [
+                    ("tls.ca", &files.ca),
+                    ("tls.cert", &files.cert),
+                    ("tls.key", &files.key),
+                ] {
+                    if !file.is_file() {
+                        return Err(err(field, format!("{} is not a file", file.display())));
+                    }
+                }
+                PeerSecurity::Tls(files)
+            }
+            (None, true) => PeerSecurity::Insecure,
+            (None, false) => {
+                return Err(err(
+                    "tls",
+                    "no [tls] table: the peer port would take anyone who claims a node's pid. \
+                     Create certificates with `kv_store certs --nodes 1,2,3 --out certs` and add \
+                     [tls] ca/cert/key, or set insecure_peers = true under [node] on a network \
+                     you trust entirely"
+                        .into(),
+                ))
+            }
+        };
+        let http_max_connections = file
+            .node
+            .http_max_connections
+            .unwrap_or_else(crate::http_server::default_max_connections);
+        if http_max_connections == 0 {
+            return Err(err("node.http_max_connections", "must be positive".into()));
+        }
         let read_lease = file
             .node
             .read_lease_ticks
@@ -186,8 +274,8 @@ impl NodeConfig {
                 max_drift_percent: file.node.read_lease_max_drift_percent,
             });
         Ok(NodeConfig {
-            peer_addr: addr("node.peer_addr", &file.node.peer_addr)?,
-            http_addr: addr("node.http_addr", &file.node.http_addr)?,
+            peer_addr,
+            http_addr,
             data_dir: PathBuf::from(file.node.data_dir),
             tick_ms: file.node.tick_ms,
             join_from: file.node.join_from,
@@ -195,6 +283,9 @@ impl NodeConfig {
             peers,
             http_peers,
             state_chunk_bytes: file.node.state_chunk_bytes,
+            peer_security,
+            http_hosts: file.node.http_hosts,
+            http_max_connections,
             omnipaxos,
         })
     }
@@ -219,6 +310,11 @@ pub struct NodeFile<'a> {
     pub read_lease_ticks: Option<u64>,
     /// Size limit of a state transfer's chunks (the default if `None`).
     pub state_chunk_bytes: Option<usize>,
+    /// The directory `kv_store certs` wrote this node's certificate to (`[tls]`), or `None`
+    /// for `insecure_peers = true`.
+    pub certs_dir: Option<&'a std::path::Path>,
+    /// Most HTTP connections at once (the default if `None`).
+    pub http_max_connections: Option<usize>,
 }
 
 impl NodeFile<'_> {
@@ -246,6 +342,19 @@ impl NodeFile<'_> {
         }
         if let Some(bytes) = self.state_chunk_bytes {
             text.push_str(&format!("state_chunk_bytes = {bytes}\n"));
+        }
+        if let Some(n) = self.http_max_connections {
+            text.push_str(&format!("http_max_connections = {n}\n"));
+        }
+        if self.certs_dir.is_none() {
+            text.push_str("insecure_peers = true\n");
+        }
+        if let Some(dir) = self.certs_dir {
+            let files = crate::certs::node_files(dir, *pid);
+            text.push_str(&format!(
+                "\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                files.ca, files.cert, files.key
+            ));
         }
         for (table, addresses) in [("peers", self.peers), ("http_peers", self.http_peers)] {
             text.push_str(&format!("\n[{table}]\n"));

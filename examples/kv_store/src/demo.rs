@@ -56,6 +56,14 @@ fn free_addr(held: &mut Vec<TcpListener>) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// Settings every node of a demo cluster gets (the defaults where `None`).
+#[derive(Default)]
+struct Settings {
+    read_lease_ticks: Option<u64>,
+    state_chunk_bytes: Option<usize>,
+    http_max_connections: Option<usize>,
+}
+
 /// A local cluster of node processes; dropping it kills them all.
 pub struct Demo {
     exe: std::path::PathBuf,
@@ -94,7 +102,20 @@ impl Demo {
 
     /// Like [`Demo::start`], with state transfers in chunks of at most `chunk_bytes`.
     pub fn start_with_chunks(exe: std::path::PathBuf, chunk_bytes: usize) -> Result<Self, String> {
-        Self::start_configured(exe, None, Some(chunk_bytes), |_, _, addr| Ok(addr))
+        let settings = Settings {
+            state_chunk_bytes: Some(chunk_bytes),
+            ..Settings::default()
+        };
+        Self::start_configured(exe, settings, |_, _, addr| Ok(addr))
+    }
+
+    /// Like [`Demo::start`], with at most `limit` HTTP connections per node.
+    pub fn start_with_http_limit(exe: std::path::PathBuf, limit: usize) -> Result<Self, String> {
+        let settings = Settings {
+            http_max_connections: Some(limit),
+            ..Settings::default()
+        };
+        Self::start_configured(exe, settings, |_, _, addr| Ok(addr))
     }
 
     /// Like [`Demo::start_with_lease`]; node `from` reaches node `to`'s peer address `addr`
@@ -104,15 +125,23 @@ impl Demo {
         read_lease_ticks: Option<u64>,
         route: impl FnMut(u64, u64, SocketAddr) -> Result<SocketAddr, String>,
     ) -> Result<Self, String> {
-        Self::start_configured(exe, read_lease_ticks, None, route)
+        let settings = Settings {
+            read_lease_ticks,
+            ..Settings::default()
+        };
+        Self::start_configured(exe, settings, route)
     }
 
     fn start_configured(
         exe: std::path::PathBuf,
-        read_lease_ticks: Option<u64>,
-        state_chunk_bytes: Option<usize>,
+        settings: Settings,
         mut route: impl FnMut(u64, u64, SocketAddr) -> Result<SocketAddr, String>,
     ) -> Result<Self, String> {
+        let Settings {
+            read_lease_ticks,
+            state_chunk_bytes,
+            http_max_connections,
+        } = settings;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peer = BTreeMap::new();
         let mut http = BTreeMap::new();
@@ -122,6 +151,11 @@ impl Demo {
             http.insert(*pid, free_addr(&mut held)?);
         }
         drop(held);
+        // Mutual TLS between the nodes; node 4's certificate is issued later, with the CA
+        // the first call left in the directory (as an operator adding a node would).
+        let certs = dir.path().join("certs");
+        crate::certs::write(&certs, &NODES)?;
+        crate::certs::write(&certs, &[NEW_NODE])?;
         for pid in NODES {
             let mut first = BTreeMap::new();
             for other in NODES.into_iter().filter(|p| *p != pid) {
@@ -140,6 +174,8 @@ impl Demo {
                 join_from: &[],
                 read_lease_ticks,
                 state_chunk_bytes,
+                certs_dir: Some(&certs),
+                http_max_connections,
             }
             .to_toml();
             std::fs::write(dir.path().join(format!("node{pid}.toml")), text)
@@ -160,6 +196,8 @@ impl Demo {
             join_from: &[1, 2],
             read_lease_ticks,
             state_chunk_bytes,
+            certs_dir: Some(&certs),
+            http_max_connections,
         }
         .to_toml();
         std::fs::write(dir.path().join(format!("node{NEW_NODE}.toml")), text)

@@ -8,10 +8,10 @@
 //! And for people and monitoring ([`crate::dashboard`]): `GET /` (the dashboard page),
 //! `GET /cluster`, `GET /history`, `GET /metrics` (Prometheus text).
 
-use crate::dashboard;
 use crate::machine::Outcome;
-use crate::node::{Node, RequestError};
+use crate::node::{Node, ReconfigureRefused, RequestError};
 use crate::telemetry::{self, Telemetry};
+use crate::{dashboard, http_guard};
 use axum::body::Bytes;
 use axum::extract::FromRef;
 use axum::extract::{Path, State};
@@ -36,6 +36,8 @@ pub struct App {
     pub telemetry: Arc<Telemetry>,
     /// This node's HTTP address and the other nodes' (for the dashboard's cluster view).
     pub http_addrs: Arc<BTreeMap<u64, SocketAddr>>,
+    /// The names this node answers to ([`crate::http_guard`]).
+    pub guard: Arc<http_guard::Guard>,
 }
 
 impl FromRef<App> for Arc<Node> {
@@ -62,6 +64,12 @@ pub fn router(app: App) -> Router {
         .route("/history", get(dashboard::history))
         .route("/metrics", get(dashboard::metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        // The guard reads the body (bounded in size and time) before any route does.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            app.guard.clone(),
+            http_guard::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.telemetry.clone(),
             telemetry::track,
@@ -173,6 +181,7 @@ async fn reconfigure(State(node): Shared, body: Bytes) -> Response {
     };
     match node.reconfigure(next, r.new_peers).await {
         Ok(()) => Json(json!({ "proposed": true })).into_response(),
-        Err(message) => error(StatusCode::CONFLICT, message),
+        Err(e @ ReconfigureRefused::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ ReconfigureRefused::Conflict(_)) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 //! (`main.rs`) is a thin CLI over these modules; the tests drive the same code.
 
 pub mod bench;
+pub mod certs;
 pub mod client;
 pub mod compaction;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod demo;
 pub mod entry;
 pub mod history;
 pub mod http;
+pub mod http_guard;
+pub mod http_server;
 pub mod large_state;
 pub mod machine;
 pub mod node;

@@ -22,7 +22,7 @@ use crate::machine::{Outcome, Sessions};
 use crate::state_store::{Position, Recovery, StateStore, TransferProgress};
 use crate::transfer::{self, ChunkRequest, HttpDonors};
 use omnipaxos::util::LogEntry;
-use omnipaxos::ClusterConfig;
+use omnipaxos::{ClusterConfig, ProposeErr};
 use omnipaxos_runtime::{AppendError, OmniPaxosHandle, Role};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -390,15 +390,34 @@ impl Node {
         &self,
         next: ClusterConfig,
         new_peers: BTreeMap<u64, SocketAddr>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReconfigureRefused> {
+        use omnipaxos_runtime::ReconfigureError;
+        use ReconfigureRefused::{Conflict, Invalid};
+        // Everything is checked before anything changes: a refused request adds no peer.
+        let current = self.handle.metrics().borrow().configuration_id;
+        next.validate().map_err(|e| Invalid(e.to_string()))?;
+        if next.configuration_id <= current {
+            return Err(Invalid(format!(
+                "configuration_id {} must be greater than the current configuration's ({current})",
+                next.configuration_id
+            )));
+        }
+        if let Some(pid) = new_peers.keys().find(|p| !next.nodes.contains(p)) {
+            return Err(Invalid(format!(
+                "new_peers names node {pid}, which is not in nodes"
+            )));
+        }
         for (pid, address) in &new_peers {
             let _ = self.handle.add_peer(*pid, address.to_string()).await;
         }
-        let metadata = serde_json::to_vec(&new_peers).map_err(|e| e.to_string())?;
+        let metadata = serde_json::to_vec(&new_peers).map_err(|e| Invalid(e.to_string()))?;
         self.handle
             .reconfigure(next, Some(metadata))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                ReconfigureError::Propose(ProposeErr::ConfigError(e, ..)) => Invalid(e.to_string()),
+                other => Conflict(other.to_string()),
+            })
     }
 
     /// The state of the last configuration that ended here, for nodes that join.
@@ -823,4 +842,15 @@ mod tests {
         let third = session.begin();
         assert!(session.done_below() <= third);
     }
+}
+
+/// Why `POST /reconfigure` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureRefused {
+    /// The configuration cannot follow the current one (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// A reconfiguration is pending or this node cannot propose now (409).
+    #[error("{0}")]
+    Conflict(String),
 }

@@ -3,10 +3,11 @@
 //! the peer transport and the HTTP listener, starts the runtime's node and the state machine,
 //! and serves HTTP until the process is stopped.
 
+use crate::config::PeerSecurity;
 use crate::entry::KvCommand;
 use crate::state_store::StateStore;
 use crate::telemetry::Telemetry;
-use crate::{config, http, node};
+use crate::{config, http, http_guard, http_server, node};
 use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::directory::DirectoryStorage;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
@@ -33,13 +34,23 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         .build_for_server(config.omnipaxos.server_config.clone(), first)
         .map_err(|e| e.to_string())?;
     op.set_read_lease(config.read_lease);
+    // The log's snapshots are markers of the state store's checkpoints: only this node knows
+    // when its state is durable, so no other node may compact its log.
+    op.set_remote_compaction(false);
     let peers = config
         .peers
         .iter()
         .map(|(pid, addr)| (*pid, addr.to_string()))
         .collect();
-    let transport = TcpTransport::bind(pid, NetworkConfig::new(config.peer_addr, peers))
-        .map_err(|e| format!("cannot listen on {}: {e}", config.peer_addr))?;
+    let mut network = NetworkConfig::new(config.peer_addr, peers);
+    match &config.peer_security {
+        PeerSecurity::Tls(files) => network.tls = Some(files.clone()),
+        PeerSecurity::Insecure => {
+            tokio::spawn(warn_insecure_peers(pid, config.peer_addr));
+        }
+    }
+    let transport = TcpTransport::bind(pid, network)
+        .map_err(|e| format!("cannot listen on {} (peers): {e}", config.peer_addr))?;
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.http_addr))?;
@@ -77,9 +88,34 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         node: node.clone(),
         telemetry,
         http_addrs: Arc::new(http_addrs),
+        guard: Arc::new(http_guard::Guard {
+            port: config.http_addr.port(),
+            host_names: config.http_hosts.clone(),
+        }),
     };
     tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
-    let served = axum::serve(http_listener, http::router(app)).await;
+    http_server::serve(
+        http_listener,
+        http::router(app),
+        config.http_max_connections,
+    )
+    .await;
     node.handle().shutdown().await;
-    served.map_err(|e| format!("HTTP server stopped: {e}"))
+    Ok(())
+}
+
+/// How often a node without peer TLS says so.
+const INSECURE_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Warns at start and every minute that the peer port takes anyone.
+async fn warn_insecure_peers(pid: u64, addr: std::net::SocketAddr) {
+    let mut every = tokio::time::interval(INSECURE_WARNING_EVERY);
+    loop {
+        every.tick().await;
+        tracing::warn!(
+            pid,
+            peer = %addr,
+            "insecure_peers = true: the peer port has no TLS, anyone who can reach it can act as a node"
+        );
+    }
 }

@@ -154,20 +154,46 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir)
+    retrying_transient(|| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(|e| failed("sync the directory", e))
+}
+
+/// Runs `open` again while it fails for a reason that passes (no file descriptor left, e.g.
+/// while a flood of connections holds them, or an interrupted call), for about a second; any
+/// other error, or one that lasts, is returned. A store must not fail for good over an error
+/// that a moment later is gone.
+fn retrying_transient<T>(mut open: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    const EINTR: i32 = 4;
+    const EAGAIN: i32 = 11;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(e)
+                if tries < 50
+                    && matches!(e.raw_os_error(), Some(EINTR | EAGAIN | ENFILE | EMFILE)) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Inner {
     fn open_segment(&mut self, id: u64) -> Result<(), String> {
         let path = segment_path(&self.dir, id);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| failed(&path.display().to_string(), e))?;
+        let file = retrying_transient(|| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+        })
+        .map_err(|e| failed(&path.display().to_string(), e))?;
         let segment = Segment {
             file: Arc::new(file),
             len: 0,
