@@ -81,6 +81,9 @@ where
 /// is decided, it opens the next configuration's storage with `storage` and moves on by itself
 /// (see `docs/runtime.md`). `join_from` names the nodes of the previous configuration when this
 /// node joins by reconfiguration (empty otherwise): the node fetches the handover from them.
+/// What was set on `op` with `set_remote_compaction` holds in every configuration it opens; if
+/// a next configuration's storage cannot be opened, the node stays in the ended one (sealed),
+/// reports `OmniPaxosEvent::StorageFailed` and tries again every second.
 pub fn spawn_reconfigurable<T, B, Tr, F>(
     op: OmniPaxos<T, B>,
     config: RuntimeConfig,

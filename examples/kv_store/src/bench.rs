@@ -1,6 +1,7 @@
 //! `kv_store bench`: the same HTTP load, by `wrk`, against a local 3-node kv_store cluster and,
 //! when `etcd` is installed, a local 3-member etcd cluster with the same durability (both sync
-//! their log to disk before a write is acknowledged). Writes and linearizable reads of random
+//! their log to disk before a write is acknowledged) and the same peer security (mutual TLS
+//! between the members). Writes and linearizable reads of random
 //! keys, sent to the leader, at several connection counts; repetitions interleaved, medians
 //! printed as one table with the ratios.
 //!
@@ -25,6 +26,8 @@ pub struct BenchConfig {
     pub repetitions: usize,
     /// Whether to measure etcd too (when it is installed).
     pub with_etcd: bool,
+    /// Plain TCP between the members of both clusters (to measure what peer TLS costs).
+    pub insecure_peers: bool,
 }
 
 /// One wrk run's figures.
@@ -72,12 +75,15 @@ fn bench(config: BenchConfig) -> Result<(), String> {
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let scripts = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let kv = Demo::start(exe)?;
+    let kv = match config.insecure_peers {
+        true => Demo::start_with_insecure_peers(exe)?,
+        false => Demo::start(exe)?,
+    };
     kv.wait_for("a kv_store leader", |d| d.leader())?;
     let mut systems = vec![System::KvStore];
     let etcd = if config.with_etcd && found("etcd") {
         systems.push(System::Etcd);
-        Some(EtcdCluster::start()?)
+        Some(EtcdCluster::start(!config.insecure_peers)?)
     } else {
         if config.with_etcd {
             println!("etcd not found: measuring kv_store alone (Debian package `etcd-server`)");
@@ -304,7 +310,8 @@ fn free_port() -> Result<SocketAddr, String> {
 }
 
 impl EtcdCluster {
-    fn start() -> Result<Self, String> {
+    fn start(peer_tls: bool) -> Result<Self, String> {
+        let scheme = if peer_tls { "https" } else { "http" };
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peers = Vec::new();
         let mut clients = Vec::new();
@@ -312,25 +319,40 @@ impl EtcdCluster {
             peers.push(free_port()?);
             clients.push(free_port()?);
         }
+        // Peer TLS with client certificates, as the kv_store's nodes run: the comparison is
+        // of two closed clusters. Members name themselves by IP address.
+        let certs = dir.path().join("certs");
         let initial: Vec<String> = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("e{i}=http://{p}"))
+            .map(|(i, p)| format!("e{i}={scheme}://{p}"))
             .collect();
         let mut children = Vec::new();
         for i in 0..3 {
             let data: PathBuf = dir.path().join(format!("e{i}"));
             let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))
                 .map_err(|e| e.to_string())?;
-            let child = Command::new("etcd")
+            let mut etcd = Command::new("etcd");
+            if peer_tls {
+                let name = vec![peers[i].ip().to_string()];
+                let tls = crate::certs::write_named(&certs, &format!("e{i}"), name)?;
+                etcd.arg("--peer-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--peer-key-file")
+                    .arg(&tls.key)
+                    .arg("--peer-trusted-ca-file")
+                    .arg(&tls.ca)
+                    .arg("--peer-client-cert-auth");
+            }
+            let child = etcd
                 .arg("--name")
                 .arg(format!("e{i}"))
                 .arg("--data-dir")
                 .arg(&data)
                 .arg("--listen-peer-urls")
-                .arg(format!("http://{}", peers[i]))
+                .arg(format!("{scheme}://{}", peers[i]))
                 .arg("--initial-advertise-peer-urls")
-                .arg(format!("http://{}", peers[i]))
+                .arg(format!("{scheme}://{}", peers[i]))
                 .arg("--listen-client-urls")
                 .arg(format!("http://{}", clients[i]))
                 .arg("--advertise-client-urls")

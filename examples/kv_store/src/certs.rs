@@ -56,23 +56,45 @@ pub fn write(out: &Path, nodes: &[u64]) -> Result<Written, String> {
         files.extend([out.join("ca.pem"), out.join("ca.key")]);
     }
     for &pid in nodes {
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params = CertificateParams::new(vec![node_name(pid)]).map_err(|e| e.to_string())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, node_name(pid));
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(1);
-        params.not_after = now + Duration::days(NODE_DAYS);
-        let cert = params
-            .signed_by(&key, &ca.cert, &ca.key)
-            .map_err(|e| e.to_string())?;
         let paths = node_files(out, pid);
-        write_file(&paths.cert, cert.pem().as_bytes(), false)?;
-        write_file(&paths.key, key.serialize_pem().as_bytes(), true)?;
+        issue(&ca, vec![node_name(pid)], &paths)?;
         files.extend([paths.cert, paths.key]);
     }
     Ok(Written { new_ca, files })
+}
+
+/// Writes a certificate for `names` (DNS names, or IP addresses written as such) and its key
+/// into `dir` as `<stem>.pem` and `<stem>.key`, issued by the CA in `dir` (created first if
+/// there is none). For other programs run beside the cluster under the same CA, e.g. the
+/// etcd cluster of `kv_store bench`, whose members name themselves by IP address.
+pub fn write_named(dir: &Path, stem: &str, names: Vec<String>) -> Result<TlsFiles, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (ca, _) = load_or_create_ca(dir)?;
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    issue(&ca, names, &files)?;
+    Ok(files)
+}
+
+/// Issues a certificate for `names` with `ca` and writes it and its key where `files` say.
+fn issue(ca: &Ca, names: Vec<String>, files: &TlsFiles) -> Result<(), String> {
+    let key = KeyPair::generate().map_err(|e| e.to_string())?;
+    let common_name = names.first().cloned().unwrap_or_default();
+    let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(NODE_DAYS);
+    let cert = params
+        .signed_by(&key, &ca.cert, &ca.key)
+        .map_err(|e| e.to_string())?;
+    write_file(&files.cert, cert.pem().as_bytes(), false)?;
+    write_file(&files.key, key.serialize_pem().as_bytes(), true)
 }
 
 struct Ca {

@@ -62,6 +62,8 @@ struct Settings {
     read_lease_ticks: Option<u64>,
     state_chunk_bytes: Option<usize>,
     http_max_connections: Option<usize>,
+    /// Plain TCP between the nodes (`insecure_peers = true`), to measure what TLS costs.
+    insecure_peers: bool,
 }
 
 /// A local cluster of node processes; dropping it kills them all.
@@ -109,6 +111,16 @@ impl Demo {
         Self::start_configured(exe, settings, |_, _, addr| Ok(addr))
     }
 
+    /// Like [`Demo::start`], with plain TCP between the nodes (`insecure_peers = true`): only
+    /// to measure what TLS costs.
+    pub fn start_with_insecure_peers(exe: std::path::PathBuf) -> Result<Self, String> {
+        let settings = Settings {
+            insecure_peers: true,
+            ..Settings::default()
+        };
+        Self::start_configured(exe, settings, |_, _, addr| Ok(addr))
+    }
+
     /// Like [`Demo::start`], with at most `limit` HTTP connections per node.
     pub fn start_with_http_limit(exe: std::path::PathBuf, limit: usize) -> Result<Self, String> {
         let settings = Settings {
@@ -141,6 +153,7 @@ impl Demo {
             read_lease_ticks,
             state_chunk_bytes,
             http_max_connections,
+            insecure_peers,
         } = settings;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peer = BTreeMap::new();
@@ -156,6 +169,7 @@ impl Demo {
         let certs = dir.path().join("certs");
         crate::certs::write(&certs, &NODES)?;
         crate::certs::write(&certs, &[NEW_NODE])?;
+        let certs_dir = (!insecure_peers).then_some(certs.as_path());
         for pid in NODES {
             let mut first = BTreeMap::new();
             for other in NODES.into_iter().filter(|p| *p != pid) {
@@ -174,7 +188,7 @@ impl Demo {
                 join_from: &[],
                 read_lease_ticks,
                 state_chunk_bytes,
-                certs_dir: Some(&certs),
+                certs_dir,
                 http_max_connections,
             }
             .to_toml();
@@ -196,7 +210,7 @@ impl Demo {
             join_from: &[1, 2],
             read_lease_ticks,
             state_chunk_bytes,
-            certs_dir: Some(&certs),
+            certs_dir,
             http_max_connections,
         }
         .to_toml();

@@ -1,6 +1,7 @@
 //! `kv_store`: a replicated key-value service on OmniPaxos.
 //!
 //! ```text
+//! kv_store certs --nodes 1,2,3 --out certs  a CA and the nodes' certificates (mutual TLS)
 //! kv_store node --config node1.toml        run one node
 //! kv_store client --addr 127.0.0.1:8001 put KEY VALUE | get KEY | delete KEY | status
 //! kv_store demo [--keep]                   a 3-process cluster on localhost, with a crash
@@ -8,7 +9,7 @@
 //! kv_store bench                           wrk against it and, if installed, against etcd
 //! ```
 
-use kv_store::{bench, client, config, demo, large_state, serve};
+use kv_store::{bench, certs, client, config, demo, large_state, serve};
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -28,6 +29,17 @@ enum Command {
         /// The node's TOML config file.
         #[arg(long)]
         config: String,
+    },
+    /// Write a cluster CA and a certificate per node for mutual TLS between the nodes (into
+    /// OUT: ca.pem, ca.key, node-<pid>.pem, node-<pid>.key). With a CA already in OUT, the new
+    /// certificates are issued by it (a node that joins later, a renewal).
+    Certs {
+        /// The pids to issue certificates for, e.g. 1,2,3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
+        /// The directory to write them to.
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Talk to a node's HTTP API.
     Client {
@@ -63,6 +75,10 @@ enum Command {
         /// Measure kv_store alone, even if etcd is installed.
         #[arg(long)]
         without_etcd: bool,
+        /// Plain TCP between the members of both clusters (default: mutual TLS, as they run),
+        /// to measure what peer TLS costs.
+        #[arg(long)]
+        insecure_peers: bool,
     },
     /// The large-state scenarios on a local 3-node cluster: load, write everything again,
     /// catch-up of a restarted follower, a node joining by reconfiguration; prints the figures
@@ -92,6 +108,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Node { config } => run_node(&config),
+        Command::Certs { nodes, out } => run_certs(&nodes, &out),
         Command::Client { addr, op } => run_client(addr, op),
         Command::Demo { keys, keep } => demo::run(keys, keep),
         Command::Bench {
@@ -99,11 +116,13 @@ fn main() {
             seconds,
             repetitions,
             without_etcd,
+            insecure_peers,
         } => bench::run(bench::BenchConfig {
             connections,
             seconds,
             repetitions,
             with_etcd: !without_etcd,
+            insecure_peers,
         }),
         Command::LargeState {
             keys,
@@ -116,6 +135,29 @@ fn main() {
         }),
     };
     std::process::exit(code);
+}
+
+fn run_certs(nodes: &[u64], out: &std::path::Path) -> i32 {
+    match certs::write(out, nodes) {
+        Ok(written) => {
+            if written.new_ca {
+                println!(
+                    "new cluster CA in {} (keep ca.key safe: it issues nodes)",
+                    out.display()
+                );
+            } else {
+                println!("issued with the CA already in {}", out.display());
+            }
+            for file in written.files {
+                println!("  {}", file.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("kv_store certs: {e}");
+            1
+        }
+    }
 }
 
 fn run_large_state(spec: large_state::Spec) -> i32 {

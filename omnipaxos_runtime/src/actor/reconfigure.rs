@@ -3,7 +3,9 @@
 //! When the current configuration's StopSign is decided, the node keeps the `Handover` (to
 //! serve nodes that join), and if it belongs to the next configuration it opens that
 //! configuration's storage through the [`StorageFactory`] and starts its instance with the same
-//! server settings. The ended instance keeps running, sealed, for nodes that have not learnt
+//! server settings (and the same `set_remote_compaction` choice). If that storage cannot be
+//! opened, the node stays in the ended configuration, reports `StorageFailed` and tries again
+//! every second: retiring would end its part in the cluster for good. The ended instance keeps running, sealed, for nodes that have not learnt
 //! the StopSign yet; messages carry their configuration's id, so each reaches its instance. A
 //! node that is not part of the next configuration retires: appends fail with the core's
 //! `PendingReconfigEntry`. Appends refused because the log was sealed are proposed again in
