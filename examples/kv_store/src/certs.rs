@@ -43,9 +43,19 @@ pub struct Written {
     pub files: Vec<PathBuf>,
 }
 
+/// The names every node certificate carries besides `node-<pid>`: clients on the node's own
+/// machine reach its HTTPS port by these.
+const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
 /// Writes a certificate and key for each of `nodes` into `out`, issued by the CA in `out`
-/// (created first if there is none).
+/// (created first if there is none). Each names `node-<pid>` (how peers know it), the local
+/// names, and `hosts` (the addresses and names clients use for the nodes' HTTPS ports).
 pub fn write(out: &Path, nodes: &[u64]) -> Result<Written, String> {
+    write_with_hosts(out, nodes, &[])
+}
+
+/// [`write`], with extra names for the nodes' HTTPS ports.
+pub fn write_with_hosts(out: &Path, nodes: &[u64], hosts: &[String]) -> Result<Written, String> {
     if nodes.contains(&0) {
         return Err("pid 0 is not a node".into());
     }
@@ -57,10 +67,38 @@ pub fn write(out: &Path, nodes: &[u64]) -> Result<Written, String> {
     }
     for &pid in nodes {
         let paths = node_files(out, pid);
-        issue(&ca, vec![node_name(pid)], &paths)?;
+        let mut names = vec![node_name(pid)];
+        names.extend(LOCAL_NAMES.iter().map(|n| n.to_string()));
+        names.extend(hosts.iter().cloned());
+        issue(&ca, names, &paths)?;
         files.extend([paths.cert, paths.key]);
     }
     Ok(Written { new_ca, files })
+}
+
+/// The paths of user `name`'s client certificate and key in `dir`.
+pub fn client_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("client-{name}.pem")),
+        dir.join(format!("client-{name}.key")),
+    )
+}
+
+/// Writes a client certificate for user `name` (`client-<name>`) into `dir`, issued by the CA
+/// there (created first if there is none). Presented to a node's HTTPS port, it authenticates
+/// the client as that user.
+pub fn write_client(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), String> {
+    if !crate::auth::valid_name(name) {
+        return Err(format!(
+            "{name:?} is not a valid user name (letters, digits, dashes)"
+        ));
+    }
+    let files = write_named(
+        dir,
+        &format!("client-{name}"),
+        vec![format!("client-{name}")],
+    )?;
+    Ok((files.cert, files.key))
 }
 
 /// Writes a certificate for `names` (DNS names, or IP addresses written as such) and its key

@@ -25,6 +25,35 @@ struct File {
     /// Mutual TLS between the nodes: the cluster's CA, this node's certificate and key (PEM
     /// files; relative paths are relative to the config file's directory).
     tls: Option<TlsTable>,
+    /// Clients' credentials.
+    #[serde(default)]
+    auth: AuthTable,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthTable {
+    /// A file holding the password `root` gets at the first start of the cluster.
+    root_password_file: Option<PathBuf>,
+    #[serde(default = "default_token_ttl")]
+    token_ttl_secs: u64,
+    /// `GET /metrics` without credentials (for a scraper on a trusted network).
+    #[serde(default)]
+    metrics_open: bool,
+}
+
+impl Default for AuthTable {
+    fn default() -> Self {
+        Self {
+            root_password_file: None,
+            token_ttl_secs: default_token_ttl(),
+            metrics_open: false,
+        }
+    }
+}
+
+fn default_token_ttl() -> u64 {
+    3600
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +98,12 @@ struct NodeSection {
     /// Most HTTP connections at once (default: half the process's open-file limit).
     #[serde(default)]
     http_max_connections: Option<usize>,
+    /// Serve clients over plain HTTP instead of HTTPS (tokens and passwords travel in the
+    /// clear): only on a loopback address, unless `plain_http_beyond_loopback` too.
+    #[serde(default)]
+    plain_http: bool,
+    #[serde(default)]
+    plain_http_beyond_loopback: bool,
 }
 
 fn default_chunk_bytes() -> usize {
@@ -108,6 +143,15 @@ pub struct NodeConfig {
     pub http_hosts: Vec<String>,
     /// Most HTTP connections at once.
     pub http_max_connections: usize,
+    /// HTTPS for clients with the `[tls]` files (client certificates optional), or `None`
+    /// for plain HTTP (`plain_http = true`).
+    pub https: Option<TlsFiles>,
+    /// The root password's file, read at start (`[auth] root_password_file`).
+    pub root_password_file: Option<PathBuf>,
+    /// How long a token is valid.
+    pub token_ttl: std::time::Duration,
+    /// `GET /metrics` without credentials.
+    pub metrics_open: bool,
 }
 
 /// How nodes know each other on the peer port.
@@ -266,6 +310,40 @@ impl NodeConfig {
         if http_max_connections == 0 {
             return Err(err("node.http_max_connections", "must be positive".into()));
         }
+        let https = match (&peer_security, file.node.plain_http) {
+            (_, true) => {
+                let loopback = http_addr.ip().is_loopback();
+                if !loopback && !file.node.plain_http_beyond_loopback {
+                    return Err(err(
+                        "node.plain_http",
+                        format!(
+                            "plain HTTP on {http_addr} would carry passwords and tokens in the clear \
+                             beyond this machine; use HTTPS, or set plain_http_beyond_loopback = true"
+                        ),
+                    ));
+                }
+                None
+            }
+            (PeerSecurity::Tls(files), false) => Some(files.clone()),
+            (PeerSecurity::Insecure, false) => return Err(err(
+                "node.plain_http",
+                "HTTPS for clients uses the [tls] files, and there are none: add [tls], or set \
+                     plain_http = true"
+                    .into(),
+            )),
+        };
+        if file.auth.token_ttl_secs == 0 {
+            return Err(err("auth.token_ttl_secs", "must be positive".into()));
+        }
+        let root_password_file = file.auth.root_password_file.map(|p| base.join(p));
+        if let Some(f) = &root_password_file {
+            if !f.is_file() {
+                return Err(err(
+                    "auth.root_password_file",
+                    format!("{} is not a file", f.display()),
+                ));
+            }
+        }
         let read_lease = file
             .node
             .read_lease_ticks
@@ -286,6 +364,10 @@ impl NodeConfig {
             peer_security,
             http_hosts: file.node.http_hosts,
             http_max_connections,
+            https,
+            root_password_file,
+            token_ttl: std::time::Duration::from_secs(file.auth.token_ttl_secs),
+            metrics_open: file.auth.metrics_open,
             omnipaxos,
         })
     }
@@ -315,6 +397,8 @@ pub struct NodeFile<'a> {
     pub certs_dir: Option<&'a std::path::Path>,
     /// Most HTTP connections at once (the default if `None`).
     pub http_max_connections: Option<usize>,
+    /// The file holding root's first password.
+    pub root_password_file: Option<&'a std::path::Path>,
 }
 
 impl NodeFile<'_> {
@@ -347,7 +431,10 @@ impl NodeFile<'_> {
             text.push_str(&format!("http_max_connections = {n}\n"));
         }
         if self.certs_dir.is_none() {
-            text.push_str("insecure_peers = true\n");
+            text.push_str("insecure_peers = true\nplain_http = true\n");
+        }
+        if let Some(file) = self.root_password_file {
+            text.push_str(&format!("\n[auth]\nroot_password_file = {file:?}\n"));
         }
         if let Some(dir) = self.certs_dir {
             let files = crate::certs::node_files(dir, *pid);

@@ -54,7 +54,12 @@ pub async fn cluster(State(app): State<App>) -> Response {
             continue;
         }
         let addr = app.http_addrs.get(&pid).copied();
-        fetches.push((pid, addr, tokio::task::spawn_blocking(move || fetch(addr))));
+        let client = app.node_client.for_node(pid);
+        fetches.push((
+            pid,
+            addr,
+            tokio::task::spawn_blocking(move || fetch(&client, addr)),
+        ));
     }
     let mut nodes = vec![json!({
         "pid": me,
@@ -82,10 +87,11 @@ pub async fn cluster(State(app): State<App>) -> Response {
 }
 
 /// Another node's `/status` and `/history`.
-fn fetch(addr: Option<SocketAddr>) -> Result<(Value, Value), String> {
+fn fetch(client: &client::Client, addr: Option<SocketAddr>) -> Result<(Value, Value), String> {
     let addr = addr.ok_or("no HTTP address for it under [http_peers]")?;
     let get = |path: &str| {
-        let r = client::request(addr, "GET", path, "", PEER_TIMEOUT)
+        let r = client
+            .request(addr, "GET", path, "", PEER_TIMEOUT)
             .map_err(|e| format!("{addr}{path}: {e}"))?;
         match r.status {
             200 => Ok(r.body),

@@ -5,7 +5,7 @@
 //! every node. Exits 0 if all checks pass, 1 with the reason otherwise; it leaves no process
 //! behind (the children are killed on every exit path).
 
-use crate::client::{key_path, request};
+use crate::client::key_path;
 use crate::config::NodeFile;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -66,6 +66,20 @@ struct Settings {
     insecure_peers: bool,
 }
 
+/// A random password of 24 letters and digits.
+fn random_password() -> Result<String, String> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no randomness from the operating system".to_string())?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect())
+}
+
 /// A local cluster of node processes; dropping it kills them all.
 pub struct Demo {
     exe: std::path::PathBuf,
@@ -77,6 +91,11 @@ pub struct Demo {
     children: BTreeMap<u64, Child>,
     /// Every write a node acknowledged, by key.
     pub acknowledged: BTreeMap<String, String>,
+    /// HTTPS with root's client certificate (plain HTTP with insecure peers: then add a token
+    /// from [`Demo::root_token`]).
+    pub client: crate::client::Client,
+    /// Root's password (`[auth] root_password_file`).
+    pub root_password: String,
 }
 
 impl Drop for Demo {
@@ -169,7 +188,19 @@ impl Demo {
         let certs = dir.path().join("certs");
         crate::certs::write(&certs, &NODES)?;
         crate::certs::write(&certs, &[NEW_NODE])?;
+        // Clients: root, by its certificate (the tests' and the demo's requests) or its password.
+        let (root_cert, root_key) = crate::certs::write_client(&certs, crate::auth::ROOT)?;
+        let root_password = random_password()?;
+        let password_file = dir.path().join("root.password");
+        std::fs::write(&password_file, &root_password).map_err(|e| e.to_string())?;
         let certs_dir = (!insecure_peers).then_some(certs.as_path());
+        let client = match insecure_peers {
+            true => crate::client::Client::plain(),
+            false => {
+                crate::client::Client::https(&certs.join("ca.pem"), Some((&root_cert, &root_key)))
+                    .map_err(|e| e.to_string())?
+            }
+        };
         for pid in NODES {
             let mut first = BTreeMap::new();
             for other in NODES.into_iter().filter(|p| *p != pid) {
@@ -190,6 +221,7 @@ impl Demo {
                 state_chunk_bytes,
                 certs_dir,
                 http_max_connections,
+                root_password_file: Some(&password_file),
             }
             .to_toml();
             std::fs::write(dir.path().join(format!("node{pid}.toml")), text)
@@ -212,6 +244,7 @@ impl Demo {
             state_chunk_bytes,
             certs_dir,
             http_max_connections,
+            root_password_file: None,
         }
         .to_toml();
         std::fs::write(dir.path().join(format!("node{NEW_NODE}.toml")), text)
@@ -223,9 +256,15 @@ impl Demo {
             peer,
             children: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
+            client,
+            root_password,
         };
         for pid in NODES {
             demo.spawn(pid)?;
+        }
+        if insecure_peers {
+            // Plain HTTP: no client certificate, so root's token.
+            demo.client = demo.client.clone().with_token(demo.root_token()?);
         }
         Ok(demo)
     }
@@ -249,24 +288,76 @@ impl Demo {
                 return 1;
             }
         };
-        println!("\nThe cluster keeps running. Dashboards (every node serves one):");
+        let token = match self.root_token() {
+            Ok(token) => token,
+            Err(e) => {
+                eprintln!("cannot get a token for root: {e}");
+                return 1;
+            }
+        };
+        println!("\nThe cluster keeps running. Dashboards (every node serves one; the link logs in as root):");
         for pid in self.live() {
             let http = self.http[&pid];
-            println!("  node {pid}: http://{http}/   (metrics: http://{http}/metrics)");
+            println!("  node {pid}: https://{http}/#token={token}");
         }
+        let ca = self.dir().join("certs").join("ca.pem");
+        let some = self.http[&self.live()[0]];
+        println!(
+            "The cluster's CA (add it to your browser, or accept the warning): {}",
+            ca.display()
+        );
+        println!(
+            "root's password: {}   a token for it (valid 1 h): {token}",
+            self.root_password
+        );
+        println!("Try:");
+        println!(
+            "  kv_store client --addr {some} --cacert {} --token {token} put colour blue",
+            ca.display()
+        );
+        println!(
+            "  curl --cacert {} -H 'Authorization: Bearer {token}' https://{some}/kv/colour",
+            ca.display()
+        );
+        println!(
+            "  curl --cacert {} -H 'Authorization: Bearer {token}' https://{some}/metrics",
+            ca.display()
+        );
         println!("Data, configs and logs: {}", self.dir().display());
         println!("Press Ctrl-C to stop all nodes.");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let load = {
             let stop = stop.clone();
             let targets: Vec<SocketAddr> = self.live().iter().map(|p| self.http[p]).collect();
-            std::thread::spawn(move || light_load(&targets, &stop))
+            let client = self.client.clone();
+            std::thread::spawn(move || light_load(&client, &targets, &stop))
         };
         rt.block_on(interrupt.recv());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = load.join();
         println!("\nstopping the nodes");
         0
+    }
+
+    /// A token for root, from any live node (`POST /auth/token` with root's password), once
+    /// the cluster created root.
+    pub fn root_token(&self) -> Result<String, String> {
+        let body = serde_json::json!({ "user": crate::auth::ROOT, "password": self.root_password });
+        self.wait_for("a token for root", |d| {
+            d.live().into_iter().find_map(|pid| {
+                let r = d
+                    .client
+                    .request(
+                        d.http[&pid],
+                        "POST",
+                        "/auth/token",
+                        &body.to_string(),
+                        Duration::from_secs(5),
+                    )
+                    .ok()?;
+                r.body["token"].as_str().map(str::to_string)
+            })
+        })
     }
 
     /// Starts (or restarts) node `pid` from its config and data directory.
@@ -304,7 +395,10 @@ impl Demo {
     /// The body of `GET path` on node `pid` (a JSON value, or a string for other text), if it
     /// answered 200.
     pub fn get(&self, pid: u64, path: &str) -> Option<serde_json::Value> {
-        let r = request(self.http[&pid], "GET", path, "", Duration::from_secs(2)).ok()?;
+        let r = self
+            .client
+            .request(self.http[&pid], "GET", path, "", Duration::from_secs(2))
+            .ok()?;
         (r.status == 200).then_some(r.body)
     }
 
@@ -348,14 +442,16 @@ impl Demo {
             r#"{{"configuration_id": 2, "nodes": [1, 2, {NEW_NODE}], "new_peers": {{"{NEW_NODE}": "{}"}}}}"#,
             self.peer[&NEW_NODE]
         );
-        let r = request(
-            self.http[&1],
-            "POST",
-            "/reconfigure",
-            &body,
-            Duration::from_secs(10),
-        )
-        .map_err(|e| format!("reconfigure: {e}"))?;
+        let r = self
+            .client
+            .request(
+                self.http[&1],
+                "POST",
+                "/reconfigure",
+                &body,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| format!("reconfigure: {e}"))?;
         if r.status != 200 {
             return Err(format!("reconfigure: {} {}", r.status, r.body));
         }
@@ -426,7 +522,7 @@ impl Demo {
             let mut done = false;
             for attempt in 0..live.len() * 20 {
                 let pid = live[(i + attempt) % live.len()];
-                match request(
+                match self.client.request(
                     self.http[&pid],
                     "PUT",
                     &key_path(&key),
@@ -462,14 +558,16 @@ impl Demo {
     /// Reads every acknowledged key from node `pid` (linearizable reads).
     pub fn verify_on(&self, pid: u64) -> Result<(), String> {
         for (key, value) in &self.acknowledged {
-            let r = request(
-                self.http[&pid],
-                "GET",
-                &key_path(key),
-                "",
-                Duration::from_secs(12),
-            )
-            .map_err(|e| format!("node {pid}: {e}"))?;
+            let r = self
+                .client
+                .request(
+                    self.http[&pid],
+                    "GET",
+                    &key_path(key),
+                    "",
+                    Duration::from_secs(12),
+                )
+                .map_err(|e| format!("node {pid}: {e}"))?;
             if r.status != 200 || r.body["value"].as_str() != Some(value.as_str()) {
                 return Err(format!(
                     "node {pid} returned {} {} for acknowledged {key}={value}",
@@ -550,19 +648,18 @@ impl Demo {
 }
 
 /// A few writes and reads a second, round-robin over `targets`, until `stop`.
-fn light_load(targets: &[SocketAddr], stop: &std::sync::atomic::AtomicBool) {
+fn light_load(
+    client: &crate::client::Client,
+    targets: &[SocketAddr],
+    stop: &std::sync::atomic::AtomicBool,
+) {
     let mut n: usize = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let addr = targets[n % targets.len()];
         let key = format!("live-{}", n % 100);
-        let _ = request(
-            addr,
-            "PUT",
-            &key_path(&key),
-            &n.to_string(),
-            Duration::from_secs(2),
-        );
-        let _ = request(addr, "GET", &key_path(&key), "", Duration::from_secs(2));
+        let put = key_path(&key);
+        let _ = client.request(addr, "PUT", &put, &n.to_string(), Duration::from_secs(2));
+        let _ = client.request(addr, "GET", &put, "", Duration::from_secs(2));
         n += 1;
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -5,6 +5,7 @@
 //! it does not know (a leader change, a crash of the leader) with the same id, so the same write
 //! can be decided more than once; the state machine ([`crate::machine`]) applies it once.
 
+use crate::auth::{AuthOp, Principal};
 use omnipaxos::macros::Entry;
 use omnipaxos::storage::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -20,13 +21,17 @@ pub struct RequestId {
     pub seq: u64,
 }
 
-/// A write: the request it came from and what it changes.
+/// A write: the request it came from, who asked for it, and what it changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Write {
     pub id: RequestId,
     /// Every request of the session numbered below this had its answer (or was given up) when
     /// this copy was proposed, so copies of them decided later are ignored.
     pub done_below: u64,
+    /// Who asked, as the node that took the request authenticated them: the state machine
+    /// checks their permission where the write is decided, so a revocation decided before it
+    /// is in force ([`crate::auth`]). `None`: the cluster itself (the root user's bootstrap).
+    pub by: Option<Principal>,
     pub op: WriteOp,
 }
 
@@ -37,6 +42,8 @@ pub enum WriteOp {
     Put { key: String, value: String },
     /// Remove `key`.
     Delete { key: String },
+    /// Change users, roles or grants.
+    Auth(AuthOp),
 }
 
 /// One entry of the replicated log.

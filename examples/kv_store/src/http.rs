@@ -8,17 +8,19 @@
 //! And for people and monitoring ([`crate::dashboard`]): `GET /` (the dashboard page),
 //! `GET /cluster`, `GET /history`, `GET /metrics` (Prometheus text).
 
+use crate::auth::{Access, Principal};
+use crate::http_auth::failed;
 use crate::machine::Outcome;
-use crate::node::{Node, ReconfigureRefused, RequestError};
+use crate::node::{Node, ReconfigureRefused};
 use crate::telemetry::{self, Telemetry};
-use crate::{dashboard, http_guard};
+use crate::{dashboard, http_auth, http_guard};
 use axum::body::Bytes;
 use axum::extract::FromRef;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +40,16 @@ pub struct App {
     pub http_addrs: Arc<BTreeMap<u64, SocketAddr>>,
     /// The names this node answers to ([`crate::http_guard`]).
     pub guard: Arc<http_guard::Guard>,
+    /// Authentication ([`crate::http_auth`]).
+    pub gate: Arc<http_auth::Gate>,
+    /// This node's own client (its node certificate), for the other nodes' status.
+    pub node_client: crate::client::Client,
+}
+
+impl FromRef<App> for Arc<http_auth::Gate> {
+    fn from_ref(app: &App) -> Self {
+        app.gate.clone()
+    }
 }
 
 impl FromRef<App> for Arc<Node> {
@@ -63,7 +75,26 @@ pub fn router(app: App) -> Router {
         .route("/cluster", get(dashboard::cluster))
         .route("/history", get(dashboard::history))
         .route("/metrics", get(dashboard::metrics))
+        .route("/health", get(health))
+        .route("/auth/token", axum::routing::post(http_auth::token))
+        .route("/auth/users", get(http_auth::listing))
+        .route(
+            "/auth/users/{name}",
+            axum::routing::put(http_auth::put_user).delete(http_auth::delete_user),
+        )
+        .route(
+            "/auth/users/{name}/roles/{role}",
+            axum::routing::put(http_auth::grant).delete(http_auth::revoke),
+        )
+        .route(
+            "/auth/roles/{name}",
+            axum::routing::put(http_auth::put_role).delete(http_auth::delete_role),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.gate.clone(),
+            http_auth::authenticate,
+        ))
         // The guard reads the body (bounded in size and time) before any route does.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
@@ -81,59 +112,80 @@ pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn unavailable(e: RequestError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-}
-
 fn bad_key(key: &str) -> Option<Response> {
-    (key.is_empty() || key.len() > MAX_KEY).then(|| {
+    // A NUL first byte is the state machine's own (the auth state), never a client's.
+    (key.is_empty() || key.len() > MAX_KEY || key.starts_with('\0')).then(|| {
         error(
             StatusCode::BAD_REQUEST,
-            format!("a key must have 1 to {MAX_KEY} bytes"),
+            format!("a key must have 1 to {MAX_KEY} bytes and not start with a NUL byte"),
         )
     })
 }
 
-async fn put_key(State(node): Shared, Path(key): Path<String>, body: Bytes) -> Response {
+async fn put_key(
+    State(node): Shared,
+    Extension(who): Extension<Principal>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
     if let Some(r) = bad_key(&key) {
         return r;
     }
     let Ok(value) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "the value must be UTF-8 text");
     };
-    match node.put(key.clone(), value.clone()).await {
+    match node.put(who, key.clone(), value.clone()).await {
         Ok(_) => Json(json!({ "key": key, "value": value })).into_response(),
-        Err(e) => unavailable(e),
+        Err(e) => failed(e),
     }
 }
 
-async fn get_key(State(node): Shared, Path(key): Path<String>) -> Response {
+async fn get_key(
+    State(node): Shared,
+    Extension(who): Extension<Principal>,
+    Path(key): Path<String>,
+) -> Response {
     if let Some(r) = bad_key(&key) {
         return r;
     }
-    match node.get(&key).await {
+    match node.get(&who, &key).await {
         Ok(Some(value)) => Json(json!({ "key": key, "value": value })).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no such key: {key}")),
-        Err(e) => unavailable(e),
+        Err(e) => failed(e),
     }
 }
 
-async fn delete_key(State(node): Shared, Path(key): Path<String>) -> Response {
+async fn delete_key(
+    State(node): Shared,
+    Extension(who): Extension<Principal>,
+    Path(key): Path<String>,
+) -> Response {
     if let Some(r) = bad_key(&key) {
         return r;
     }
-    match node.delete(key.clone()).await {
+    match node.delete(who, key.clone()).await {
         Ok(Outcome::Deleted(true)) => Json(json!({ "key": key, "deleted": true })).into_response(),
         Ok(_) => error(StatusCode::NOT_FOUND, format!("no such key: {key}")),
-        Err(e) => unavailable(e),
+        Err(e) => failed(e),
     }
+}
+
+/// `GET /health`: open to anyone; 200 while this node takes part.
+async fn health(State(node): Shared) -> Response {
+    Json(json!({ "status": "ok", "auth_set_up": node.auth_is_set_up() })).into_response()
 }
 
 async fn status(State(node): Shared) -> Response {
     Json(node.status().await).into_response()
 }
 
-async fn handover(State(node): Shared) -> Response {
+/// `GET /handover`: for admins, and for nodes (a joining node's state).
+async fn handover(State(node): Shared, Extension(who): Extension<Principal>) -> Response {
+    if !matches!(who, Principal::Node(_)) {
+        if let Err(e) = node.at_read_point(&who, Access::Admin).await {
+            return failed(e);
+        }
+    }
     match node.handover().await {
         Some(h) => Json(h).into_response(),
         None => error(
@@ -143,8 +195,15 @@ async fn handover(State(node): Shared) -> Response {
     }
 }
 
-/// One chunk of a state transfer to another node (`crate::transfer`).
-async fn state_chunk(State(node): Shared, body: Bytes) -> Response {
+/// One chunk of a state transfer to another node (`crate::transfer`): nodes only.
+async fn state_chunk(
+    State(node): Shared,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = node.check_here(&who, Access::Node) {
+        return failed(e);
+    }
     let Ok(request) = serde_json::from_slice::<crate::transfer::ChunkRequest>(&body) else {
         return error(StatusCode::BAD_REQUEST, "expected a chunk request");
     };
@@ -167,7 +226,14 @@ struct Reconfigure {
     new_peers: std::collections::BTreeMap<u64, std::net::SocketAddr>,
 }
 
-async fn reconfigure(State(node): Shared, body: Bytes) -> Response {
+async fn reconfigure(
+    State(node): Shared,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = node.at_read_point(&who, Access::Admin).await {
+        return failed(e);
+    }
     let Ok(r) = serde_json::from_slice::<Reconfigure>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -13,6 +13,11 @@
 //!
 //! An error of `accept` itself (no descriptor left: EMFILE) is logged and waited out; it
 //! never stops the listener.
+//!
+//! **HTTPS.** With a TLS acceptor (the node's certificate, client certificates optional), the
+//! handshake must end within [`HEADER_TIMEOUT`], and a client certificate the CA signed names
+//! who the client is for every request on the connection ([`ClientCert`]): `node-<pid>` a node
+//! of the cluster, `client-<user>` a user.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -69,8 +74,39 @@ fn open_files_limit() -> Option<usize> {
     }
 }
 
-/// Serves `router` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, router: Router, max_connections: usize) {
+/// Who a client certificate says the client is, set on every request of its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCert {
+    /// `node-<pid>`: a node of the cluster.
+    Node(u64),
+    /// `client-<name>`: a user.
+    User(String),
+}
+
+impl ClientCert {
+    /// What a certificate's DNS names say (a node name first).
+    fn of_names(names: &[String]) -> Option<Self> {
+        let node = names
+            .iter()
+            .find_map(|n| omnipaxos_runtime::transport::tls::pid_of_name(n));
+        let user = || {
+            names
+                .iter()
+                .find_map(|n| n.strip_prefix("client-"))
+                .filter(|n| crate::auth::valid_name(n))
+                .map(|n| ClientCert::User(n.to_string()))
+        };
+        node.map(ClientCert::Node).or_else(user)
+    }
+}
+
+/// Serves `router` on `listener` until the task is dropped; over TLS with `tls`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let refusal = too_many_connections();
     let mut refusals_logged = Instant::now() - Duration::from_secs(60);
@@ -93,20 +129,37 @@ pub async fn serve(listener: TcpListener, router: Router, max_connections: usize
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let activity = Arc::new(Activity::new());
-            let io = TokioIo::new(Watched {
+            let watched = Watched {
                 inner: stream,
                 activity: activity.clone(),
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_header_size(MAX_HEADER_BYTES)
-                .serve_connection(io, service);
+            };
+            let served = async {
+                match tls {
+                    None => serve_connection(watched, router, None).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(watched));
+                        let Ok(Ok(stream)) = handshake.await else {
+                            tracing::debug!(%remote, "TLS handshake failed or timed out");
+                            return;
+                        };
+                        let names = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(omnipaxos_runtime::transport::tls::dns_names)
+                            .unwrap_or_default();
+                        serve_connection(stream, router, ClientCert::of_names(&names)).await
+                    }
+                }
+            };
             tokio::select! {
-                _ = connection => {}
+                _ = served => {}
                 _ = activity.silent_for(IDLE_TIMEOUT) => {
                     tracing::debug!(%remote, "closed an idle HTTP connection");
                 }
@@ -114,6 +167,26 @@ pub async fn serve(listener: TcpListener, router: Router, max_connections: usize
             drop(slot);
         });
     }
+}
+
+/// Serves HTTP/1.1 on one connection; every request carries `cert` (if any) as an extension.
+async fn serve_connection<S>(stream: S, router: Router, cert: Option<ClientCert>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let service = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(cert) = &cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        req
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .await;
 }
 
 /// When a connection last moved a byte, in milliseconds since it opened.

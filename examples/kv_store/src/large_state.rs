@@ -273,7 +273,7 @@ fn write_round(
     round: u8,
 ) -> Result<f64, String> {
     let targets: Vec<_> = cluster.live().iter().map(|p| cluster.http[p]).collect();
-    write_through(targets, spec, range, round)
+    write_through(cluster.client.clone(), targets, spec, range, round)
 }
 
 /// Starts writing keys `range` in `round` through `pids` in the background (the cluster keeps
@@ -286,11 +286,13 @@ fn write_meanwhile(
     round: u8,
 ) -> std::thread::JoinHandle<Result<f64, String>> {
     let targets: Vec<_> = pids.iter().map(|p| cluster.http[p]).collect();
-    std::thread::spawn(move || write_through(targets, spec, range, round))
+    let client = cluster.client.clone();
+    std::thread::spawn(move || write_through(client, targets, spec, range, round))
 }
 
 /// Writes keys `range` in `round` through `targets` from `WRITERS` threads; MB/s.
 fn write_through(
+    client: crate::client::Client,
     targets: Vec<std::net::SocketAddr>,
     spec: Spec,
     range: std::ops::Range<usize>,
@@ -301,11 +303,12 @@ fn write_through(
     let writers: Vec<_> = (0..WRITERS)
         .map(|t| {
             let targets = targets.clone();
+            let client = client.clone();
             std::thread::spawn(move || -> Result<(), String> {
                 let timeout = Duration::from_secs(30);
                 let mut nodes: Vec<KeepAlive> = targets
                     .iter()
-                    .map(|a| KeepAlive::new(*a, timeout))
+                    .map(|a| client.keep_alive(*a, timeout))
                     .collect();
                 for i in (start + t..end).step_by(WRITERS) {
                     let v = value(i, round, spec.value_bytes);
@@ -343,8 +346,9 @@ fn verify(cluster: &Demo, pid: u64, spec: Spec, rounds: &[u8]) -> Result<usize, 
     let readers: Vec<_> = (0..WRITERS)
         .map(|t| {
             let rounds = rounds.clone();
+            let client = cluster.client.clone();
             std::thread::spawn(move || -> Result<usize, String> {
-                let mut node = KeepAlive::new(addr, Duration::from_secs(30));
+                let mut node = client.keep_alive(addr, Duration::from_secs(30));
                 let mut n = 0;
                 for i in (t..rounds.len()).step_by(WRITERS) {
                     let (status, body) = node

@@ -2,6 +2,7 @@
 //! between nodes, durable storage, reconfiguration) with an HTTP API for clients. The binary
 //! (`main.rs`) is a thin CLI over these modules; the tests drive the same code.
 
+pub mod auth;
 pub mod bench;
 pub mod certs;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod entry;
 pub mod history;
 pub mod http;
+pub mod http_auth;
 pub mod http_guard;
 pub mod http_server;
 pub mod large_state;

@@ -8,6 +8,7 @@
 //! copies of those are ignored. A node's new session closes its old one: copies from a
 //! previous start of a node, decided late, are ignored (their clients never got an answer).
 
+use crate::auth::{Access, AuthState, Refused, STATE_KEY};
 use crate::entry::{KvCommand, RequestId, Write, WriteOp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,6 +22,11 @@ pub enum Outcome {
     Written,
     /// Whether the key existed.
     Deleted(bool),
+    /// Users, roles or grants changed.
+    AuthChanged,
+    /// Not applied: its author may not make it (where it was decided), or the change is
+    /// invalid.
+    Refused(Refused),
 }
 
 /// One node's sessions.
@@ -76,19 +82,36 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Applies one decided command to `keys`; `Ok(None)` if it is a copy of a write already
-    /// applied or given up, which changes nothing.
+    /// Applies one decided command to `keys` and `auth` (which `keys` keep under
+    /// [`STATE_KEY`]); `Ok(None)` if it is a copy of a write already applied or given up,
+    /// which changes nothing. Its author's permission is checked here, against the auth state
+    /// of this point of the log, the same on every node.
     pub fn apply<K: KeyValues>(
         &mut self,
         keys: &mut K,
+        auth: &mut AuthState,
         cmd: KvCommand,
     ) -> Result<Option<Applied>, String> {
-        let KvCommand::Write(Write { id, done_below, op }) = cmd;
+        let KvCommand::Write(Write {
+            id,
+            done_below,
+            by,
+            op,
+        }) = cmd;
         if !self.admit(id, done_below) {
             return Ok(None);
         }
+        let refused = |r| Applied {
+            outcome: Outcome::Refused(r),
+            keys_delta: 0,
+            bytes: 0,
+        };
+        let allowed = |access| by.as_ref().map_or(Ok(()), |who| auth.check(who, access));
         Ok(Some(match op {
             WriteOp::Put { key, value } => {
+                if let Err(r) = allowed(Access::Write(&key)) {
+                    return Ok(Some(refused(r)));
+                }
                 let bytes = key.len() + value.len();
                 let new = keys.put(key, value)?;
                 Applied {
@@ -98,11 +121,32 @@ impl Sessions {
                 }
             }
             WriteOp::Delete { key } => {
+                if let Err(r) = allowed(Access::Write(&key)) {
+                    return Ok(Some(refused(r)));
+                }
                 let existed = keys.delete(&key)?;
                 Applied {
                     outcome: Outcome::Deleted(existed),
                     keys_delta: -i64::from(existed),
                     bytes: key.len(),
+                }
+            }
+            WriteOp::Auth(op) => {
+                if let Err(r) = auth.apply(by.as_ref(), &op) {
+                    return Ok(Some(refused(r)));
+                }
+                let saved = serde_json::to_string(&*auth).map_err(|e| e.to_string())?;
+                let bytes = saved.len();
+                keys.put(STATE_KEY.to_string(), saved)?;
+                tracing::info!(
+                    by = by.as_ref().map(|p| p.name()).unwrap_or_default(),
+                    "auth change applied: {}",
+                    op.describe()
+                );
+                Applied {
+                    outcome: Outcome::AuthChanged,
+                    keys_delta: 0,
+                    bytes,
                 }
             }
         }))
@@ -150,6 +194,7 @@ mod tests {
         KvCommand::Write(Write {
             id: RequestId { node: 1, life, seq },
             done_below,
+            by: None,
             op: WriteOp::Put {
                 key: "k".into(),
                 value: value.into(),
@@ -162,11 +207,15 @@ mod tests {
     struct Machine {
         sessions: Sessions,
         map: HashMap<String, String>,
+        auth: AuthState,
     }
 
     impl Machine {
         fn apply(&mut self, cmd: KvCommand) -> Option<Outcome> {
-            let applied = self.sessions.apply(&mut self.map, cmd).unwrap();
+            let applied = self
+                .sessions
+                .apply(&mut self.map, &mut self.auth, cmd)
+                .unwrap();
             applied.map(|a| a.outcome)
         }
     }
@@ -185,9 +234,10 @@ mod tests {
     fn applying_reports_the_change_in_keys_and_bytes() {
         let mut sessions = Sessions::default();
         let mut map = HashMap::new();
-        let first = sessions.apply(&mut map, put(7, 1, 1, "abc")).unwrap();
+        let auth = &mut AuthState::default();
+        let first = sessions.apply(&mut map, auth, put(7, 1, 1, "abc")).unwrap();
         assert_eq!(first.map(|a| (a.keys_delta, a.bytes)), Some((1, 4)));
-        let again = sessions.apply(&mut map, put(7, 2, 1, "de")).unwrap();
+        let again = sessions.apply(&mut map, auth, put(7, 2, 1, "de")).unwrap();
         assert_eq!(again.map(|a| a.keys_delta), Some(0), "the key existed");
         let delete = KvCommand::Write(Write {
             id: RequestId {
@@ -196,9 +246,10 @@ mod tests {
                 seq: 3,
             },
             done_below: 1,
+            by: None,
             op: WriteOp::Delete { key: "k".into() },
         });
-        let gone = sessions.apply(&mut map, delete).unwrap().unwrap();
+        let gone = sessions.apply(&mut map, auth, delete).unwrap().unwrap();
         assert_eq!(
             (gone.outcome, gone.keys_delta),
             (Outcome::Deleted(true), -1)

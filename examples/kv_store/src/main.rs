@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! kv_store certs --nodes 1,2,3 --out certs  a CA and the nodes' certificates (mutual TLS)
+//! kv_store certs --client alice --out certs a user's client certificate
 //! kv_store node --config node1.toml        run one node
-//! kv_store client --addr 127.0.0.1:8001 put KEY VALUE | get KEY | delete KEY | status
+//! kv_store client --addr 127.0.0.1:8001 --cacert certs/ca.pem --token T
+//!                 put KEY VALUE | get KEY | delete KEY | status
+//! kv_store auth --addr .. --cacert .. token USER PASSWORD | user-add NAME [PASSWORD] | grant ..
 //! kv_store demo [--keep]                   a 3-process cluster on localhost, with a crash
 //!                                          (--keep: leave it running, with its dashboards)
 //! kv_store bench                           wrk against it and, if installed, against etcd
@@ -34,20 +37,33 @@ enum Command {
     /// OUT: ca.pem, ca.key, node-<pid>.pem, node-<pid>.key). With a CA already in OUT, the new
     /// certificates are issued by it (a node that joins later, a renewal).
     Certs {
-        /// The pids to issue certificates for, e.g. 1,2,3.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// The pids to issue node certificates for, e.g. 1,2,3.
+        #[arg(long, value_delimiter = ',')]
         nodes: Vec<u64>,
+        /// Users to issue client certificates for (client-<name>.pem/.key), e.g. alice.
+        #[arg(long, value_delimiter = ',')]
+        client: Vec<String>,
+        /// Addresses and names clients use for the nodes' HTTPS ports, put in every node
+        /// certificate (localhost, 127.0.0.1 and ::1 always are).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
         /// The directory to write them to.
         #[arg(long)]
         out: std::path::PathBuf,
     },
     /// Talk to a node's HTTP API.
     Client {
-        /// The node's HTTP address.
-        #[arg(long, default_value = "127.0.0.1:8001")]
-        addr: SocketAddr,
+        #[command(flatten)]
+        conn: Connection,
         #[command(subcommand)]
         op: ClientOp,
+    },
+    /// Manage users, roles and grants (as an admin) and get tokens.
+    Auth {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        op: AuthCmd,
     },
     /// Start a 3-node cluster on localhost (three processes), write through it, kill the
     /// leader, restart it, and check every acknowledged write.
@@ -96,6 +112,86 @@ enum Command {
     },
 }
 
+/// How to reach a node and who to be.
+#[derive(clap::Args)]
+struct Connection {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    addr: SocketAddr,
+    /// The cluster's CA (HTTPS); without it, plain HTTP.
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate (client-<user>.pem) and its key.
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// A token from `kv_store auth token` (or the environment's KV_TOKEN).
+    #[arg(long, env = "KV_TOKEN")]
+    token: Option<String>,
+    /// The name the node's certificate must carry, if not the address (e.g. node-1).
+    #[arg(long)]
+    server_name: Option<String>,
+}
+
+impl Connection {
+    fn client(&self) -> Result<client::Client, String> {
+        let mut c = match &self.cacert {
+            None => client::Client::plain(),
+            Some(ca) => {
+                let cert_and_key = self.cert.as_deref().zip(self.key.as_deref());
+                client::Client::https(ca, cert_and_key).map_err(|e| e.to_string())?
+            }
+        };
+        if let Some(token) = &self.token {
+            c = c.with_token(token.clone());
+        }
+        if let Some(name) = &self.server_name {
+            c = c.with_server_name(name.clone());
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Subcommand)]
+enum AuthCmd {
+    /// Prints a token for USER (asks nothing: the password is an argument or $KV_PASSWORD).
+    Token {
+        user: String,
+        #[arg(env = "KV_PASSWORD")]
+        password: String,
+    },
+    /// Creates a user or sets its password (none: certificate only).
+    UserAdd {
+        name: String,
+        password: Option<String>,
+    },
+    UserDelete {
+        name: String,
+    },
+    /// Defines a role: read and read-write key prefixes ("" is every key).
+    RolePut {
+        name: String,
+        #[arg(long)]
+        read: Vec<String>,
+        #[arg(long)]
+        write: Vec<String>,
+    },
+    RoleDelete {
+        name: String,
+    },
+    Grant {
+        user: String,
+        role: String,
+    },
+    Revoke {
+        user: String,
+        role: String,
+    },
+    /// Lists users (with their roles) and roles.
+    List,
+}
+
 #[derive(Subcommand)]
 enum ClientOp {
     Put { key: String, value: String },
@@ -108,8 +204,14 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Node { config } => run_node(&config),
-        Command::Certs { nodes, out } => run_certs(&nodes, &out),
-        Command::Client { addr, op } => run_client(addr, op),
+        Command::Certs {
+            nodes,
+            client,
+            hosts,
+            out,
+        } => run_certs(&nodes, &client, &hosts, &out),
+        Command::Auth { conn, op } => run_auth(&conn, op),
+        Command::Client { conn, op } => run_client(&conn, op),
         Command::Demo { keys, keep } => demo::run(keys, keep),
         Command::Bench {
             connections,
@@ -137,18 +239,32 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run_certs(nodes: &[u64], out: &std::path::Path) -> i32 {
-    match certs::write(out, nodes) {
-        Ok(written) => {
-            if written.new_ca {
+fn run_certs(nodes: &[u64], clients: &[String], hosts: &[String], out: &std::path::Path) -> i32 {
+    if nodes.is_empty() && clients.is_empty() {
+        eprintln!("kv_store certs: name --nodes, --client, or both");
+        return 2;
+    }
+    let mut files = Vec::new();
+    let mut issued = || -> Result<bool, String> {
+        let written = certs::write_with_hosts(out, nodes, hosts)?;
+        files.extend(written.files);
+        for name in clients {
+            let (cert, key) = certs::write_client(out, name)?;
+            files.extend([cert, key]);
+        }
+        Ok(written.new_ca)
+    };
+    match issued() {
+        Ok(new_ca) => {
+            if new_ca {
                 println!(
-                    "new cluster CA in {} (keep ca.key safe: it issues nodes)",
+                    "new cluster CA in {} (keep ca.key safe: it issues nodes and users)",
                     out.display()
                 );
             } else {
                 println!("issued with the CA already in {}", out.display());
             }
-            for file in written.files {
+            for file in files {
                 println!("  {}", file.display());
             }
             0
@@ -158,6 +274,67 @@ fn run_certs(nodes: &[u64], out: &std::path::Path) -> i32 {
             1
         }
     }
+}
+
+/// Sends one request and prints the answer; 0 if it was a 200.
+fn send(conn: &Connection, method: &str, path: &str, body: &str) -> i32 {
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kv_store: {e}");
+            return 2;
+        }
+    };
+    match client.request(conn.addr, method, path, body, Duration::from_secs(15)) {
+        Ok(r) => {
+            println!("{} {}", r.status, r.body);
+            i32::from(r.status != 200)
+        }
+        Err(e) => {
+            eprintln!("kv_store: {}: {e}", conn.addr);
+            1
+        }
+    }
+}
+
+fn run_auth(conn: &Connection, op: AuthCmd) -> i32 {
+    use serde_json::json;
+    let (method, path, body) = match op {
+        AuthCmd::Token { user, password } => (
+            "POST",
+            "/auth/token".to_string(),
+            json!({ "user": user, "password": password }),
+        ),
+        AuthCmd::UserAdd { name, password } => (
+            "PUT",
+            format!("/auth/users/{name}"),
+            json!({ "password": password }),
+        ),
+        AuthCmd::UserDelete { name } => ("DELETE", format!("/auth/users/{name}"), json!(null)),
+        AuthCmd::RolePut { name, read, write } => (
+            "PUT",
+            format!("/auth/roles/{name}"),
+            json!({ "read": read, "write": write }),
+        ),
+        AuthCmd::RoleDelete { name } => ("DELETE", format!("/auth/roles/{name}"), json!(null)),
+        AuthCmd::Grant { user, role } => (
+            "PUT",
+            format!("/auth/users/{user}/roles/{role}"),
+            json!(null),
+        ),
+        AuthCmd::Revoke { user, role } => (
+            "DELETE",
+            format!("/auth/users/{user}/roles/{role}"),
+            json!(null),
+        ),
+        AuthCmd::List => ("GET", "/auth/users".to_string(), json!(null)),
+    };
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    send(conn, method, &path, &body)
 }
 
 fn run_large_state(spec: large_state::Spec) -> i32 {
@@ -220,25 +397,12 @@ fn run_node(path: &str) -> i32 {
     }
 }
 
-fn run_client(addr: SocketAddr, op: ClientOp) -> i32 {
+fn run_client(conn: &Connection, op: ClientOp) -> i32 {
     let (method, path, body) = match &op {
         ClientOp::Put { key, value } => ("PUT", client::key_path(key), value.clone()),
         ClientOp::Get { key } => ("GET", client::key_path(key), String::new()),
         ClientOp::Delete { key } => ("DELETE", client::key_path(key), String::new()),
         ClientOp::Status => ("GET", "/status".to_string(), String::new()),
     };
-    match client::request(addr, method, &path, &body, Duration::from_secs(15)) {
-        Ok(r) => {
-            println!("{} {}", r.status, r.body);
-            if r.status == 200 {
-                0
-            } else {
-                1
-            }
-        }
-        Err(e) => {
-            eprintln!("kv_store: {addr}: {e}");
-            1
-        }
-    }
+    send(conn, method, &path, &body)
 }

@@ -16,6 +16,7 @@
 //!   compacted prefix it never applied copies the state from another node in chunks
 //!   ([`crate::transfer`]) and replays its log from there.
 
+use crate::auth::{Access, AuthOp, AuthState, Principal, Refused, STATE_KEY};
 use crate::compaction::CheckpointPolicy;
 use crate::entry::{KvCommand, RequestId, Write, WriteOp};
 use crate::machine::{Outcome, Sessions};
@@ -47,6 +48,9 @@ pub enum RequestError {
     /// This node left the cluster in a reconfiguration.
     #[error("this node left the cluster when configuration {0} ended")]
     Retired(u32),
+    /// Its author may not make it, where it was decided or read (401 or 403).
+    #[error("{0}")]
+    Refused(Refused),
 }
 
 /// What `GET /status` shows.
@@ -104,6 +108,8 @@ struct Applied {
     /// Counts the transfers started here: a chunk read while one started is not served.
     transfers_started: u64,
     state: StateStatus,
+    /// Users, roles and grants at `position`.
+    auth: AuthState,
 }
 
 /// The state store and its transfers, as `GET /status` shows them.
@@ -202,6 +208,7 @@ impl Node {
         store: StateStore,
         donors: Vec<(u64, SocketAddr)>,
         chunk_bytes: usize,
+        client: crate::client::Client,
     ) -> Result<Arc<Self>, String> {
         let stream = handle
             .subscribe_decided(0)
@@ -220,10 +227,12 @@ impl Node {
                 .await
                 .map_err(|e| e.to_string())?
         };
+        let auth = load_auth(&store)?;
         let applied = Arc::new(Mutex::new(Applied {
             sessions,
             position,
             keys,
+            auth,
             state: StateStatus {
                 checkpoint: position,
                 ..StateStatus::default()
@@ -244,7 +253,7 @@ impl Node {
             store,
             applied,
             position: position_tx,
-            donors: HttpDonors::new(donors),
+            donors: HttpDonors::new(donors, client),
             chunk_bytes,
             checkpoints: CheckpointPolicy::default(),
             checkpointing: None,
@@ -268,17 +277,47 @@ impl Node {
         (m.role == Role::Retired).then_some(m.configuration_id)
     }
 
-    /// Sets `key` to `value`.
-    pub async fn put(&self, key: String, value: String) -> Result<Outcome, RequestError> {
-        self.write(WriteOp::Put { key, value }).await
+    /// Sets `key` to `value`, for `by`.
+    pub async fn put(
+        &self,
+        by: Principal,
+        key: String,
+        value: String,
+    ) -> Result<Outcome, RequestError> {
+        self.write(Some(by), WriteOp::Put { key, value }).await
     }
 
-    /// Removes `key`; `Outcome::Deleted(false)` if it did not exist.
-    pub async fn delete(&self, key: String) -> Result<Outcome, RequestError> {
-        self.write(WriteOp::Delete { key }).await
+    /// Removes `key`, for `by`; `Outcome::Deleted(false)` if it did not exist.
+    pub async fn delete(&self, by: Principal, key: String) -> Result<Outcome, RequestError> {
+        self.write(Some(by), WriteOp::Delete { key }).await
     }
 
-    async fn write(&self, op: WriteOp) -> Result<Outcome, RequestError> {
+    /// Changes users, roles or grants, for `by` (who must be an admin where it is decided).
+    pub async fn change_auth(&self, by: Principal, op: AuthOp) -> Result<Outcome, RequestError> {
+        self.write(Some(by), WriteOp::Auth(op)).await
+    }
+
+    /// Creates `root` with the password hashed in `root_password_hash`, if the cluster has no
+    /// user yet (the state machine ignores it otherwise). Retried until some bootstrap is
+    /// applied here.
+    pub async fn bootstrap(&self, root_password_hash: String) -> Result<(), String> {
+        let op = WriteOp::Auth(AuthOp::Bootstrap {
+            root_password_hash,
+            token_key: crate::auth::new_token_key()?,
+        });
+        while !self.applied().auth.is_set_up() {
+            match self.write(None, op.clone()).await {
+                Ok(_) => {}
+                Err(RequestError::Retired(_)) => return Ok(()),
+                Err(e) => tracing::debug!("bootstrapping root: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes `op` for `by` and waits for the state machine's outcome here: whether it took
+    /// effect is known only where it is decided (its author's permission is checked there).
+    async fn write(&self, by: Option<Principal>, op: WriteOp) -> Result<Outcome, RequestError> {
         if let Some(config) = self.retired() {
             return Err(RequestError::Retired(config));
         }
@@ -294,13 +333,20 @@ impl Node {
         // Also when the client goes away mid-request (the future is dropped): an entry left in
         // `open` would hold `done_below` back for good.
         let _open = OpenRequest { node: self, id };
-        self.propose_until(id, op, &mut outcome, deadline).await
+        match self
+            .propose_until(id, by, op, &mut outcome, deadline)
+            .await?
+        {
+            Outcome::Refused(r) => Err(RequestError::Refused(r)),
+            done => Ok(done),
+        }
     }
 
     /// Proposes `cmd` (again) until a copy is applied here or the deadline passes.
     async fn propose_until(
         &self,
         id: RequestId,
+        by: Option<Principal>,
         op: WriteOp,
         outcome: &mut oneshot::Receiver<Outcome>,
         deadline: Instant,
@@ -319,6 +365,7 @@ impl Node {
             let copy = KvCommand::Write(Write {
                 id,
                 done_below: self.session.done_below(),
+                by: by.clone(),
                 op: op.clone(),
             });
             let appended = tokio::select! {
@@ -327,10 +374,8 @@ impl Node {
                 appended = self.handle.append_notify_with_timeout(copy, left) => appended,
             };
             match appended {
-                // Decided, so ordered and durable: a PUT's outcome is known, and a later read
-                // waits for a read point past it anyway.
-                Ok(_) if matches!(op, WriteOp::Put { .. }) => return Ok(Outcome::Written),
-                // Whether a DELETE found the key: the state machine says in a moment.
+                // Decided: whether it took effect (its author's permission where it was
+                // decided, whether a DELETE found the key), the state machine says in a moment.
                 Ok(_) => {
                     return match tokio::time::timeout_at(deadline, outcome).await {
                         Ok(Ok(applied)) => Ok(applied),
@@ -361,7 +406,20 @@ impl Node {
     }
 
     /// The value of `key` (`None`: no such key), linearizable.
-    pub async fn get(&self, key: &str) -> Result<Option<String>, RequestError> {
+    /// The value of `key` at a linearizable read point, if `by` may read it there.
+    pub async fn get(&self, by: &Principal, key: &str) -> Result<Option<String>, RequestError> {
+        self.at_read_point(by, Access::Read(key)).await?;
+        self.store.get(key).map_err(RequestError::Unavailable)
+    }
+
+    /// Waits until this node applied everything decided before now (a linearizable read
+    /// point), then checks that `by` may do `access` there: a change of users, roles or grants
+    /// decided before the request is in force for it.
+    pub async fn at_read_point(
+        &self,
+        by: &Principal,
+        access: Access<'_>,
+    ) -> Result<(), RequestError> {
         if let Some(config) = self.retired() {
             return Err(RequestError::Retired(config));
         }
@@ -382,7 +440,68 @@ impl Node {
             .await
             .map_err(|_| failed())?
             .map_err(|_| failed())?;
-        self.store.get(key).map_err(RequestError::Unavailable)
+        self.check_here(by, access)
+    }
+
+    /// Whether `by` may do `access` as far as this node applied (no read point: for a quick
+    /// refusal, or for what needs no linearizable answer, like cluster status).
+    pub fn check_here(&self, by: &Principal, access: Access<'_>) -> Result<(), RequestError> {
+        self.applied()
+            .auth
+            .check(by, access)
+            .map_err(RequestError::Refused)
+    }
+
+    /// The principal a bearer token names, checked against the cluster's token key as this
+    /// node applied it (no log write; whether the user still exists is checked with the
+    /// request's access).
+    pub fn token_principal(&self, token: &str) -> Result<Principal, Refused> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.applied().auth.principal_of_token(token, now)
+    }
+
+    /// A token for `user` if `password` is theirs at a linearizable read point (a user created
+    /// through any node authenticates here at once), valid for `ttl`.
+    pub async fn issue_token(
+        &self,
+        user: &str,
+        password: String,
+        ttl: Duration,
+    ) -> Result<(String, u64), RequestError> {
+        let anyone = Principal::Node(self.pid);
+        self.at_read_point(&anyone, Access::Status).await?;
+        let auth = self.applied().auth.clone();
+        let name = user.to_string();
+        let verified = tokio::task::spawn_blocking(move || {
+            auth.verify_password(&name, &password)
+                .map(|generation| (auth, generation))
+        })
+        .await
+        .map_err(|e| RequestError::Unavailable(e.to_string()))?;
+        let (auth, generation) = verified.map_err(RequestError::Refused)?;
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + ttl.as_secs();
+        Ok((auth.issue_token(user, generation, expires), expires))
+    }
+
+    /// Users and roles (no password hashes) at a read point, for an admin.
+    pub async fn auth_listing(&self, by: &Principal) -> Result<serde_json::Value, RequestError> {
+        self.at_read_point(by, Access::Admin).await?;
+        let a = self.applied();
+        let users: BTreeMap<&String, &BTreeSet<String>> =
+            a.auth.users.iter().map(|(n, u)| (n, &u.roles)).collect();
+        Ok(serde_json::json!({ "users": users, "roles": a.auth.roles }))
+    }
+
+    /// Whether the cluster has users yet (as far as this node applied).
+    pub fn auth_is_set_up(&self) -> bool {
+        self.applied().auth.is_set_up()
     }
 
     /// Proposes the next configuration; the new nodes' peer addresses travel with it.
@@ -497,6 +616,14 @@ impl Drop for OpenRequest<'_> {
     fn drop(&mut self) {
         self.node.applied().waiters.remove(&self.id);
         self.node.session.end(self.id.seq);
+    }
+}
+
+/// The auth state the store holds (none yet: an empty one).
+fn load_auth(store: &StateStore) -> Result<AuthState, String> {
+    match store.get(STATE_KEY)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| format!("the auth state: {e}")),
+        None => Ok(AuthState::default()),
     }
 }
 
@@ -660,7 +787,10 @@ impl Applier {
                 let KvCommand::Write(Write { id, .. }) = cmd;
                 let id = *id;
                 let a = &mut *a;
-                if let Some(done) = a.sessions.apply(&mut self.store, cmd.clone())? {
+                if let Some(done) = a
+                    .sessions
+                    .apply(&mut self.store, &mut a.auth, cmd.clone())?
+                {
                     a.keys = a.keys.saturating_add_signed(done.keys_delta as isize);
                     self.checkpoints.applied(done.bytes);
                     if let Some(waiter) = a.waiters.remove(&id) {
@@ -746,6 +876,8 @@ impl Applier {
                 .await
                 .unwrap_or(0)
         };
+        // The auth state came with the keys.
+        let auth = load_auth(&self.store);
         let mut a = lock(&self.applied);
         a.receiving = false;
         a.state.receiving = false;
@@ -756,6 +888,13 @@ impl Applier {
                 a.sessions = sessions;
                 a.position = report.start;
                 a.keys = keys;
+                match auth {
+                    Ok(auth) => a.auth = auth,
+                    Err(e) => {
+                        tracing::error!("the transferred auth state is unreadable: {e}");
+                        return Err(());
+                    }
+                }
                 a.state.checkpoint = report.start;
                 a.state.transfers += 1;
                 a.state.received_bytes += report.bytes;
@@ -788,6 +927,7 @@ mod tests {
                 seq: 1,
             },
             done_below: 1,
+            by: None,
             op: crate::entry::WriteOp::Delete { key: "k".into() },
         }))
     }

@@ -3,14 +3,16 @@
 //! the peer transport and the HTTP listener, starts the runtime's node and the state machine,
 //! and serves HTTP until the process is stopped.
 
+use crate::client::Client;
 use crate::config::PeerSecurity;
 use crate::entry::KvCommand;
 use crate::state_store::StateStore;
 use crate::telemetry::Telemetry;
-use crate::{config, http, http_guard, http_server, node};
+use crate::{auth, config, http, http_auth, http_guard, http_server, node};
 use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::directory::DirectoryStorage;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
+use omnipaxos_runtime::transport::tls;
 use omnipaxos_runtime::{spawn_reconfigurable, NetworkConfig, RuntimeConfig, StorageFactory};
 use omnipaxos_storage::journal_storage::JournalStorage;
 use prometheus_client::registry::Registry;
@@ -70,6 +72,32 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     handle.register_prometheus(&mut registry);
     let telemetry = Arc::new(Telemetry::new(registry));
     tokio::spawn(telemetry.clone().record_timeline(handle.metrics()));
+    // This node's client for the others' HTTP APIs: its node certificate is its credential.
+    let node_client = match &config.https {
+        Some(files) => Client::https(&files.ca, Some((&files.cert, &files.key)))
+            .map_err(|e| format!("the [tls] files: {e}"))?,
+        None => Client::plain(),
+    };
+    let https = match &config.https {
+        Some(files) => {
+            let server = tls::server_config(files, tls::ClientAuth::Optional)
+                .map_err(|e| format!("the [tls] files: {e}"))?;
+            Some(tokio_rustls::TlsAcceptor::from(server))
+        }
+        None => {
+            tracing::warn!(http = %config.http_addr, "plain_http = true: clients' passwords and tokens travel in the clear");
+            None
+        }
+    };
+    let root_password = match &config.root_password_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("{}: {e}", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => None,
+    };
     let store = StateStore::open(&config.data_dir.join("state"))?;
     let donors = config.http_peers.iter().filter(|(p, _)| **p != pid);
     let donors = donors.map(|(p, a)| (*p, *a)).collect();
@@ -80,8 +108,30 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         store,
         donors,
         config.state_chunk_bytes,
+        node_client.clone(),
     )
     .await?;
+    match root_password {
+        // Creates root at the first start of the cluster; ignored by the state machine once
+        // the cluster has users.
+        Some(password) if !node.auth_is_set_up() => {
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await
+                .map_err(|e| e.to_string())??;
+            let bootstrapping = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = bootstrapping.bootstrap(hash).await {
+                    tracing::error!("cannot create root: {e}");
+                }
+            });
+        }
+        Some(_) => {}
+        None if !node.auth_is_set_up() => tracing::warn!(
+            "the cluster has no user yet and this node has no [auth] root_password_file: \
+             another node must create root"
+        ),
+        None => {}
+    }
     let mut http_addrs = config.http_peers.clone();
     http_addrs.insert(pid, config.http_addr);
     let app = http::App {
@@ -92,12 +142,19 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
             port: config.http_addr.port(),
             host_names: config.http_hosts.clone(),
         }),
+        gate: Arc::new(http_auth::Gate::new(
+            node.clone(),
+            config.metrics_open,
+            config.token_ttl,
+        )),
+        node_client,
     };
     tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
     http_server::serve(
         http_listener,
         http::router(app),
         config.http_max_connections,
+        https,
     )
     .await;
     node.handle().shutdown().await;

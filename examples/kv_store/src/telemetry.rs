@@ -121,9 +121,13 @@ fn unix_ms() -> u64 {
 const KEY_ROUTE: &str = "/kv/{key}";
 
 /// The route a path belongs to: one label value per route, never the key.
-fn route_of(path: &str) -> &'static str {
+/// The route a path belongs to, as a label value (a bounded set: no keys or user names).
+pub fn route_of(path: &str) -> &'static str {
     match path {
         p if p.starts_with("/kv/") => KEY_ROUTE,
+        p if p.starts_with("/auth/") => "/auth",
+        "/health" => "/health",
+        "/state/chunk" => "/state/chunk",
         "/" => "/",
         "/status" => "/status",
         "/metrics" => "/metrics",

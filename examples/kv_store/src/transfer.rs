@@ -226,18 +226,28 @@ async fn blocking<R: Send + 'static>(
 pub struct HttpDonors {
     donors: Vec<(u64, SocketAddr)>,
     next: usize,
+    /// This node's client: its node certificate is what lets it fetch chunks.
+    client: crate::client::Client,
 }
 
 impl HttpDonors {
-    pub fn new(donors: Vec<(u64, SocketAddr)>) -> Self {
-        Self { donors, next: 0 }
+    pub fn new(donors: Vec<(u64, SocketAddr)>, client: crate::client::Client) -> Self {
+        Self {
+            donors,
+            next: 0,
+            client,
+        }
     }
 
-    fn ask(addr: SocketAddr, request: &ChunkRequest) -> Result<StateChunk, String> {
+    fn ask(
+        client: &crate::client::Client,
+        addr: SocketAddr,
+        request: &ChunkRequest,
+    ) -> Result<StateChunk, String> {
         let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        let (status, bytes) =
-            crate::client::request_bytes(addr, "POST", "/state/chunk", &body, CHUNK_TIMEOUT)
-                .map_err(|e| e.to_string())?;
+        let (status, bytes) = client
+            .request_bytes(addr, "POST", "/state/chunk", &body, CHUNK_TIMEOUT)
+            .map_err(|e| e.to_string())?;
         if status != 200 {
             return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
         }
@@ -261,7 +271,8 @@ impl Donors for HttpDonors {
             for _ in 0..self.donors.len() {
                 let (pid, addr) = self.donors[self.next % self.donors.len()];
                 let asked = request.clone();
-                let answer = tokio::task::spawn_blocking(move || Self::ask(addr, &asked))
+                let client = self.client.for_node(pid);
+                let answer = tokio::task::spawn_blocking(move || Self::ask(&client, addr, &asked))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
                 match answer {
@@ -334,12 +345,14 @@ mod tests {
                     seq,
                 },
                 done_below: seq,
+                by: None,
                 op: WriteOp::Put {
                     key: format!("key-{seq:03}"),
                     value: "v".repeat(seq as usize * 10),
                 },
             });
-            sessions.apply(&mut map, cmd).unwrap();
+            let auth = &mut crate::auth::AuthState::default();
+            sessions.apply(&mut map, auth, cmd).unwrap();
         }
         keys.extend(map);
         (sessions, keys)

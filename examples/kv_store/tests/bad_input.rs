@@ -1,7 +1,7 @@
 //! Bad input: malformed requests, unknown keys and routes, a request when no quorum can decide,
 //! frames from unknown peers and oversized frames, and broken config files.
 
-use kv_store::client::{key_path, request};
+use kv_store::client::key_path;
 use kv_store::demo::Demo;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,29 +19,41 @@ fn malformed_requests_and_unknown_keys() {
     cluster.wait_for("a leader", |d| d.leader()).unwrap();
     let addr = cluster.http[&1];
     let t = Duration::from_secs(10);
-    let r = request(addr, "GET", &key_path("missing"), "", t).unwrap();
+    let r = cluster
+        .client
+        .request(addr, "GET", &key_path("missing"), "", t)
+        .unwrap();
     assert_eq!(r.status, 404);
     assert!(r.body["error"].as_str().unwrap().contains("no such key"));
-    let r = request(addr, "DELETE", &key_path("missing"), "", t).unwrap();
+    let r = cluster
+        .client
+        .request(addr, "DELETE", &key_path("missing"), "", t)
+        .unwrap();
     assert_eq!(r.status, 404);
-    let r = request(addr, "GET", "/nothing/here", "", t).unwrap();
+    let r = cluster
+        .client
+        .request(addr, "GET", "/nothing/here", "", t)
+        .unwrap();
     assert_eq!(r.status, 404);
     assert!(r.body["error"].is_string());
     let long = "k".repeat(2000);
-    let r = request(addr, "PUT", &key_path(&long), "v", t).unwrap();
+    let r = cluster
+        .client
+        .request(addr, "PUT", &key_path(&long), "v", t)
+        .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
     // A body that is not UTF-8.
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(
-        b"PUT /kv/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n\xff\xfe",
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    assert!(out.contains("UTF-8"));
+    let (status, body) = cluster
+        .client
+        .request_bytes(addr, "PUT", "/kv/x", b"\xff\xfe", t)
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("UTF-8"));
     // And the cluster still works.
-    let r = request(addr, "PUT", &key_path("fine"), "yes", t).unwrap();
+    let r = cluster
+        .client
+        .request(addr, "PUT", &key_path("fine"), "yes", t)
+        .unwrap();
     assert_eq!(r.status, 200);
 }
 
@@ -52,14 +64,16 @@ fn a_request_without_a_quorum_gets_503_in_bounded_time() {
     cluster.kill(2);
     cluster.kill(3);
     let started = std::time::Instant::now();
-    let r = request(
-        cluster.http[&1],
-        "PUT",
-        &key_path("k"),
-        "v",
-        Duration::from_secs(15),
-    )
-    .unwrap();
+    let r = cluster
+        .client
+        .request(
+            cluster.http[&1],
+            "PUT",
+            &key_path("k"),
+            "v",
+            Duration::from_secs(15),
+        )
+        .unwrap();
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body["error"].as_str().unwrap().contains("not decided"));
     assert!(started.elapsed() < Duration::from_secs(8));
@@ -110,14 +124,16 @@ fn unknown_peers_and_oversized_frames_are_disconnected() {
     let log = std::fs::read_to_string(cluster.dir().join("node1.log")).unwrap();
     assert!(log.contains("TLS handshake failed"), "logged: {log}");
     // The cluster is unaffected.
-    let r = request(
-        cluster.http[&1],
-        "PUT",
-        &key_path("ok"),
-        "1",
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let r = cluster
+        .client
+        .request(
+            cluster.http[&1],
+            "PUT",
+            &key_path("ok"),
+            "1",
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert_eq!(r.status, 200);
 }
 

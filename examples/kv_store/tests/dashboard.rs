@@ -50,6 +50,8 @@ fn browse(url: &str, action: &str) -> String {
             "--disable-dev-shm-usage",
             "--no-first-run",
             "--window-size=1400,1000",
+            // The cluster's own CA is not in the browser's store.
+            "--ignore-certificate-errors",
             "--virtual-time-budget=4000",
             action,
             url,
@@ -133,7 +135,20 @@ fn the_dashboard_shows_the_nodes_the_leader_and_a_cut_link() {
     let mut cluster = Demo::start_routed(exe, None, route).unwrap();
     cluster.wait_for("a leader", |d| d.leader()).unwrap();
     cluster.write_keys("dashboard", 0, 30).unwrap();
-    let url = format!("http://{}/", cluster.http[&3]);
+    // Without a token the page asks to sign in, and shows nothing of the cluster.
+    let anonymous = format!("https://{}/", cluster.http[&3]);
+    render_until(&anonymous, |dom| {
+        if !dom.contains("data-login=\"true\"") {
+            return Err("no login form shown".into());
+        }
+        if dom.contains("data-loaded") || dom.contains("data-pid=") {
+            return Err("cluster data shown without a token".into());
+        }
+        Ok(())
+    });
+    // With root's token (in the link's fragment, as the demo prints it) it shows the cluster.
+    let token = cluster.root_token().unwrap();
+    let url = format!("https://{}/#token={token}", cluster.http[&3]);
 
     // The page must name the leader the nodes agree on (asked again for every rendering, in
     // case an election happened in between).
@@ -179,7 +194,7 @@ fn the_dashboard_shows_the_nodes_the_leader_and_a_cut_link() {
         Ok(())
     });
     // The page of a node at one end of the cut link shows it too.
-    let url_1 = format!("http://{}/", cluster.http[&1]);
+    let url_1 = format!("https://{}/#token={token}", cluster.http[&1]);
     render_until(&url_1, |dom| match link_state(dom, 1, 2).as_deref() {
         Some("cut") => Ok(()),
         other => Err(format!("link 1 -> 2 shown as {other:?}")),

@@ -42,17 +42,22 @@ fn the_kept_demo_serves_its_dashboards_until_ctrl_c() {
         .unwrap();
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let mut dashboards = Vec::new();
+    let mut ca = None;
+    let mut token = None;
     for line in lines.by_ref() {
         let line = line.expect("the demo's output");
-        if let Some(url) = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") && w.ends_with('/'))
-        {
-            dashboards.push(
-                url.trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .to_string(),
-            );
+        for word in line.split_whitespace() {
+            // `https://ADDR/#token=TOKEN`: a dashboard, with root's token in the fragment.
+            if let Some((addr, t)) = word
+                .strip_prefix("https://")
+                .and_then(|rest| rest.split_once("/#token="))
+            {
+                dashboards.push(addr.to_string());
+                token = Some(t.to_string());
+            }
+            if word.ends_with("ca.pem") {
+                ca = Some(std::path::PathBuf::from(word));
+            }
         }
         if line.contains("Press Ctrl-C") {
             break;
@@ -63,15 +68,23 @@ fn the_kept_demo_serves_its_dashboards_until_ctrl_c() {
         3,
         "one dashboard per live node: {dashboards:?}"
     );
+    let client = kv_store::client::Client::https(&ca.expect("the CA's path"), None)
+        .unwrap()
+        .with_token(token.expect("a token"));
     let timeout = std::time::Duration::from_secs(10);
     for addr in &dashboards {
         let addr = addr.parse().expect("an address");
-        let page = kv_store::client::request(addr, "GET", "/", "", timeout).expect("GET /");
+        let page = client
+            .request(addr, "GET", "/", "", timeout)
+            .expect("GET /");
         assert_eq!(page.status, 200);
         assert!(page
             .body
             .as_str()
             .is_some_and(|html| html.contains("kv_store cluster")));
+        // The printed token is root's: it reads the cluster's status.
+        let status = client.request(addr, "GET", "/status", "", timeout).unwrap();
+        assert_eq!(status.status, 200, "{}", status.body);
     }
     let interrupted = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
@@ -87,7 +100,7 @@ fn the_kept_demo_serves_its_dashboards_until_ctrl_c() {
     for addr in &dashboards {
         let addr = addr.parse().expect("an address");
         assert!(
-            kv_store::client::request(addr, "GET", "/status", "", timeout).is_err(),
+            client.request(addr, "GET", "/status", "", timeout).is_err(),
             "node at {addr} still answers after Ctrl-C"
         );
     }

@@ -8,7 +8,7 @@
 //! The faults are placed by progress, not by time: each waits until the clients completed a
 //! number of operations, and every wait is for a condition.
 
-use kv_store::client::{key_path, request, Response};
+use kv_store::client::{key_path, Client, Response};
 use kv_store::demo::Demo;
 use kv_store::history::{check, Event, Op};
 use omnipaxos::simulation::SimRng;
@@ -33,6 +33,7 @@ type History = Arc<Mutex<Vec<Event>>>;
 /// Sends one request, to `addrs[first]` or, while a node refuses connections (it is down, so
 /// the request never reached it), to the next one. Also says which node (1, 2 or 3) it went to.
 fn send(
+    client: &Client,
     addrs: &[SocketAddr],
     first: usize,
     method: &str,
@@ -44,7 +45,7 @@ fn send(
     for k in 0..addrs.len() {
         let at = (first + k) % addrs.len();
         node = at as u64 + 1;
-        result = request(addrs[at], method, path, body, Duration::from_secs(12));
+        result = client.request(addrs[at], method, path, body, Duration::from_secs(12));
         if !matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
             break;
         }
@@ -55,6 +56,7 @@ fn send(
 /// One client operation, through node `addrs[first]` (or the next live one); `None` for a read
 /// that failed (it tells nothing).
 fn operate(
+    client: &Client,
     addrs: &[SocketAddr],
     first: usize,
     key: String,
@@ -66,7 +68,7 @@ fn operate(
     let path = key_path(&key);
     let (op, responded, node) = match choice {
         0 => {
-            let (r, node) = send(addrs, first, "PUT", &path, &value);
+            let (r, node) = send(client, addrs, first, "PUT", &path, &value);
             let ok = matches!(&r, Ok(r) if r.status == 200);
             let op = Op::Write {
                 value,
@@ -75,7 +77,7 @@ fn operate(
             (op, ok.then(&now), node)
         }
         1 => {
-            let (r, node) = send(addrs, first, "DELETE", &path, "");
+            let (r, node) = send(client, addrs, first, "DELETE", &path, "");
             let existed = match r {
                 Ok(r) if r.status == 200 => Some(true),
                 Ok(r) if r.status == 404 => Some(false),
@@ -83,7 +85,7 @@ fn operate(
             };
             (Op::Delete { existed }, existed.map(|_| now()), node)
         }
-        _ => match send(addrs, first, "GET", &path, "") {
+        _ => match send(client, addrs, first, "GET", &path, "") {
             (Ok(r), node) if r.status == 200 => {
                 let value = r.body["value"].as_str().map(String::from);
                 (Op::Read { value }, Some(now()), node)
@@ -124,6 +126,7 @@ fn leader_killed_and_restarted_twice(read_lease_ticks: Option<u64>) {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let addrs: Vec<SocketAddr> = [1, 2, 3].iter().map(|p| addrs[p]).collect();
+            let client = cluster.client.clone();
             let history = history.clone();
             let (completed, stop) = (completed.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -140,7 +143,15 @@ fn leader_killed_and_restarted_twice(read_lease_ticks: Option<u64>) {
                         3 => 1,
                         _ => 2,
                     };
-                    if let Some(e) = operate(&addrs, first, key, choice, format!("c{c}-{n}"), now) {
+                    if let Some(e) = operate(
+                        &client,
+                        &addrs,
+                        first,
+                        key,
+                        choice,
+                        format!("c{c}-{n}"),
+                        now,
+                    ) {
                         history.lock().unwrap().push(e);
                     }
                     completed.fetch_add(1, Ordering::SeqCst);
@@ -211,8 +222,16 @@ fn leader_killed_and_restarted_twice(read_lease_ticks: Option<u64>) {
     for pid in [1, 2, 3] {
         for k in 0..KEYS {
             let key = format!("k{k}");
-            let e = operate(&[addrs[&pid]], 0, key.clone(), 2, String::new(), now)
-                .unwrap_or_else(|| panic!("node {pid} answers a read of {key}"));
+            let e = operate(
+                &cluster.client,
+                &[addrs[&pid]],
+                0,
+                key.clone(),
+                2,
+                String::new(),
+                now,
+            )
+            .unwrap_or_else(|| panic!("node {pid} answers a read of {key}"));
             events.push(e);
         }
     }

@@ -4,7 +4,6 @@
 
 mod support;
 
-use kv_store::client::request;
 use kv_store::demo::Demo;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +37,7 @@ fn metrics_parse_and_move_with_writes_and_a_leader_change() {
     // (the metrics are published every tick: wait until they show the writes).
     for i in 0..50 {
         let path = format!("/kv/metrics-{i}");
-        let r = request(
+        let r = cluster.client.request(
             cluster.http[&leader],
             "PUT",
             &path,

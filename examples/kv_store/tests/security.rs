@@ -4,7 +4,7 @@
 //! cross-origin reconfiguration, a flood of connections announcing large frames, thousands of
 //! idle HTTP connections, and slow clients.
 
-use kv_store::client::{key_path, request};
+use kv_store::client::{key_path, Client};
 use kv_store::demo::Demo;
 use kv_store::entry::{KvCommand, RequestId, Write, WriteOp};
 use omnipaxos::ballot_leader_election::Ballot;
@@ -39,6 +39,7 @@ fn forged_messages(from: u64, to: u64) -> Vec<WireMessage<KvCommand>> {
             seq: 1,
         },
         done_below: 0,
+        by: None,
         op: WriteOp::Put {
             key: "forged".into(),
             value: "by an outsider".into(),
@@ -110,7 +111,10 @@ fn handshake_failures(cluster: &Demo, pid: u64) -> usize {
 
 fn assert_nobody_has_the_forged_key(cluster: &Demo) {
     for pid in cluster.live() {
-        let r = request(cluster.http[&pid], "GET", &key_path("forged"), "", T).unwrap();
+        let r = cluster
+            .client
+            .request(cluster.http[&pid], "GET", &key_path("forged"), "", T)
+            .unwrap();
         assert_eq!(r.status, 404, "node {pid} has the forged key: {}", r.body);
     }
 }
@@ -202,17 +206,14 @@ fn forged_peer_messages_change_nothing() {
     assert_nobody_has_the_forged_key(&cluster);
 }
 
-/// One raw HTTP request with the given extra header lines; the status and the body.
-fn raw_request(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(GUARD)).unwrap();
+/// One raw HTTP request (`head`: its request line and extra header lines) through `client`'s
+/// TLS connection (root's certificate); the status and the body.
+fn raw_request(client: &Client, addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
     let request = format!(
         "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
+    let out = raw_exchange(client, addr, request.as_bytes());
     let status = out
         .split_whitespace()
         .nth(1)
@@ -220,6 +221,15 @@ fn raw_request(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
+}
+
+/// Writes `bytes` on a TLS connection to `addr` and reads the answer to its end.
+fn raw_exchange(client: &Client, addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = client.stream(addr, GUARD).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
 }
 
 #[test]
@@ -230,7 +240,7 @@ fn stale_invalid_and_cross_origin_reconfigurations_are_refused() {
     let json = "POST /reconfigure HTTP/1.1\r\nContent-Type: application/json";
     // The attack: the current configuration's id, which once retired every node for good.
     let stale = r#"{"configuration_id": 1, "nodes": [1, 2, 3]}"#;
-    let (status, body) = raw_request(addr, json, stale);
+    let (status, body) = raw_request(&cluster.client, addr, json, stale);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("greater than"), "{body}");
     for invalid in [
@@ -239,7 +249,7 @@ fn stale_invalid_and_cross_origin_reconfigurations_are_refused() {
         r#"{"configuration_id": 0, "nodes": [1, 2]}"#,
         r#"{"configuration_id": 2, "nodes": [1, 2], "new_peers": {"9": "127.0.0.1:1"}}"#,
     ] {
-        let (status, body) = raw_request(addr, json, invalid);
+        let (status, body) = raw_request(&cluster.client, addr, json, invalid);
         assert_eq!(status, 400, "{invalid}: {body}");
         assert!(body.starts_with("{\"error\""), "{body}");
     }
@@ -247,38 +257,38 @@ fn stale_invalid_and_cross_origin_reconfigurations_are_refused() {
     let from_a_page =
         "POST /reconfigure HTTP/1.1\r\nContent-Type: text/plain\r\nOrigin: http://evil.example";
     let (status, body) = raw_request(
+        &cluster.client,
         addr,
         from_a_page,
         r#"{"configuration_id": 2, "nodes": [1]}"#,
     );
     assert_eq!(status, 403, "{body}");
     let plain = "POST /reconfigure HTTP/1.1\r\nContent-Type: text/plain";
-    let (status, body) = raw_request(addr, plain, r#"{"configuration_id": 2, "nodes": [1]}"#);
+    let (status, body) = raw_request(
+        &cluster.client,
+        addr,
+        plain,
+        r#"{"configuration_id": 2, "nodes": [1]}"#,
+    );
     assert_eq!(status, 415, "{body}");
     // A name made to resolve to the node (DNS rebinding) is not the node's.
-    let rebound = "GET /status HTTP/1.1\r\nHost: evil.example";
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(GUARD)).unwrap();
-    stream
-        .write_all(format!("{rebound}\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
+    let rebound = "GET /status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    let out = raw_exchange(&cluster.client, addr, rebound.as_bytes());
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     // A PUT from another origin (a page would need a preflight the node never grants).
     let put = "PUT /kv/csrf HTTP/1.1\r\nOrigin: http://evil.example";
-    let (status, _) = raw_request(addr, put, "x");
+    let (status, _) = raw_request(&cluster.client, addr, put, "x");
     assert_eq!(status, 403);
     // Every error is JSON, also the router's own.
-    let (status, body) = raw_request(addr, "PATCH /kv/a HTTP/1.1", "");
+    let (status, body) = raw_request(&cluster.client, addr, "PATCH /kv/a HTTP/1.1", "");
     assert_eq!(status, 405);
     assert!(body.starts_with("{\"error\""), "{body}");
     let long = format!("GET /kv/{} HTTP/1.1", "k".repeat(9000));
-    let (status, body) = raw_request(addr, &long, "");
+    let (status, body) = raw_request(&cluster.client, addr, &long, "");
     assert_eq!(status, 414, "{body}");
     assert!(body.starts_with("{\"error\""), "{body}");
     let big = "x".repeat(kv_store::http_guard::MAX_BODY_BYTES + 1);
-    let (status, body) = raw_request(addr, "PUT /kv/big HTTP/1.1", &big);
+    let (status, body) = raw_request(&cluster.client, addr, "PUT /kv/big HTTP/1.1", &big);
     assert_eq!(status, 413, "{body}");
     assert!(body.starts_with("{\"error\""), "{body}");
 
@@ -291,7 +301,9 @@ fn stale_invalid_and_cross_origin_reconfigurations_are_refused() {
     cluster.wait_for("a leader", |d| d.leader()).unwrap();
     assert_none_retired(&cluster);
     assert_eq!(
-        request(addr, "GET", &key_path("csrf"), "", T)
+        cluster
+            .client
+            .request(addr, "GET", &key_path("csrf"), "", T)
             .unwrap()
             .status,
         404
@@ -361,11 +373,17 @@ fn floods_of_connections_leave_the_node_serving() {
     cluster.write_keys("during the HTTP flood", 30, 10).unwrap();
     cluster
         .wait_for("node 1 serving", |d| {
-            let r = request(d.http[&1], "PUT", &key_path("after-flood"), "1", T).ok()?;
+            let r = d
+                .client
+                .request(d.http[&1], "PUT", &key_path("after-flood"), "1", T)
+                .ok()?;
             (r.status == 200).then_some(())
         })
         .unwrap();
-    let metrics = request(cluster.http[&1], "GET", "/metrics", "", T).unwrap();
+    let metrics = cluster
+        .client
+        .request(cluster.http[&1], "GET", "/metrics", "", T)
+        .unwrap();
     let text = metrics.body.as_str().unwrap_or_default().to_string();
     assert!(
         text.lines()
@@ -392,33 +410,44 @@ fn slow_clients_are_cut_off() {
     cluster.wait_for("a leader", |d| d.leader()).unwrap();
     let addr = cluster.http[&1];
     // Headers one byte a second: 60 bytes would take a minute.
+    let client = cluster.client.clone();
     let headers = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = client.stream(addr, GUARD).unwrap();
         let head = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaa\r\n\r\n";
+        s.tcp()
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
         for b in head.iter() {
-            if s.write_all(&[*b]).is_err() {
+            if s.write_all(&[*b]).and_then(|()| s.flush()).is_err() {
                 return true;
             }
             std::thread::sleep(Duration::from_secs(1));
-            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
             let mut buf = [0u8; 1];
-            if matches!(s.read(&mut buf), Ok(0)) {
-                return true;
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return true
+                }
+                _ => {}
             }
         }
         false
     });
     // A body of 100 bytes, one a second: answered 408 long before its end.
+    let client = cluster.client.clone();
     let body = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = client.stream(addr, GUARD).unwrap();
         s.write_all(b"PUT /kv/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n")
             .unwrap();
+        s.flush().unwrap();
+        s.tcp()
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
         for _ in 0..100 {
-            if s.write_all(b"x").is_err() {
+            if s.write_all(b"x").and_then(|()| s.flush()).is_err() {
                 break;
             }
             std::thread::sleep(Duration::from_secs(1));
-            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
             let mut buf = [0u8; 256];
             if let Ok(n) = s.read(&mut buf) {
                 return String::from_utf8_lossy(&buf[..n]).to_string();
@@ -433,7 +462,9 @@ fn slow_clients_are_cut_off() {
     let answer = body.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert_eq!(
-        request(addr, "GET", &key_path("slow"), "", T)
+        cluster
+            .client
+            .request(addr, "GET", &key_path("slow"), "", T)
             .unwrap()
             .status,
         404

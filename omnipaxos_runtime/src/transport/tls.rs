@@ -45,37 +45,84 @@ fn read_key(path: &std::path::Path) -> io::Result<PrivateKeyDer<'static>> {
         .ok_or_else(|| invalid(format!("{}: no private key", path.display())))
 }
 
+/// Whether a TLS server asks its clients for a certificate signed by the CA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client must present one (the peer port).
+    Required,
+    /// A client may present one or not (an application's client port, where a client may
+    /// authenticate otherwise); one that is presented must be valid.
+    Optional,
+}
+
+fn roots_of(files: &TlsFiles) -> io::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(&files.ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| invalid(format!("{}: {e}", files.ca.display())))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn tls_err(e: rustls::Error) -> io::Error {
+    invalid(e.to_string())
+}
+
+/// A TLS server configuration presenting `files.cert` and checking client certificates
+/// against `files.ca` as `client_auth` says.
+pub fn server_config(files: &TlsFiles, client_auth: ClientAuth) -> io::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = roots_of(files)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    let verifier = match client_auth {
+        ClientAuth::Required => verifier,
+        ClientAuth::Optional => verifier.allow_unauthenticated(),
+    }
+    .build()
+    .map_err(|e| invalid(e.to_string()))?;
+    let server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(read_certs(&files.cert)?, read_key(&files.key)?)
+        .map_err(tls_err)?;
+    Ok(Arc::new(server))
+}
+
+/// A TLS client configuration trusting `ca` and presenting `cert` and `key` if given.
+pub fn client_config(
+    ca: &std::path::Path,
+    cert_and_key: Option<(&std::path::Path, &std::path::Path)>,
+) -> io::Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca_cert in read_certs(ca)? {
+        roots
+            .add(ca_cert)
+            .map_err(|e| invalid(format!("{}: {e}", ca.display())))?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_root_certificates(roots);
+    let client = match cert_and_key {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .map_err(tls_err)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(client))
+}
+
 impl TlsContext {
     pub(crate) fn load(files: &TlsFiles) -> io::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        for ca in read_certs(&files.ca)? {
-            roots
-                .add(ca)
-                .map_err(|e| invalid(format!("{}: {e}", files.ca.display())))?;
-        }
-        let roots = Arc::new(roots);
-        let certs = read_certs(&files.cert)?;
-        let key = read_key(&files.key)?;
-        let tls_err = |e: rustls::Error| invalid(e.to_string());
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(tls_err)?;
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?
-            .with_root_certificates(roots.clone())
-            .with_client_auth_cert(certs, key)
-            .map_err(tls_err)?;
+        let roots = roots_of(files)?;
+        let server = server_config(files, ClientAuth::Required)?;
+        let client = client_config(&files.ca, Some((&files.cert, &files.key)))?;
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(client)),
-            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(client),
+            acceptor: TlsAcceptor::from(server),
             roots,
         })
     }
@@ -110,16 +157,24 @@ impl TlsContext {
 
 /// The pids a certificate names (`node-<pid>` DNS names), checked by webpki's own name matching.
 fn named_pids(cert: &CertificateDer<'_>) -> Vec<NodeId> {
+    dns_names(cert)
+        .iter()
+        .filter_map(|n| pid_of_name(n))
+        .collect()
+}
+
+/// The DNS names of a (verified) certificate, as webpki reads them.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
         return Vec::new();
     };
-    cert.valid_dns_names().filter_map(pid_of_name).collect()
+    cert.valid_dns_names().map(str::to_string).collect()
 }
 
 /// The pid a DNS name `node-<pid>` names, read strictly: the exact decimal digits
 /// [`node_name`] writes (no sign, no leading zero, no other text), so that one pid has exactly
 /// one name and `node-02` names nobody.
-fn pid_of_name(name: &str) -> Option<NodeId> {
+pub fn pid_of_name(name: &str) -> Option<NodeId> {
     let digits = name.strip_prefix("node-")?;
     let pid: NodeId = digits.parse().ok()?;
     (pid != 0 && node_name(pid) == name).then_some(pid)
