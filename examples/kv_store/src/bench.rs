@@ -9,6 +9,7 @@
 //! are linearizable by default). Needs `wrk` (Debian: `wrk`) and optionally `etcd`
 //! (`etcd-server`).
 
+use crate::client::Client;
 use crate::demo::Demo;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -90,9 +91,21 @@ fn bench(config: BenchConfig) -> Result<(), String> {
         }
         None
     };
+    // Both clusters authenticate every request: a token in a header, as clients send it.
+    let kv_token = kv.root_token()?;
     for system in &systems {
-        write_scripts(scripts.path(), *system)?;
+        let authorization = match (system, &etcd) {
+            (System::KvStore, _) => format!("Bearer {kv_token}"),
+            (System::Etcd, Some(cluster)) => cluster.token.clone(),
+            (System::Etcd, None) => String::new(),
+        };
+        write_scripts(scripts.path(), *system, &authorization)?;
     }
+    let scheme = if config.insecure_peers {
+        "http"
+    } else {
+        "https"
+    };
     // Every run goes to the leader of the moment (it may have changed since the last run).
     let leader_of = |system: System| -> Result<SocketAddr, String> {
         match (system, &etcd) {
@@ -114,6 +127,7 @@ fn bench(config: BenchConfig) -> Result<(), String> {
             scripts.path(),
             *system,
             Load::Put,
+            scheme,
             leader_of(*system)?,
             64,
             3,
@@ -125,7 +139,15 @@ fn bench(config: BenchConfig) -> Result<(), String> {
             for load in [Load::Put, Load::Get] {
                 for system in &systems {
                     let addr = leader_of(*system)?;
-                    let f = wrk(scripts.path(), *system, load, addr, c, config.seconds)?;
+                    let f = wrk(
+                        scripts.path(),
+                        *system,
+                        load,
+                        scheme,
+                        addr,
+                        c,
+                        config.seconds,
+                    )?;
                     eprintln!(
                         "  rep {rep}: {load:?} {c:>3} conns {system:?}: {:.0}/s p50 {:.2} ms p99 {:.2} ms",
                         f.rps, f.p50_ms, f.p99_ms
@@ -136,6 +158,18 @@ fn bench(config: BenchConfig) -> Result<(), String> {
         }
     }
     print_table(&results, etcd.is_some());
+    // What checking a request's token costs, against what a read costs (no log write: an HMAC
+    // and the claims' parse).
+    let check = token_check_time()?;
+    let fewest = config.connections.iter().min().copied().unwrap_or(1);
+    if let Some(gets) = results.get(&(Load::Get, fewest, System::KvStore)) {
+        let p50_ms = median(gets.iter().map(|f| f.p50_ms).collect());
+        println!(
+            "\ntoken check: {:.2} us, {:.2}% of a linearizable GET's p50 at {fewest} connection(s) ({p50_ms:.2} ms)",
+            check.as_secs_f64() * 1e6,
+            100.0 * check.as_secs_f64() * 1e3 / p50_ms
+        );
+    }
     drop(etcd);
     drop(kv);
     Ok(())
@@ -184,8 +218,9 @@ fn print_table(results: &BTreeMap<(Load, usize, System), Vec<Figures>>, with_etc
     }
 }
 
-/// Writes `put-<system>.lua` and `get-<system>.lua`: requests for random keys.
-fn write_scripts(dir: &Path, system: System) -> Result<(), String> {
+/// Writes `put-<system>.lua` and `get-<system>.lua`: requests for random keys, each with the
+/// `Authorization` header `authorization`.
+fn write_scripts(dir: &Path, system: System, authorization: &str) -> Result<(), String> {
     let (put, get) = match system {
         System::KvStore => (
             r#"request = function()
@@ -215,7 +250,7 @@ end"#
         }
     };
     let header = format!(
-        "KEYS = {KEYS}\nmath.randomseed(os.time())\n{}\n",
+        "KEYS = {KEYS}\nmath.randomseed(os.time())\nwrk.headers[\"Authorization\"] = \"{authorization}\"\n{}\n",
         LATENCY_REPORT
     );
     for (name, body) in [("put", put), ("get", get)] {
@@ -237,6 +272,7 @@ fn wrk(
     dir: &Path,
     system: System,
     load: Load,
+    scheme: &str,
     addr: SocketAddr,
     connections: usize,
     seconds: u64,
@@ -255,7 +291,7 @@ fn wrk(
         .arg("10s")
         .arg("-s")
         .arg(&script)
-        .arg(format!("http://{addr}"))
+        .arg(format!("{scheme}://{addr}"))
         .output()
         .map_err(|e| format!("wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -283,6 +319,27 @@ fn wrk(
     })
 }
 
+/// The mean time of checking one token, over many.
+fn token_check_time() -> Result<Duration, String> {
+    use crate::auth::{AuthOp, AuthState};
+    let mut auth = AuthState::default();
+    let bootstrap = AuthOp::Bootstrap {
+        root_password_hash: crate::auth::hash_password("x")?,
+        token_key: crate::auth::new_token_key()?,
+    };
+    auth.apply(None, &bootstrap).map_err(|e| e.to_string())?;
+    let token = auth.issue_token("root", 1, u64::MAX / 2);
+    const CHECKS: u32 = 100_000;
+    let started = Instant::now();
+    for _ in 0..CHECKS {
+        let who = auth
+            .principal_of_token(&token, 1)
+            .map_err(|e| e.to_string())?;
+        std::hint::black_box(who);
+    }
+    Ok(started.elapsed() / CHECKS)
+}
+
 fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -293,6 +350,11 @@ struct EtcdCluster {
     _dir: tempfile::TempDir,
     children: Vec<Child>,
     clients: Vec<SocketAddr>,
+    /// HTTPS trusting the members' CA (plain HTTP without TLS), with root's token once auth
+    /// is on.
+    client: Client,
+    /// Root's token, as the `Authorization` header's value.
+    token: String,
 }
 
 impl Drop for EtcdCluster {
@@ -310,8 +372,9 @@ fn free_port() -> Result<SocketAddr, String> {
 }
 
 impl EtcdCluster {
-    fn start(peer_tls: bool) -> Result<Self, String> {
-        let scheme = if peer_tls { "https" } else { "http" };
+    /// Three members with TLS between them and for clients (`tls`), and authentication on.
+    fn start(tls: bool) -> Result<Self, String> {
+        let scheme = if tls { "https" } else { "http" };
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut peers = Vec::new();
         let mut clients = Vec::new();
@@ -333,16 +396,20 @@ impl EtcdCluster {
             let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))
                 .map_err(|e| e.to_string())?;
             let mut etcd = Command::new("etcd");
-            if peer_tls {
+            if tls {
                 let name = vec![peers[i].ip().to_string()];
-                let tls = crate::certs::write_named(&certs, &format!("e{i}"), name)?;
+                let files = crate::certs::write_named(&certs, &format!("e{i}"), name)?;
                 etcd.arg("--peer-cert-file")
-                    .arg(&tls.cert)
+                    .arg(&files.cert)
                     .arg("--peer-key-file")
-                    .arg(&tls.key)
+                    .arg(&files.key)
                     .arg("--peer-trusted-ca-file")
-                    .arg(&tls.ca)
-                    .arg("--peer-client-cert-auth");
+                    .arg(&files.ca)
+                    .arg("--peer-client-cert-auth")
+                    .arg("--cert-file")
+                    .arg(&files.cert)
+                    .arg("--key-file")
+                    .arg(&files.key);
             }
             let child = etcd
                 .arg("--name")
@@ -354,9 +421,9 @@ impl EtcdCluster {
                 .arg("--initial-advertise-peer-urls")
                 .arg(format!("{scheme}://{}", peers[i]))
                 .arg("--listen-client-urls")
-                .arg(format!("http://{}", clients[i]))
+                .arg(format!("{scheme}://{}", clients[i]))
                 .arg("--advertise-client-urls")
-                .arg(format!("http://{}", clients[i]))
+                .arg(format!("{scheme}://{}", clients[i]))
                 .arg("--initial-cluster")
                 .arg(initial.join(","))
                 .arg("--initial-cluster-state")
@@ -367,32 +434,87 @@ impl EtcdCluster {
                 .map_err(|e| format!("cannot start etcd: {e}"))?;
             children.push(child);
         }
-        let cluster = EtcdCluster {
+        let client = match tls {
+            true => Client::https(&certs.join("ca.pem"), None).map_err(|e| e.to_string())?,
+            false => Client::plain(),
+        };
+        let mut cluster = EtcdCluster {
             _dir: dir,
             children,
             clients,
+            client,
+            token: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if cluster.leader().is_ok() {
-                return Ok(cluster);
+        while cluster.leader().is_err() {
+            if Instant::now() > deadline {
+                return Err("etcd did not elect a leader within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Err("etcd did not elect a leader within 30 s".into())
+        cluster.enable_auth()?;
+        Ok(cluster)
+    }
+
+    /// Creates root, turns authentication on, and keeps a token of root's.
+    fn enable_auth(&mut self) -> Result<(), String> {
+        let leader = self.leader()?;
+        let password = "bench-root-password";
+        for (path, body) in [
+            ("/v3/auth/role/add", r#"{"name": "root"}"#.to_string()),
+            (
+                "/v3/auth/user/add",
+                format!(r#"{{"name": "root", "password": "{password}"}}"#),
+            ),
+            (
+                "/v3/auth/user/grant",
+                r#"{"user": "root", "role": "root"}"#.to_string(),
+            ),
+            ("/v3/auth/enable", "{}".to_string()),
+        ] {
+            let r = self
+                .client
+                .request(leader, "POST", path, &body, Duration::from_secs(5))
+                .map_err(|e| format!("etcd {path}: {e}"))?;
+            if r.status != 200 {
+                return Err(format!("etcd {path}: {} {}", r.status, r.body));
+            }
+        }
+        let body = format!(r#"{{"name": "root", "password": "{password}"}}"#);
+        let r = self
+            .client
+            .request(
+                leader,
+                "POST",
+                "/v3/auth/authenticate",
+                &body,
+                Duration::from_secs(5),
+            )
+            .map_err(|e| format!("etcd authenticate: {e}"))?;
+        self.token = r.body["token"]
+            .as_str()
+            .ok_or_else(|| format!("etcd gave no token: {}", r.body))?
+            .to_string();
+        self.client = self
+            .client
+            .clone()
+            .with_raw_authorization(self.token.clone());
+        Ok(())
     }
 
     /// The client address of the member that leads.
     fn leader(&self) -> Result<SocketAddr, String> {
         for addr in &self.clients {
-            let r = crate::client::request(
-                *addr,
-                "POST",
-                "/v3/maintenance/status",
-                "{}",
-                Duration::from_secs(2),
-            )
-            .map_err(|e| e.to_string())?;
+            let r = self
+                .client
+                .request(
+                    *addr,
+                    "POST",
+                    "/v3/maintenance/status",
+                    "{}",
+                    Duration::from_secs(2),
+                )
+                .map_err(|e| e.to_string())?;
             let member = r.body["header"]["member_id"].as_str().map(String::from);
             let leader = r.body["leader"].as_str().map(String::from);
             if member.is_some() && member == leader {

@@ -23,7 +23,8 @@ pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The name the server's certificate must carry (default: the address dialled).
     server_name: Option<String>,
-    token: Option<String>,
+    /// The `Authorization` header's value.
+    authorization: Option<String>,
 }
 
 fn invalid(what: &str) -> std::io::Error {
@@ -47,7 +48,13 @@ impl Client {
 
     /// The same, sending `Authorization: Bearer <token>`.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.authorization = Some(format!("Bearer {}", token.into()));
+        self
+    }
+
+    /// The same, sending `Authorization: <value>` (servers that take a bare token).
+    pub fn with_raw_authorization(mut self, value: impl Into<String>) -> Self {
+        self.authorization = Some(value.into());
         self
     }
 
@@ -96,7 +103,7 @@ impl Client {
     ) -> std::io::Result<(u16, Vec<u8>)> {
         let mut conn = self.connect(addr, timeout)?;
         Ok(conn
-            .exchange(method, path, body, self.token.as_deref(), true)?
+            .exchange(method, path, body, self.authorization.as_deref(), true)?
             .0)
     }
 
@@ -207,7 +214,7 @@ impl Connection {
         method: &str,
         path: &str,
         body: &[u8],
-        token: Option<&str>,
+        authorization: Option<&str>,
         close: bool,
     ) -> std::io::Result<((u16, Vec<u8>), bool)> {
         // POST bodies of the API are JSON, and the node takes no other (`crate::http_guard`).
@@ -215,8 +222,8 @@ impl Connection {
             "POST" => "Content-Type: application/json\r\n",
             _ => "",
         };
-        let authorization = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        let authorization = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
         let connection = if close { "Connection: close\r\n" } else { "" };
         let head = format!(
@@ -330,8 +337,9 @@ impl KeepAlive {
             self.conn = Some(self.client.connect(self.addr, self.timeout)?);
         }
         let conn = self.conn.as_mut().ok_or_else(|| invalid("no connection"))?;
-        let token = self.client.token.clone();
-        let (answer, closes) = conn.exchange(method, path, body, token.as_deref(), false)?;
+        let authorization = self.client.authorization.clone();
+        let (answer, closes) =
+            conn.exchange(method, path, body, authorization.as_deref(), false)?;
         if closes {
             self.conn = None;
         }

@@ -587,6 +587,16 @@ impl Demo {
         );
         let leader = self.wait_for("a leader", |d| d.leader())?;
         println!("{} node {leader} is the leader", t(started));
+        // Clients authenticate: the demo's requests carry root's client certificate; a token
+        // works as well (printed for trying the API while the demo runs).
+        let token = self.root_token()?;
+        let ca = self.dir.path().join("certs").join("ca.pem");
+        println!(
+            "{} HTTPS, clients authenticated; root's token: {token}\n         try: curl --cacert {} -H 'Authorization: Bearer {token}' https://{}/status",
+            t(started),
+            ca.display(),
+            self.http[&leader]
+        );
         self.write_keys("phase 1", 0, keys)?;
 
         println!("{} SIGKILL the leader, node {leader}", t(started));
