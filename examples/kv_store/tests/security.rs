@@ -226,7 +226,8 @@ fn raw_request(client: &Client, addr: SocketAddr, head: &str, body: &str) -> (u1
 /// Writes `bytes` on a TLS connection to `addr` and reads the answer to its end.
 fn raw_exchange(client: &Client, addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = client.stream(addr, GUARD).unwrap();
-    stream.write_all(bytes).unwrap();
+    // The node may answer and hang up before it read everything (a body over the limit).
+    let _ = stream.write_all(bytes).and_then(|()| stream.flush());
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).to_string()
