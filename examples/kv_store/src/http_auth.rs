@@ -25,6 +25,11 @@ use std::time::{Duration, Instant};
 
 /// How often the same principal's refusals on the same route are logged.
 pub const AUDIT_EVERY: Duration = Duration::from_secs(10);
+/// Password hashes computed at once (each takes ~20 MiB and tens of ms of a core, on
+/// purpose): a flood of `POST /auth/token` waits for its turn, never exhausts memory.
+pub const CONCURRENT_HASHES: usize = 2;
+/// How long a request waits for its turn to hash a password before `503`.
+pub const HASH_WAIT: Duration = Duration::from_secs(2);
 
 /// What the authentication middleware needs.
 pub struct Gate {
@@ -34,6 +39,7 @@ pub struct Gate {
     /// How long a token is valid.
     pub token_ttl: Duration,
     audited: Mutex<HashMap<(String, String), Instant>>,
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Gate {
@@ -43,6 +49,18 @@ impl Gate {
             metrics_open,
             token_ttl,
             audited: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
+        }
+    }
+
+    /// A turn to hash or check a password, or the `503` answer if none comes in time.
+    async fn hashing_turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+        match tokio::time::timeout(HASH_WAIT, self.hashing.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many password checks at once: try again",
+            )),
         }
     }
 
@@ -210,6 +228,10 @@ pub async fn put_user(
             Ok(u) => u,
             Err(_) => return error(StatusCode::BAD_REQUEST, r#"expected {"password": "..."}"#),
         },
+    };
+    let _turn = match gate.hashing_turn().await {
+        Ok(turn) => turn,
+        Err(busy) => return busy,
     };
     let password_hash = match user.password {
         None => None,
