@@ -322,13 +322,19 @@ impl AuthState {
     /// Checks `password` for `name` (slow on purpose: run it off the async workers).
     pub fn verify_password(&self, name: &str, password: &str) -> Result<u64, Refused> {
         let refused = || Refused::Unauthenticated("wrong user name or password".into());
-        let user = self.users.get(name).ok_or_else(refused)?;
-        let hash = user.password_hash.as_deref().ok_or_else(refused)?;
+        let user = self.users.get(name);
+        // A user without a password (or none at all) is checked against a stand-in hash all
+        // the same, so that the time of the answer does not tell which users exist.
+        let hash = match user.and_then(|u| u.password_hash.as_deref()) {
+            Some(hash) => hash,
+            None => stand_in_hash(),
+        };
         let parsed = PasswordHash::new(hash).map_err(|_| refused())?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .map_err(|_| refused())?;
-        Ok(user.generation)
+        let verified = Argon2::default().verify_password(password.as_bytes(), &parsed);
+        match (user, verified) {
+            (Some(u), Ok(())) if u.password_hash.is_some() => Ok(u.generation),
+            _ => Err(refused()),
+        }
     }
 
     /// A token for user `name` of `generation`, valid until `expires` (seconds since the Unix
@@ -376,6 +382,17 @@ impl AuthState {
             generation: Some(generation),
         })
     }
+}
+
+/// A hash of a random password, made once: what a missing user's password is checked against.
+fn stand_in_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let password = random_bytes(16)
+            .map(|b| URL_SAFE_NO_PAD.encode(b))
+            .unwrap_or_default();
+        hash_password(&password).unwrap_or_default()
+    })
 }
 
 /// `n` random bytes from the operating system.
@@ -501,6 +518,7 @@ mod tests {
         let mut s = state();
         let generation = s.verify_password("alice", "pw").unwrap();
         assert!(s.verify_password("alice", "wrong").is_err());
+        assert!(s.verify_password("nobody", "pw").is_err());
         let token = s.issue_token("alice", generation, 1000);
         let who = s.principal_of_token(&token, 999).unwrap();
         assert!(s.check(&who, Access::Read("app/x")).is_ok());
