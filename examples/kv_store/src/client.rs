@@ -149,17 +149,6 @@ impl Client {
     }
 }
 
-/// Sends one request over plain HTTP without credentials (for servers that need none).
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-    timeout: Duration,
-) -> std::io::Result<Response> {
-    Client::plain().request(addr, method, path, body, timeout)
-}
-
 /// A byte stream to a server: plain TCP or TLS over it.
 pub enum Stream {
     Plain(TcpStream),
@@ -305,11 +294,6 @@ pub struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// Plain HTTP, no credentials (see [`Client::keep_alive`] for the others).
-    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
-        Client::plain().keep_alive(addr, timeout)
-    }
-
     /// Sends one request; the status code and the body.
     pub fn request(
         &mut self,
