@@ -52,6 +52,8 @@ const HELLO_FRAME_BYTES: usize = 13;
 /// `HELLO`); more are closed at once. Every peer keeps at most one connection to this node, so
 /// a handful per address is plenty, even for several nodes on one host.
 const MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 16;
+/// Bytes a frame body gets room for before any of them arrived.
+const FIRST_READ: usize = 64 * 1024;
 /// Connections from all addresses together that have not yet proved who they are.
 const MAX_UNAUTHENTICATED: usize = 256;
 
@@ -244,8 +246,8 @@ fn put_frame(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
 }
 
 /// Reads one frame; refuses (with an error) one above `max` bytes before reading its body.
-/// The body grows as its bytes arrive (never to the announced length up front), so a peer that
-/// announces a large frame and sends nothing holds no memory for it.
+/// The body grows as its bytes arrive (room for 64 KiB at first, never the announced length up
+/// front), so a peer that announces a large frame and sends nothing holds little memory.
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -262,12 +264,20 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
     body.clear();
     let want = len - 1;
-    let got = r.take(want as u64).read_to_end(body).await?;
-    if got < want {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("a frame cut after {got} of {want} bytes"),
-        ));
+    // Room for at most FIRST_READ bytes before any arrived (one read for a small frame), then
+    // doubled as they arrive, never past what the frame still misses.
+    body.reserve(want.min(FIRST_READ));
+    while body.len() < want {
+        let missing = want - body.len();
+        if body.capacity() == body.len() {
+            body.reserve(missing.min(body.len()));
+        }
+        if (&mut *r).take(missing as u64).read_buf(body).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("a frame cut after {} of {want} bytes", body.len()),
+            ));
+        }
     }
     Ok(header[4])
 }
