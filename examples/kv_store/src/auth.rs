@@ -230,30 +230,30 @@ impl AuthState {
     /// Applies a decided change made by `by` (`None`: the cluster itself, for
     /// [`AuthOp::Bootstrap`]). The same on every node.
     pub fn apply(&mut self, by: Option<&Principal>, op: &AuthOp) -> Result<(), Refused> {
-        if let AuthOp::Bootstrap {
-            root_password_hash,
-            token_key,
-        } = op
-        {
-            if self.is_set_up() {
-                return Err(Refused::Invalid("the cluster has users already".into()));
+        // Every change but the bootstrap needs an admin as its author.
+        if !matches!(op, AuthOp::Bootstrap { .. }) {
+            match by {
+                Some(who) => self.check(who, Access::Admin)?,
+                None => return Err(Refused::Forbidden("a change without an author".into())),
             }
-            self.token_key = token_key.clone();
-            self.next_generation = 1;
-            let root = User {
-                password_hash: Some(root_password_hash.clone()),
-                roles: BTreeSet::from([ADMIN.to_string()]),
-                generation: self.take_generation(),
-            };
-            self.users.insert(ROOT.into(), root);
-            return Ok(());
-        }
-        match by {
-            Some(who) => self.check(who, Access::Admin)?,
-            None => return Err(Refused::Forbidden("a change without an author".into())),
         }
         match op {
-            AuthOp::Bootstrap { .. } => unreachable!("handled above"),
+            AuthOp::Bootstrap {
+                root_password_hash,
+                token_key,
+            } => {
+                if self.is_set_up() {
+                    return Err(Refused::Invalid("the cluster has users already".into()));
+                }
+                self.token_key = token_key.clone();
+                self.next_generation = 1;
+                let root = User {
+                    password_hash: Some(root_password_hash.clone()),
+                    roles: BTreeSet::from([ADMIN.to_string()]),
+                    generation: self.take_generation(),
+                };
+                self.users.insert(ROOT.into(), root);
+            }
             AuthOp::PutUser {
                 name,
                 password_hash,
