@@ -11,27 +11,40 @@
 //! value, never below the compacted index, and it is learned again from the leader). When the
 //! journal has grown to twice what the store holds (and at least
 //! [`JournalStorageConfig::compact_at_bytes`]), it is replaced: the whole state is written as
-//! one record into a new file, synced, and renamed over the old one. Opening the store reads
-//! the journal back; a record torn by a crash ends it.
+//! one record into a new file, synced, and renamed over the old one.
+//!
+//! **Opening** reads the journal back. Records are [checksummed](crate::files::record) and
+//! numbered; a damaged record is dropped as the torn tail of a write cut short only when it
+//! can be one (it is the last, and it looks torn or was never waited for); anything else, and
+//! a journal that is missing or empty in a directory that was created with one, makes `open`
+//! fail with [`JournalStorageError::Corrupt`], naming the file and the offset: an acceptor
+//! that forgot what it promised or accepted would break agreement, so the store refuses
+//! rather than forgets (`docs/storage.md` says how to replace such a server).
 //!
 //! A directory is used by one process at a time (a lock file is held while the store is open).
+//! The store runs on the operating system's files or on a simulated file system
+//! ([`JournalStorageConfig::set_file_system`], for power-cut tests).
 
+use crate::files::record::{self, Record, Rules, Verdict, WAITED};
+use crate::files::{sealed, Corruption, FileError, FileSystem, StoredFile};
 use crate::memory_storage::MemoryStorage;
 use crate::persistent_storage::SyncObserver;
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const JOURNAL: &str = "journal";
 const REWRITTEN: &str = "journal.new";
-const LOCK: &str = "lock";
-/// Record header: payload length and CRC-32 of the payload.
-const HEADER: usize = 8;
+/// A sealed file written once the journal exists: from then on, the journal must.
+const CREATED: &str = "journal.format";
+/// The payload of every journal's first record (number 0): what the rest is.
+const FORMAT: &[u8] = b"omnipaxos_storage journal, format 1";
 
 /// Where a [`JournalStorage`] lives and when its journal is rewritten.
 #[derive(Clone, Debug)]
@@ -44,6 +57,7 @@ pub struct JournalStorageConfig {
     /// sync carries it).
     pub sync_decided_idx: bool,
     sync_observer: Option<SyncObserver>,
+    files: Arc<dyn FileSystem>,
 }
 
 impl JournalStorageConfig {
@@ -54,7 +68,14 @@ impl JournalStorageConfig {
             compact_at_bytes: 16 << 20,
             sync_decided_idx: false,
             sync_observer: None,
+            files: crate::files::os(),
         }
+    }
+
+    /// Runs the store on `files` instead of the operating system's file system (a
+    /// [`crate::files::sim::SimFiles`] in power-cut tests).
+    pub fn set_file_system(&mut self, files: Arc<dyn FileSystem>) {
+        self.files = files;
     }
 
     /// Calls `observer` with how long each write's sync took (for latency metrics).
@@ -83,6 +104,19 @@ pub enum JournalStorageError {
     /// An earlier write failed half-way; the store refuses writes until it is reopened.
     #[error("an earlier write failed; reopen the store")]
     Failed,
+    /// The journal is damaged, or missing where the directory says it must be: the store
+    /// refuses to open rather than forget what it held.
+    #[error("journal storage: {0}")]
+    Corrupt(#[from] Corruption),
+}
+
+impl From<FileError> for JournalStorageError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Corrupt(c) => Self::Corrupt(c),
+            FileError::Io { path, source } => Self::Io { path, source },
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalStorageError + '_ {
@@ -157,21 +191,23 @@ impl<T: Entry> From<Op<T>> for StorageOp<T> {
     }
 }
 
-/// Writes one record holding `value` at `offset` of `file` (payload first, straight from the
-/// encoder, then the header that makes it valid) and returns its length. Nothing is copied
-/// into a buffer of the record's size, so a large write costs no memory of its size.
+/// Writes record number `seq` holding `value` at `offset` of `file` (payload first, straight
+/// from the encoder, then the header that makes it valid) and returns its length. Nothing is
+/// copied into a buffer of the record's size, so a large write costs no memory of its size.
 fn write_record<V: Serialize + ?Sized>(
-    file: &File,
-    offset: u64,
+    file: &dyn StoredFile,
+    at: (u64, u64),
+    flags: u32,
     value: &V,
     path: &Path,
 ) -> Result<u64, JournalStorageError> {
+    let (offset, seq) = at;
     let mut out = Checksummed {
         inner: std::io::BufWriter::with_capacity(
             256 << 10,
             At {
                 file,
-                offset: offset + HEADER as u64,
+                offset: offset + record::HEADER as u64,
             },
         ),
         crc: crc32fast::Hasher::new(),
@@ -182,24 +218,22 @@ fn write_record<V: Serialize + ?Sized>(
     out.inner.flush().map_err(io(path))?;
     let len = u32::try_from(out.len)
         .map_err(|_| JournalStorageError::Codec("a record above 4 GiB".into()))?;
-    let mut header = [0u8; HEADER];
-    header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4..].copy_from_slice(&out.crc.clone().finalize().to_le_bytes());
-    std::os::unix::fs::FileExt::write_all_at(file, &header, offset).map_err(io(path))?;
-    Ok(HEADER as u64 + u64::from(len))
+    let header = record::header_for(seq, flags, len, out.crc.clone().finalize());
+    file.write_at(&header, offset).map_err(io(path))?;
+    Ok(record::HEADER as u64 + u64::from(len))
 }
 
 /// Writes at a position of a file, moving on as it goes.
 struct At<'a> {
-    file: &'a File,
+    file: &'a dyn StoredFile,
     offset: u64,
 }
 
 impl Write for At<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::write_at(self.file, buf, self.offset)?;
-        self.offset += n as u64;
-        Ok(n)
+        self.file.write_at(buf, self.offset)?;
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -207,32 +241,73 @@ impl Write for At<'_> {
     }
 }
 
-/// The records at the start of `bytes` and where the last whole one ends.
-fn decode_all<T>(bytes: &[u8]) -> (Vec<Vec<Op<T>>>, usize)
+/// The journal's writes, read back from its bytes, and where its last whole record ends
+/// (`torn`: a torn record follows, to be cut off).
+struct ReadBack<T: Entry> {
+    writes: Vec<Vec<Op<T>>>,
+    end: u64,
+    torn: bool,
+}
+
+/// Reads the journal at `path` (see the module's documentation).
+fn read_journal<T>(bytes: &[u8], path: &Path) -> Result<ReadBack<T>, Corruption>
 where
     T: Entry + Serialize + DeserializeOwned,
 {
-    let mut records = Vec::new();
-    let mut at = 0;
-    loop {
-        let word = |i: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
-        };
-        let (Some(len), Some(crc)) = (word(at), word(at + 4)) else {
-            break;
-        };
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
+    let next = Cell::new(0u64);
+    let log = record::read_log(
+        bytes,
+        Rules {
+            belongs: |r: &Record<'_>| {
+                if r.seq != next.get() {
+                    let reason = format!("record {} where record {} belongs", r.seq, next.get());
+                    return Verdict::Corrupt(reason);
+                }
+                next.set(r.seq + 1);
+                Verdict::Take
+            },
+            later: |r: &Record<'_>| r.seq > next.get(),
+            unsynced_from: None,
+        },
+    )
+    .map_err(|damage| Corruption::new(path, damage.offset, damage.reason))?;
+    let mut records = log.records.iter();
+    match records.next() {
+        Some(first) if first.payload == FORMAT => {}
+        Some(first) => {
+            return Err(Corruption::new(
+                path,
+                first.offset,
+                "not a journal of this release's format",
+            ))
         }
-        let decoded = bincode::serde::decode_from_slice(payload, bincode::config::standard());
-        let Ok((ops, _)) = decoded else { break };
-        records.push(ops);
-        at += HEADER + len as usize;
+        // Nothing whole: a journal whose creation a crash cut short (the caller knows whether
+        // it was created).
+        None => {
+            return Ok(ReadBack {
+                writes: Vec::new(),
+                end: 0,
+                torn: log.torn,
+            })
+        }
     }
-    (records, at)
+    let mut writes = Vec::with_capacity(log.records.len());
+    for r in records {
+        let decoded = bincode::serde::decode_from_slice(r.payload, bincode::config::standard());
+        let Ok((ops, _)) = decoded else {
+            return Err(Corruption::new(
+                path,
+                r.offset,
+                "a record that does not decode",
+            ));
+        };
+        writes.push(ops);
+    }
+    Ok(ReadBack {
+        writes,
+        end: log.end,
+        torn: log.torn,
+    })
 }
 
 /// A writer that counts and checksums what passes through it.
@@ -255,23 +330,21 @@ impl<W: Write> Write for Checksummed<W> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), JournalStorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
 /// The log and the protocol state in memory, made durable by a journal on disk (see the
 /// module's documentation).
 pub struct JournalStorage<T: Entry> {
     state: MemoryStorage<T>,
     config: JournalStorageConfig,
-    journal: File,
+    journal: Arc<dyn StoredFile>,
     journal_bytes: u64,
+    /// The next record's number.
+    next_seq: u64,
     /// The size of the state when the journal was last rewritten.
     rewritten_bytes: u64,
     /// After a rewrite that could not be written: the journal size at which to try again.
     rewrite_retry_at: Option<u64>,
     /// Held while the store is open.
-    _lock: File,
+    _lock: Box<dyn Send + Sync>,
     failed: bool,
 }
 
@@ -280,51 +353,74 @@ where
     T: Entry + Serialize + DeserializeOwned,
 {
     /// Opens the store in `config.path` (creating it if missing), reading its journal back.
+    /// Fails with [`JournalStorageError::Corrupt`] rather than open with less than was
+    /// written (see the module's documentation).
     pub fn open(config: JournalStorageConfig) -> Result<Self, JournalStorageError> {
+        let files = config.files.clone();
         let dir = config.path.clone();
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        fs2::FileExt::try_lock_exclusive(&lock)
-            .map_err(|_| JournalStorageError::Locked(dir.clone()))?;
+        files.create_dir_all(&dir).map_err(io(&dir))?;
+        let lock = files.lock_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => JournalStorageError::Locked(dir.clone()),
+            _ => io(&dir)(e),
+        })?;
         // A rewrite that did not reach its rename left a file nobody needs.
-        let _ = std::fs::remove_file(dir.join(REWRITTEN));
+        match files.remove_file(&dir.join(REWRITTEN)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&dir)(e)),
+            _ => {}
+        }
         let path = dir.join(JOURNAL);
-        let bytes = match std::fs::read(&path) {
+        let created = sealed::read(&*files, &dir.join(CREATED))?;
+        let bytes = match files.read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(&path)(e)),
         };
-        let (records, end) = decode_all::<T>(&bytes);
+        let read_back = read_journal::<T>(&bytes, &path)?;
+        let has_journal = read_back.end > 0;
+        if created.is_some() && !has_journal {
+            let reason = match bytes.is_empty() {
+                true => "the journal is missing or empty, in a directory created with one",
+                false => "the journal holds no whole record, in a directory created with one",
+            };
+            return Err(Corruption::new(&path, 0, reason).into());
+        }
         let mut state = MemoryStorage::default();
-        for ops in records {
+        let mut next_seq = 1;
+        for ops in read_back.writes {
             let ops: Vec<StorageOp<T>> = ops.into_iter().map(Into::into).collect();
             let _ = state.write_atomically(ops);
+            next_seq += 1;
         }
-        let journal = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        if (end as u64) < bytes.len() as u64 {
+        let journal = files.open(&path, true).map_err(io(&path))?;
+        let mut end = read_back.end;
+        if read_back.torn || (end as usize) < bytes.len() {
             // The tail of a write cut short by a crash: it never returned, so it never
             // happened.
-            journal.set_len(end as u64).map_err(io(&path))?;
-            journal.sync_all().map_err(io(&path))?;
+            journal
+                .set_len(end)
+                .and_then(|()| journal.sync_data())
+                .map_err(io(&path))?;
         }
-        sync_dir(&dir)?;
+        if !has_journal {
+            // A new store: the format record first, durably named, then the marker that says
+            // the journal exists from now on.
+            let format = record::encode(0, WAITED, FORMAT);
+            journal
+                .write_at(&format, 0)
+                .and_then(|()| journal.sync_data())
+                .map_err(io(&path))?;
+            end = format.len() as u64;
+            files.sync_dir(&dir).map_err(io(&dir))?;
+        }
+        if created.is_none() {
+            sealed::write(&*files, &dir.join(CREATED), FORMAT)?;
+        }
         let store = Self {
             state,
             config,
             journal,
-            journal_bytes: end as u64,
+            journal_bytes: end,
+            next_seq,
             rewritten_bytes: 0,
             rewrite_retry_at: None,
             _lock: lock,
@@ -353,27 +449,33 @@ where
     /// `compact_at_bytes` was written.
     /// A failure from the rename on leaves the journal's place unknown: the store fails.
     fn rewrite(&mut self) -> Result<(), JournalStorageError> {
+        let files = self.config.files.clone();
+        let dir = &self.config.path;
         let (file, record_len) = match self.write_rewritten() {
             Ok(done) => done,
             Err(_) => {
-                let _ = std::fs::remove_file(self.config.path.join(REWRITTEN));
+                let _ = files.remove_file(&dir.join(REWRITTEN));
                 let step = (self.config.compact_at_bytes / 4).max(4096);
                 self.rewrite_retry_at = Some(self.journal_bytes + step);
                 return Ok(());
             }
         };
-        let dir = &self.config.path;
-        std::fs::rename(dir.join(REWRITTEN), dir.join(JOURNAL)).map_err(io(&dir.join(JOURNAL)))?;
-        sync_dir(dir)?;
+        let journal = dir.join(JOURNAL);
+        files
+            .rename(&dir.join(REWRITTEN), &journal)
+            .map_err(io(&journal))?;
+        files.sync_dir(dir).map_err(io(dir))?;
         self.journal = file;
         self.journal_bytes = record_len;
+        self.next_seq = 2;
         self.rewritten_bytes = record_len;
         self.rewrite_retry_at = None;
         Ok(())
     }
 
-    /// The rewritten journal, written and synced under its temporary name.
-    fn write_rewritten(&self) -> Result<(File, u64), JournalStorageError> {
+    /// The rewritten journal (its format record, then the state as record 1), written and
+    /// synced under its temporary name.
+    fn write_rewritten(&self) -> Result<(Arc<dyn StoredFile>, u64), JournalStorageError> {
         let new_path = self.config.path.join(REWRITTEN);
         let s = &self.state;
         let (snapshot, stopsign) = (s.snapshot_ref(), s.stopsign_ref());
@@ -391,16 +493,19 @@ where
         if let Ok(Some(b)) = s.get_accepted_round() {
             ops.push(OpRef::SetAcceptedRound(b));
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&new_path)
+        let file = self
+            .config
+            .files
+            .open(&new_path, true)
             .map_err(io(&new_path))?;
-        let record_len = write_record(&file, 0, &ops, &new_path)?;
-        file.sync_all().map_err(io(&new_path))?;
-        Ok((file, record_len))
+        let format = record::encode(0, WAITED, FORMAT);
+        file.set_len(0)
+            .and_then(|()| file.write_at(&format, 0))
+            .map_err(io(&new_path))?;
+        let at = (format.len() as u64, 1);
+        let state_len = write_record(&*file, at, WAITED, &ops, &new_path)?;
+        file.sync_data().map_err(io(&new_path))?;
+        Ok((file, format.len() as u64 + state_len))
     }
 
     fn write(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), JournalStorageError> {
@@ -413,9 +518,12 @@ where
         let ops: Vec<Op<T>> = ops.into_iter().map(Into::into).collect();
         let path = self.config.path.join(JOURNAL);
         let started = Instant::now();
-        let written = write_record(&self.journal, self.journal_bytes, &ops, &path);
+        let wait = !decided_only || self.config.sync_decided_idx;
+        let flags = if wait { WAITED } else { 0 };
+        let at = (self.journal_bytes, self.next_seq);
+        let written = write_record(&*self.journal, at, flags, &ops, &path);
         let synced = written.and_then(|len| {
-            if !decided_only || self.config.sync_decided_idx {
+            if wait {
                 self.journal.sync_data().map_err(io(&path))?;
                 if let Some(observer) = &self.config.sync_observer {
                     (observer.0)(started.elapsed());
@@ -424,7 +532,10 @@ where
             Ok(len)
         });
         match synced {
-            Ok(len) => self.journal_bytes += len,
+            Ok(len) => {
+                self.journal_bytes += len;
+                self.next_seq += 1;
+            }
             // Nothing valid was written (the header comes last): the next write goes to the
             // same place.
             Err(e @ JournalStorageError::Codec(_)) => return Err(e),

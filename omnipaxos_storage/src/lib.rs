@@ -5,12 +5,16 @@
 //!   keeps it in a sled database on disk, for fail-recovery;
 //! - `journal_storage::JournalStorage` (feature `persistent_storage`) keeps it in memory and
 //!   makes it durable with a journal of its writes, for servers that keep their log short;
+//! - `files` (feature `persistent_storage`): checksummed records, atomic files, directory
+//!   identities and a simulated file system with power cuts, shared by the stores;
 //! - `conformance` (feature `conformance`) checks that a `Storage` does what the core relies on.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "persistent_storage")]
+pub mod files;
 #[cfg(feature = "persistent_storage")]
 pub mod journal_storage;
 pub mod memory_storage;
