@@ -89,6 +89,15 @@ enum Found<'a> {
     },
 }
 
+/// Whether `bytes` are all zero (compared a block at a time: a preallocated log is mostly
+/// zeros, and this is fast even unoptimised).
+fn all_zeros(bytes: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    bytes
+        .chunks(ZEROS.len())
+        .all(|block| block == &ZEROS[..block.len()])
+}
+
 fn word(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0u8; 4];
     word.copy_from_slice(&bytes[at..at + 4]);
@@ -99,7 +108,7 @@ fn found(bytes: &[u8], at: usize) -> Found<'_> {
     let Some(head) = bytes.get(at..).and_then(|rest| rest.get(..HEADER)) else {
         return Found::Cut;
     };
-    if head.iter().all(|b| *b == 0) {
+    if all_zeros(head) {
         return Found::Zeros;
     }
     if crc32fast::hash(&head[..16]) != word(head, 16) {
@@ -131,7 +140,7 @@ fn touches_unwritten_sector(bytes: &[u8], range: Range<usize>) -> bool {
     let mut from = range.start;
     while from < end {
         let to = ((from / SECTOR + 1) * SECTOR).min(end);
-        if bytes[from..to].iter().all(|b| *b == 0) {
+        if all_zeros(&bytes[from..to]) {
             return true;
         }
         from = to;
@@ -235,6 +244,14 @@ where
             }
             None => {}
         }
+        if matches!(bad, Found::Zeros) && all_zeros(&bytes[at..]) {
+            // Never written: the log ends here (preallocated or zero-filled space).
+            return Ok(Log {
+                records,
+                end,
+                torn: false,
+            });
+        }
         // Writes are made in order, and a waited-for write starts only after the previous
         // one's sync returned: a second waited-for record after this one proves the first was
         // synced, and with it this one; one waited-for record may be the write under way.
@@ -270,11 +287,10 @@ where
             };
             return Err(damage(at, &reason));
         }
-        let zeros = matches!(bad, Found::Zeros) && bytes[at..].iter().all(|b| *b == 0);
         return Ok(Log {
             records,
             end,
-            torn: !zeros,
+            torn: true,
         });
     }
 }

@@ -6,7 +6,7 @@
 use super::disk::DiskSync;
 use super::error::PersistentStorageError;
 use super::layout::{decode_usize, encode_usize, WAL_CYCLE};
-use super::wal::Wal;
+use super::wal::{Wal, WalOpenError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -132,8 +132,11 @@ impl Durability {
         let want_log = sync_writes && write_ahead_log;
         let mut wal = None;
         if want_log || Wal::path(dir).exists() {
-            let (log, records) = Wal::open(dir, config.get_write_ahead_log_bytes())
-                .map_err(io("opening the log"))?;
+            let (log, records) =
+                Wal::open(dir, config.get_write_ahead_log_bytes()).map_err(|e| match e {
+                    WalOpenError::Io(e) => io("opening the log")(e),
+                    WalOpenError::Corrupt(c) => PersistentStorageError::CorruptLog(c),
+                })?;
             // Cycles below the one sled names were all in sled's durable state already.
             let floor = match db.get(WAL_CYCLE)? {
                 Some(bytes) => decode_usize(&bytes, "log cycle")? as u64,
@@ -158,7 +161,8 @@ impl Durability {
             }
             if want_log {
                 let mut log = log;
-                log.start_cycle(next);
+                log.start_cycle(next)
+                    .map_err(io("starting the log's cycle"))?;
                 wal = Some(log);
             }
         }
@@ -239,7 +243,8 @@ impl Durability {
         db.flush()?;
         disk_sync.sync().map_err(io("fdatasync after a write"))?;
         if let (Some(wal), Some(next)) = (&mut self.wal, next) {
-            wal.start_cycle(next);
+            wal.start_cycle(next)
+                .map_err(io("starting the log's cycle"))?;
         }
         Ok(())
     }

@@ -36,6 +36,10 @@ pub enum PersistentStorageError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The write-ahead log is damaged (not the torn tail of the last write): the store refuses
+    /// to open rather than forget writes it acknowledged.
+    #[error("corrupt write-ahead log: {0}")]
+    CorruptLog(crate::files::Corruption),
     /// `new` was asked to create a store where one already exists.
     #[error("a store already exists at {0}")]
     AlreadyExists(String),

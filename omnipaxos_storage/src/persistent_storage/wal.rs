@@ -13,10 +13,17 @@
 //! reaches sled only after its record is durable, sled's state is always a prefix of the logged
 //! changes: replaying the cycle from its start ends in exactly the state after its last record.
 //!
-//! A record: magic, payload length, cycle, sequence number within the cycle, CRC-32 of
-//! everything else, then the payload. Reading stops at the first record that is torn, has
-//! another cycle or skips a sequence number: what follows is an older cycle's leftovers.
+//! A record is a [checksummed record](crate::files::record) numbered by its cycle (high 32
+//! bits) and its place in the cycle. Reading stops at the first record of another cycle (the
+//! file is emptied when a cycle starts, so none should follow) or at a torn last write; a
+//! damaged record that is not one fails the open with [`Corruption`]. An unsynced write may
+//! have been torn in several places, so its sectors must read as zeros where it was not
+//! written: starting a cycle empties the file (and allocates it again) before anything is
+//! written to it.
 
+use crate::files::record::{self, Record, Rules, Verdict, WAITED};
+use crate::files::Corruption;
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +33,20 @@ pub(super) const WAL_FILE: &str = "write_ahead.log";
 /// The log's size: a checkpoint is taken when the next record does not fit.
 pub(super) const WAL_CAPACITY: u64 = 16 << 20;
 
-const MAGIC: u32 = 0x4f50_574c;
-const HEADER: usize = 4 + 4 + 8 + 8 + 4;
+const HEADER: usize = record::HEADER;
+
+/// Why the log could not be opened.
+#[derive(Debug)]
+pub(super) enum WalOpenError {
+    Io(io::Error),
+    Corrupt(Corruption),
+}
+
+impl From<io::Error> for WalOpenError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
 
 pub(super) struct Wal {
     file: File,
@@ -43,7 +62,7 @@ impl Wal {
     /// Opens (or creates, preallocated and named durably) the log in `dir`; returns it with the
     /// payloads of its current cycle, oldest first, to be applied again. The log writes nothing
     /// until [`Wal::start_cycle`].
-    pub(super) fn open(dir: &Path, capacity: u64) -> io::Result<(Self, Vec<Vec<u8>>)> {
+    pub(super) fn open(dir: &Path, capacity: u64) -> Result<(Self, Vec<Vec<u8>>), WalOpenError> {
         let path = dir.join(WAL_FILE);
         let existed = path.exists();
         let mut file = OpenOptions::new()
@@ -58,7 +77,7 @@ impl Wal {
             file.sync_all()?;
             File::open(dir)?.sync_all()?;
         }
-        let (cycle, payloads) = read_cycle(&mut file)?;
+        let (cycle, payloads) = read_cycle(&mut file, &path)?;
         let wal = Self {
             file,
             offset: 0,
@@ -74,12 +93,17 @@ impl Wal {
         self.cycle
     }
 
-    /// Starts cycle `cycle` (above every earlier one) at the start of the file: called once
-    /// everything logged before is in sled's durable state.
-    pub(super) fn start_cycle(&mut self, cycle: u64) {
+    /// Starts cycle `cycle` (above every earlier one) at the start of an emptied file: called
+    /// once everything logged before is in sled's durable state.
+    pub(super) fn start_cycle(&mut self, cycle: u64) -> io::Result<()> {
+        // A torn write must read as zeros where it was not written, not as the older cycle.
+        self.file.set_len(0)?;
+        let _ = fs2::FileExt::allocate(&self.file, self.capacity);
+        self.file.sync_all()?;
         self.cycle = cycle;
         self.offset = 0;
         self.seq = 0;
+        Ok(())
     }
 
     /// Whether a record of `len` payload bytes fits after the current one.
@@ -97,7 +121,8 @@ impl Wal {
     /// device with the next waited-for record: records are only ever added at the end, so one
     /// `fdatasync` covers all of them.
     pub(super) fn append(&mut self, payload: &[u8], wait: bool) -> io::Result<()> {
-        let record = encode_record(self.cycle, self.seq, payload);
+        let flags = if wait { WAITED } else { 0 };
+        let record = record::encode(numbered(self.cycle, self.seq), flags, payload);
         self.file.seek(SeekFrom::Start(self.offset))?;
         self.file.write_all(&record)?;
         if wait {
@@ -114,62 +139,45 @@ impl Wal {
     }
 }
 
-fn checksum(cycle: u64, seq: u64, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&MAGIC.to_le_bytes());
-    hasher.update(&(payload.len() as u32).to_le_bytes());
-    hasher.update(&cycle.to_le_bytes());
-    hasher.update(&seq.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
-}
-
-fn encode_record(cycle: u64, seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(HEADER + payload.len());
-    record.extend_from_slice(&MAGIC.to_le_bytes());
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&cycle.to_le_bytes());
-    record.extend_from_slice(&seq.to_le_bytes());
-    record.extend_from_slice(&checksum(cycle, seq, payload).to_le_bytes());
-    record.extend_from_slice(payload);
-    record
+/// A record's number: its cycle, and its place in the cycle.
+fn numbered(cycle: u64, seq: u64) -> u64 {
+    (cycle << 32) | (seq & 0xffff_ffff)
 }
 
 /// The cycle of the record at the start of the file (0 if there is none) and the payloads of
-/// that cycle's unbroken run of records.
-fn read_cycle(file: &mut File) -> io::Result<(u64, Vec<Vec<u8>>)> {
-    let len = file.metadata()?.len();
+/// that cycle's run of records.
+fn read_cycle(file: &mut File, path: &Path) -> Result<(u64, Vec<Vec<u8>>), WalOpenError> {
+    let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))?;
-    let mut payloads = Vec::new();
-    let mut cycle = None;
-    let mut offset = 0u64;
-    let mut header = [0u8; HEADER];
-    while offset + HEADER as u64 <= len {
-        if file.read_exact(&mut header).is_err() {
-            break;
-        }
-        let field = |at: usize, n: usize| &header[at..at + n];
-        let u32_at = |at| u32::from_le_bytes(field(at, 4).try_into().expect("4 bytes"));
-        let u64_at = |at| u64::from_le_bytes(field(at, 8).try_into().expect("8 bytes"));
-        let (magic, size, rec_cycle, seq, crc) =
-            (u32_at(0), u32_at(4), u64_at(8), u64_at(16), u32_at(24));
-        let expected_seq = payloads.len() as u64;
-        if magic != MAGIC
-            || offset + (HEADER as u64) + u64::from(size) > len
-            || cycle.is_some_and(|c| c != rec_cycle)
-            || seq != expected_seq
-        {
-            break;
-        }
-        let mut payload = vec![0u8; size as usize];
-        if file.read_exact(&mut payload).is_err() || checksum(rec_cycle, seq, &payload) != crc {
-            break;
-        }
-        cycle = Some(rec_cycle);
-        payloads.push(payload);
-        offset += (HEADER + size as usize) as u64;
-    }
-    Ok((cycle.unwrap_or(0), payloads))
+    file.read_to_end(&mut bytes)?;
+    let cycle = Cell::new(None::<u64>);
+    let next = Cell::new(0u64);
+    let log = record::read_log(
+        &bytes,
+        Rules {
+            belongs: |r: &Record<'_>| {
+                let (c, seq) = (r.seq >> 32, r.seq & 0xffff_ffff);
+                match cycle.get() {
+                    Some(current) if current != c => return Verdict::End,
+                    _ => cycle.set(Some(c)),
+                }
+                if seq != next.get() {
+                    let reason = format!("record {seq} of cycle {c} where {} belongs", next.get());
+                    return Verdict::Corrupt(reason);
+                }
+                next.set(seq + 1);
+                Verdict::Take
+            },
+            later: |r: &Record<'_>| {
+                let (c, seq) = (r.seq >> 32, r.seq & 0xffff_ffff);
+                cycle.get().is_none_or(|current| current == c) && seq > next.get()
+            },
+            unsynced_from: None,
+        },
+    )
+    .map_err(|damage| WalOpenError::Corrupt(Corruption::new(path, damage.offset, damage.reason)))?;
+    let payloads = log.records.iter().map(|r| r.payload.to_vec()).collect();
+    Ok((cycle.get().unwrap_or(0), payloads))
 }
 
 #[cfg(test)]
@@ -185,7 +193,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, old) = reopen(dir.path());
         assert!(old.is_empty());
-        wal.start_cycle(1);
+        wal.start_cycle(1).unwrap();
         for i in 0..10u8 {
             wal.append(&[i; 7], true).unwrap();
         }
@@ -199,11 +207,11 @@ mod tests {
     fn a_new_cycle_hides_the_older_records_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = reopen(dir.path());
-        wal.start_cycle(1);
+        wal.start_cycle(1).unwrap();
         for i in 0..10u8 {
             wal.append(&[i; 20], true).unwrap();
         }
-        wal.start_cycle(2);
+        wal.start_cycle(2).unwrap();
         wal.append(b"new", true).unwrap();
         wal.append(b"newer", true).unwrap();
         drop(wal);
@@ -212,33 +220,53 @@ mod tests {
         assert_eq!(records, vec![b"new".to_vec(), b"newer".to_vec()]);
     }
 
+    /// Overwrites the last `n` bytes of the log's records with `byte`.
+    fn overwrite_tail(dir: &Path, end: u64, n: u64, byte: u8) {
+        let mut file = OpenOptions::new().write(true).open(Wal::path(dir)).unwrap();
+        file.seek(SeekFrom::Start(end - n)).unwrap();
+        file.write_all(&vec![byte; n as usize]).unwrap();
+    }
+
     #[test]
     fn a_torn_record_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = reopen(dir.path());
-        wal.start_cycle(3);
+        wal.start_cycle(3).unwrap();
         wal.append(b"first", true).unwrap();
-        wal.append(b"second", true).unwrap();
-        let torn_at = wal.offset - 2;
+        wal.append(&[7; 1000], true).unwrap();
+        let end = wal.offset;
         drop(wal);
-        // The last bytes of the second record never reached the disk.
-        let file = OpenOptions::new()
-            .write(true)
-            .open(Wal::path(dir.path()))
-            .unwrap();
-        let mut file = file;
-        file.seek(SeekFrom::Start(torn_at)).unwrap();
-        file.write_all(&[0xff, 0xff]).unwrap();
-        drop(file);
+        // The second record's last sector never reached the disk.
+        overwrite_tail(dir.path(), end, end - 1024, 0);
         let (_, records) = reopen(dir.path());
         assert_eq!(records, vec![b"first".to_vec()]);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_record_is_refused() {
+        for (which, n) in [("the last record", 2), ("the first record", 30 + 6)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut wal, _) = reopen(dir.path());
+            wal.start_cycle(3).unwrap();
+            wal.append(b"first!", true).unwrap();
+            wal.append(b"second", true).unwrap();
+            wal.append(b"third.", true).unwrap();
+            let end = wal.offset;
+            drop(wal);
+            overwrite_tail(dir.path(), end - if n > 2 { 30 } else { 0 }, 1, 0x55);
+            match Wal::open(dir.path(), 4096) {
+                Err(WalOpenError::Corrupt(c)) => assert!(c.offset < end, "{which}: {c}"),
+                Err(WalOpenError::Io(e)) => panic!("{which}: {e}"),
+                Ok((_, records)) => panic!("{which}: opened with {} records", records.len()),
+            }
+        }
     }
 
     #[test]
     fn a_record_that_does_not_fit_is_known_before_writing() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = reopen(dir.path());
-        wal.start_cycle(1);
+        wal.start_cycle(1).unwrap();
         assert!(wal.can_ever_fit(4096 - HEADER));
         assert!(!wal.can_ever_fit(4096 - HEADER + 1));
         wal.append(&[0u8; 2000], true).unwrap();
