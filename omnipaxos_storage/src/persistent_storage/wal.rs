@@ -170,7 +170,7 @@ fn read_cycle(file: &mut File, path: &Path) -> Result<(u64, Vec<Vec<u8>>), WalOp
             },
             later: |r: &Record<'_>| {
                 let (c, seq) = (r.seq >> 32, r.seq & 0xffff_ffff);
-                cycle.get().is_none_or(|current| current == c) && seq > next.get()
+                cycle.get().map_or(true, |current| current == c) && seq > next.get()
             },
             unsynced_from: None,
         },
