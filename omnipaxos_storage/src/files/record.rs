@@ -148,6 +148,14 @@ fn touches_unwritten_sector(bytes: &[u8], range: Range<usize>) -> bool {
     false
 }
 
+/// The whole record at the start of `bytes`, if there is one.
+pub fn parse(bytes: &[u8]) -> Option<Record<'_>> {
+    match found(bytes, 0) {
+        Found::Whole(record) => Some(record),
+        _ => None,
+    }
+}
+
 /// What a log's records decide about themselves.
 pub enum Verdict {
     /// The record is the log's next one.
