@@ -6,6 +6,7 @@
 use crate::actor::StorageFactory;
 use crate::wire::RuntimeEntry;
 use omnipaxos::reconfiguration::Handover;
+use omnipaxos_storage::files::{sealed, OsFiles};
 use omnipaxos_storage::journal_storage::{JournalStorage, JournalStorageConfig};
 use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
 use prometheus_client::metrics::histogram::Histogram;
@@ -13,7 +14,8 @@ use prometheus_client::registry::{Registry, Unit};
 use std::path::{Path, PathBuf};
 
 /// Opens `data_dir/config-<id>` for each configuration; keeps the handover in
-/// `data_dir/handover.bin` (written to a temporary file, synced, then renamed).
+/// `data_dir/handover.bin` (sealed: checksummed, written to a temporary file, synced, renamed,
+/// and the directory synced).
 pub struct DirectoryStorage {
     data_dir: PathBuf,
     /// `JournalStorageConfig::compact_at_bytes` of the journal stores this opens.
@@ -105,33 +107,25 @@ impl DirectoryStorage {
         config_id: u32,
         handover: &Handover<T>,
     ) -> Result<(), String> {
-        use std::io::Write;
         std::fs::create_dir_all(&self.data_dir).map_err(|e| e.to_string())?;
         let bytes =
             bincode::serde::encode_to_vec((config_id, handover), bincode::config::standard())
                 .map_err(|e| e.to_string())?;
-        let path = self.handover_path();
-        let tmp = path.with_extension("tmp");
-        let mut file =
-            std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        file.write_all(&bytes)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Ok(dir) = std::fs::File::open(&self.data_dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        sealed::write(&OsFiles, &self.handover_path(), &bytes).map_err(|e| e.to_string())
     }
 
     fn read_handover<T: RuntimeEntry>(&mut self) -> Result<Option<(u32, Handover<T>)>, String> {
         let path = self.handover_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                .map(|(saved, _)| Some(saved))
-                .map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
+        let Some(bytes) = sealed::read(&OsFiles, &path).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+            .map(|(saved, _)| Some(saved))
+            .map_err(|e| {
+                format!(
+                    "{}: a sealed handover that does not decode: {e}",
+                    path.display()
+                )
+            })
     }
 }

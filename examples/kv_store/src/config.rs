@@ -104,6 +104,11 @@ struct NodeSection {
     plain_http: bool,
     #[serde(default)]
     plain_http_beyond_loopback: bool,
+    /// The cluster's name, kept in the data directory's identity (default: derived from the
+    /// cluster's CA certificate, or `kv_store` without one): a node refuses a directory of
+    /// another cluster.
+    #[serde(default)]
+    cluster_id: Option<String>,
 }
 
 fn default_chunk_bytes() -> usize {
@@ -139,6 +144,8 @@ pub struct NodeConfig {
     pub state_chunk_bytes: usize,
     /// How the peer port is secured.
     pub peer_security: PeerSecurity,
+    /// The cluster's name in the data directory's identity.
+    pub cluster_id: String,
     /// Host names clients may use besides IP addresses and `localhost`.
     pub http_hosts: Vec<String>,
     /// Most HTTP connections at once.
@@ -303,6 +310,23 @@ impl NodeConfig {
                 ))
             }
         };
+        let cluster_id = match (file.node.cluster_id, &peer_security) {
+            (Some(id), _) if id.is_empty() || id.len() > 256 => {
+                return Err(err("node.cluster_id", "1 to 256 characters".into()))
+            }
+            (Some(id), _) => id,
+            (None, PeerSecurity::Tls(files)) => {
+                let ca = std::fs::read(&files.ca)
+                    .map_err(|e| err("tls.ca", format!("{}: {e}", files.ca.display())))?;
+                let digest = ring::digest::digest(&ring::digest::SHA256, &ca);
+                let hex: String = digest.as_ref()[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                format!("ca-{hex}")
+            }
+            (None, PeerSecurity::Insecure) => "kv_store".to_string(),
+        };
         let http_max_connections = file
             .node
             .http_max_connections
@@ -362,6 +386,7 @@ impl NodeConfig {
             http_peers,
             state_chunk_bytes: file.node.state_chunk_bytes,
             peer_security,
+            cluster_id,
             http_hosts: file.node.http_hosts,
             http_max_connections,
             https,

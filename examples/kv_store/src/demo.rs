@@ -491,6 +491,26 @@ impl Demo {
         dir.keep()
     }
 
+    /// Waits (at most 60 s, a guard against a hang) for node `pid`'s process to exit and
+    /// returns its exit code (`None` if it was killed by a signal or did not exit).
+    pub fn exit_code(&mut self, pid: u64) -> Option<i32> {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            let child = self.children.get_mut(&pid)?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children.remove(&pid);
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Node `pid`'s log so far.
+    pub fn log(&self, pid: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{pid}.log"))).unwrap_or_default()
+    }
+
     /// The operating system's process id of node `pid`, if it runs.
     pub fn os_pid(&self, pid: u64) -> Option<u32> {
         self.children.get(&pid).map(Child::id)

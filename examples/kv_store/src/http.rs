@@ -170,9 +170,11 @@ async fn delete_key(
     }
 }
 
-/// `GET /health`: open to anyone; 200 while this node takes part.
+/// `GET /health`: open to anyone; 200 while this node takes part, 503 with the fault if not.
 async fn health(State(node): Shared) -> Response {
-    Json(json!({ "status": "ok", "auth_set_up": node.auth_is_set_up() })).into_response()
+    let (code, body) = node.health().answer(node.auth_is_set_up());
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (code, Json(body)).into_response()
 }
 
 async fn status(State(node): Shared) -> Response {

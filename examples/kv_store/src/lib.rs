@@ -11,6 +11,7 @@ pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod entry;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod http_auth;

@@ -390,9 +390,9 @@ fn run_node(path: &str) -> i32 {
     };
     match runtime.block_on(serve::serve(config)) {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("kv_store: {e}");
-            1
+        Err(stopped) => {
+            eprintln!("kv_store: {}", stopped.reason);
+            stopped.code
         }
     }
 }

@@ -19,12 +19,13 @@
 use crate::auth::{Access, AuthOp, AuthState, Principal, Refused, STATE_KEY};
 use crate::compaction::CheckpointPolicy;
 use crate::entry::{KvCommand, RequestId, Write, WriteOp};
+use crate::health::{FaultKind, Health};
 use crate::machine::{Outcome, Sessions};
 use crate::state_store::{Position, Recovery, StateStore, TransferProgress};
 use crate::transfer::{self, ChunkRequest, HttpDonors};
 use omnipaxos::util::LogEntry;
 use omnipaxos::{ClusterConfig, ProposeErr};
-use omnipaxos_runtime::{AppendError, OmniPaxosHandle, Role};
+use omnipaxos_runtime::{AppendError, OmniPaxosEvent, OmniPaxosHandle, Role};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct Status {
     pub leader_changes: u64,
     /// Entries decided since the node started.
     pub decided_entries: u64,
+    /// Why this node does not take part (or its state differs), if so.
+    pub fault: Option<crate::health::Fault>,
 }
 
 /// One peer as a node sees it.
@@ -193,22 +196,24 @@ pub struct Node {
     applied: Arc<Mutex<Applied>>,
     position: watch::Receiver<Position>,
     session: Session,
+    health: Arc<Health>,
 }
 
 impl Node {
     /// Starts applying the node's decided log (from the start of its history) onto `store`
     /// and returns the node. `first_config` is the configuration the history starts with (the
     /// one the node was built with; 0 for a node that joins, whose history starts with the
-    /// handover). `donors` are the other nodes' HTTP addresses, for state transfers of at most
-    /// `chunk_bytes` per chunk. Must run inside the Tokio runtime the handle's node runs on.
+    /// handover). `donors` are the other nodes, asked for state transfers of at most
+    /// `chunk_bytes` per chunk; `health` hears of faults. Must run inside the Tokio runtime the
+    /// handle's node runs on.
     pub async fn start(
         pid: u64,
         first_config: u32,
         handle: OmniPaxosHandle<KvCommand>,
         store: StateStore,
-        donors: Vec<(u64, SocketAddr)>,
+        donors: HttpDonors,
         chunk_bytes: usize,
-        client: crate::client::Client,
+        health: Arc<Health>,
     ) -> Result<Arc<Self>, String> {
         let stream = handle
             .subscribe_decided(0)
@@ -247,13 +252,16 @@ impl Node {
             applied: applied.clone(),
             position: position_rx,
             session: Session::new(omnipaxos_runtime::wire::random_id()),
+            health: health.clone(),
         });
+        tokio::spawn(watch_storage(handle.clone(), health.clone()));
         let applier = Applier {
             handle,
             store,
             applied,
             position: position_tx,
-            donors: HttpDonors::new(donors, client),
+            donors: donors.reporting_to(health.clone()),
+            health,
             chunk_bytes,
             checkpoints: CheckpointPolicy::default(),
             checkpointing: None,
@@ -264,6 +272,11 @@ impl Node {
 
     fn applied(&self) -> MutexGuard<'_, Applied> {
         lock(&self.applied)
+    }
+
+    /// Whether this node takes part, and why not.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// The runtime handle (for shutting the node down).
@@ -602,6 +615,7 @@ impl Node {
             state,
             leader_changes: m.leader_changes,
             decided_entries: m.decided_entries,
+            fault: self.health.fault(),
         }
     }
 }
@@ -711,6 +725,34 @@ fn step(at: Position, config_id: u32, idx: usize, entry: &LogEntry<KvCommand>) -
     }
 }
 
+/// Records the runtime's storage failure (its log's store) in `health`.
+async fn watch_storage(handle: OmniPaxosHandle<KvCommand>, health: Arc<Health>) {
+    let mut events = handle.subscribe_events();
+    let mut metrics = handle.metrics();
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(OmniPaxosEvent::StorageFailed { error }) => {
+                    health.fail(FaultKind::Storage, format!("the log's storage failed: {error}"));
+                    return;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            // Events may be missed when lagging: the metrics say it too (without the cause).
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if metrics.borrow_and_update().storage_failed {
+                    health.fail(FaultKind::Storage, "the log's storage failed (see the log)");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Applies the decided log as the runtime streams it onto the state store, answers the waiting
 /// writes, learns the addresses of nodes that join, checkpoints now and then, and fetches the
 /// state from another node when its log starts after entries it never applied.
@@ -724,6 +766,7 @@ struct Applier {
     checkpoints: CheckpointPolicy,
     /// The checkpoint being written, if any.
     checkpointing: Option<tokio::task::JoinHandle<()>>,
+    health: Arc<Health>,
 }
 
 impl Applier {
@@ -759,7 +802,8 @@ impl Applier {
                         if let Err(e) = self.apply(decided.config_id, decided.idx, &decided.entry) {
                             // Nothing is lost: the log holds the entry, and a restart
                             // replays it from the last checkpoint.
-                            tracing::error!("cannot apply decided entries any more: {e}");
+                            let cause = format!("cannot apply decided entries any more: {e}");
+                            self.health.fail(FaultKind::Storage, cause);
                             return;
                         }
                         break;
@@ -891,7 +935,8 @@ impl Applier {
                 match auth {
                     Ok(auth) => a.auth = auth,
                     Err(e) => {
-                        tracing::error!("the transferred auth state is unreadable: {e}");
+                        let cause = format!("the transferred auth state is unreadable: {e}");
+                        self.health.fail(FaultKind::Storage, cause);
                         return Err(());
                     }
                 }
@@ -906,7 +951,8 @@ impl Applier {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!("state transfer failed: {e}");
+                let cause = format!("state transfer failed: {e}");
+                self.health.fail(FaultKind::CannotCatchUp, cause);
                 Err(())
             }
         }

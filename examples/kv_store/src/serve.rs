@@ -8,7 +8,7 @@ use crate::config::PeerSecurity;
 use crate::entry::KvCommand;
 use crate::state_store::StateStore;
 use crate::telemetry::Telemetry;
-use crate::{auth, config, http, http_auth, http_guard, http_server, node};
+use crate::{auth, config, health, http, http_auth, http_guard, http_server, node};
 use omnipaxos::OmniPaxos;
 use omnipaxos_runtime::directory::DirectoryStorage;
 use omnipaxos_runtime::transport::tcp::TcpTransport;
@@ -19,8 +19,61 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The version of the data directory's formats (the journal's, the state store's).
+pub const DATA_FORMAT: u32 = 1;
+
+/// Checks that the data directory is this node's (writing its identity at the first start):
+/// a node started on another node's directory, another cluster's, or a newer release's,
+/// refuses to run with promises that are not its own.
+fn claim_data_dir(config: &config::NodeConfig) -> Result<(), String> {
+    use omnipaxos_storage::files::identity::{self, DirIdentity, IDENTITY_FILE};
+    let dir = &config.data_dir;
+    let has_state = match std::fs::read_dir(dir) {
+        Ok(names) => names
+            .flatten()
+            .any(|e| e.file_name() != IDENTITY_FILE && e.file_name() != "lock"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let expected = DirIdentity {
+        cluster: config.cluster_id.clone(),
+        pid: config.omnipaxos.server_config.pid,
+        format: DATA_FORMAT,
+    };
+    identity::claim(
+        &omnipaxos_storage::files::OsFiles,
+        dir,
+        &expected,
+        has_state,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Why a node stopped: the process's exit code and the message.
+#[derive(Debug)]
+pub struct Stopped {
+    pub code: i32,
+    pub reason: String,
+}
+
+impl From<String> for Stopped {
+    fn from(reason: String) -> Self {
+        // A store that refuses its files says "corrupt at byte" (`Corruption`'s message).
+        let code = match reason.contains("corrupt at byte") {
+            true => health::EXIT_CORRUPT,
+            false => 1,
+        };
+        Self { code, reason }
+    }
+}
+
+/// How long a node with a fault a restart can mend keeps answering (`/health` says why) before
+/// it exits with [`health::EXIT_FAULT`].
+pub const FAULT_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs the node described by `config`.
-pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
+pub async fn serve(config: config::NodeConfig) -> Result<(), Stopped> {
     let pid = config.omnipaxos.server_config.pid;
     let cluster = config.omnipaxos.cluster_config.clone();
     // A joiner's history starts with the handover of the configuration before its own.
@@ -28,6 +81,10 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         true => cluster.configuration_id,
         false => 0,
     };
+    claim_data_dir(&config).map_err(|reason| Stopped {
+        code: health::EXIT_CORRUPT,
+        reason,
+    })?;
     let mut storage = DirectoryStorage::new(&config.data_dir);
     // The log holds about a checkpoint's worth of entries: a journal of a few times that.
     storage.set_journal_rewrite_bytes(crate::compaction::JOURNAL_REWRITE_BYTES);
@@ -70,6 +127,8 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     storage.register_prometheus(&mut registry);
     let handle = spawn_reconfigurable(op, runtime, transport, storage, config.join_from.clone());
     handle.register_prometheus(&mut registry);
+    let health = Arc::new(health::Health::default());
+    health.register_prometheus(&mut registry);
     let telemetry = Arc::new(Telemetry::new(registry));
     tokio::spawn(telemetry.clone().record_timeline(handle.metrics()));
     // This node's client for the others' HTTP APIs: its node certificate is its credential.
@@ -101,6 +160,7 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
     let store = StateStore::open(&config.data_dir.join("state"))?;
     let donors = config.http_peers.iter().filter(|(p, _)| **p != pid);
     let donors = donors.map(|(p, a)| (*p, *a)).collect();
+    let donors = crate::transfer::HttpDonors::new(donors, node_client.clone());
     let node = node::Node::start(
         pid,
         first_config,
@@ -108,7 +168,7 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         store,
         donors,
         config.state_chunk_bytes,
-        node_client.clone(),
+        health.clone(),
     )
     .await?;
     match root_password {
@@ -150,15 +210,43 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), String> {
         node_client,
     };
     tracing::info!(pid, peer = %config.peer_addr, http = %config.http_addr, "node started");
-    http_server::serve(
+    let serving = http_server::serve(
         http_listener,
         http::router(app),
         config.http_max_connections,
         https,
-    )
-    .await;
+    );
+    let outcome = tokio::select! {
+        () = serving => Ok(()),
+        fault = exit_after_fault(&health) => Err(fault),
+    };
     node.handle().shutdown().await;
-    Ok(())
+    outcome
+}
+
+/// Returns [`FAULT_GRACE`] after a fault that a restart can mend.
+async fn exit_after_fault(health: &health::Health) -> Stopped {
+    let mut faults = health.subscribe();
+    loop {
+        if let Some(fault) = faults.borrow_and_update().clone() {
+            if fault.kind.restart_mends() {
+                tracing::error!(
+                    "exiting in {} s for a restart ({:?}: {})",
+                    FAULT_GRACE.as_secs(),
+                    fault.kind,
+                    fault.cause
+                );
+                tokio::time::sleep(FAULT_GRACE).await;
+                return Stopped {
+                    code: health::EXIT_FAULT,
+                    reason: fault.cause,
+                };
+            }
+        }
+        if faults.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// How often a node without peer TLS says so.

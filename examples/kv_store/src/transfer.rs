@@ -228,6 +228,8 @@ pub struct HttpDonors {
     next: usize,
     /// This node's client: its node certificate is what lets it fetch chunks.
     client: crate::client::Client,
+    /// Told when no node can be asked: this node cannot catch up.
+    health: Option<std::sync::Arc<crate::health::Health>>,
 }
 
 impl HttpDonors {
@@ -236,7 +238,14 @@ impl HttpDonors {
             donors,
             next: 0,
             client,
+            health: None,
         }
+    }
+
+    /// Reports to `health` when no node can be asked.
+    pub fn reporting_to(mut self, health: std::sync::Arc<crate::health::Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     fn ask(
@@ -263,10 +272,12 @@ impl Donors for HttpDonors {
         let mut round: u64 = 0;
         loop {
             if self.donors.is_empty() && round.is_multiple_of(50) {
-                tracing::error!(
-                    "a state transfer is needed but no other node's HTTP address is known \
-                     ([http_peers] in the config file)"
-                );
+                let cause = "a state transfer is needed but no other node's HTTP address is \
+                             known ([http_peers] in the config file)";
+                match &self.health {
+                    Some(health) => health.fail(crate::health::FaultKind::CannotCatchUp, cause),
+                    None => tracing::error!("{cause}"),
+                }
             }
             for _ in 0..self.donors.len() {
                 let (pid, addr) = self.donors[self.next % self.donors.len()];

@@ -1,0 +1,84 @@
+//! A node whose stored state is damaged, or not its own, refuses to start (exit code 76, the
+//! file and the offset in its log) rather than take part with less than it promised: the
+//! cluster becomes unavailable, not wrong.
+
+use kv_store::demo::Demo;
+use kv_store::health::EXIT_CORRUPT;
+use std::path::Path;
+
+fn exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_kv_store"))
+}
+
+/// Flips one bit of `path` at `at`.
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x08;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_node_with_a_damaged_journal_refuses_to_start_and_the_cluster_waits() {
+    let mut cluster = Demo::start(exe()).unwrap();
+    cluster.write_keys("before", 0, 50).unwrap();
+    cluster.kill(1);
+    cluster.kill(2);
+    let journal = cluster.data_dir(1).join("config-1").join("journal");
+    let len = std::fs::metadata(&journal).unwrap().len() as usize;
+    flip(&journal, len / 2);
+    cluster.spawn(1).unwrap();
+    assert_eq!(
+        cluster.exit_code(1),
+        Some(EXIT_CORRUPT),
+        "{}",
+        cluster.log(1)
+    );
+    let log = cluster.log(1);
+    assert!(log.contains("corrupt at byte"), "{log}");
+    assert!(log.contains("journal"), "{log}");
+    // Node 3 alone decides nothing: a write is not acknowledged.
+    let put = cluster.client.request(
+        cluster.http[&3],
+        "PUT",
+        &kv_store::client::key_path("after"),
+        "never",
+        std::time::Duration::from_secs(3),
+    );
+    assert!(
+        put.is_err() || put.as_ref().is_ok_and(|r| r.status != 200),
+        "{put:?}"
+    );
+}
+
+#[test]
+fn a_node_started_on_another_nodes_directory_refuses_to_start() {
+    let mut cluster = Demo::start(exe()).unwrap();
+    cluster.write_keys("before", 0, 5).unwrap();
+    cluster.kill(1);
+    cluster.kill(2);
+    let (one, two) = (cluster.data_dir(1), cluster.data_dir(2));
+    let aside = cluster.dir().join("aside");
+    std::fs::rename(&one, &aside).unwrap();
+    std::fs::rename(&two, &one).unwrap();
+    std::fs::rename(&aside, &two).unwrap();
+    cluster.spawn(2).unwrap();
+    assert_eq!(
+        cluster.exit_code(2),
+        Some(EXIT_CORRUPT),
+        "{}",
+        cluster.log(2)
+    );
+    assert!(
+        cluster.log(2).contains("belongs to node 1"),
+        "{}",
+        cluster.log(2)
+    );
+    // Put back, both start and the cluster goes on with every key.
+    std::fs::rename(&one, &aside).unwrap();
+    std::fs::rename(&two, &one).unwrap();
+    std::fs::rename(&aside, &two).unwrap();
+    cluster.spawn(1).unwrap();
+    cluster.spawn(2).unwrap();
+    cluster.wait_for("a leader", Demo::leader).unwrap();
+    cluster.verify_on(2).unwrap();
+}
