@@ -194,10 +194,28 @@ enum AuthCmd {
 
 #[derive(Subcommand)]
 enum ClientOp {
-    Put { key: String, value: String },
-    Get { key: String },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+    },
+    Delete {
+        key: String,
+    },
     Status,
+    /// Replaces node OLD (e.g. one refused for corruption) by the new node NEW through a
+    /// reconfiguration: the next configuration is the current one without OLD, with NEW at
+    /// peer address PEER. Start NEW with `join_from` and an empty data directory.
+    Replace {
+        #[arg(long)]
+        old: u64,
+        #[arg(long)]
+        new: u64,
+        #[arg(long)]
+        peer: SocketAddr,
+    },
 }
 
 fn main() {
@@ -398,11 +416,61 @@ fn run_node(path: &str) -> i32 {
 }
 
 fn run_client(conn: &Connection, op: ClientOp) -> i32 {
+    if let ClientOp::Replace { old, new, peer } = op {
+        return match replace_body(conn, old, new, peer) {
+            Ok(body) => send(conn, "POST", "/reconfigure", &body),
+            Err(e) => {
+                eprintln!("kv_store client replace: {e}");
+                1
+            }
+        };
+    }
     let (method, path, body) = match &op {
         ClientOp::Put { key, value } => ("PUT", client::key_path(key), value.clone()),
         ClientOp::Get { key } => ("GET", client::key_path(key), String::new()),
         ClientOp::Delete { key } => ("DELETE", client::key_path(key), String::new()),
         ClientOp::Status => ("GET", "/status".to_string(), String::new()),
+        ClientOp::Replace { .. } => return 2,
     };
     send(conn, method, &path, &body)
+}
+
+/// The `/reconfigure` body that replaces `old` by `new` in the configuration the node at
+/// `conn` runs.
+fn replace_body(conn: &Connection, old: u64, new: u64, peer: SocketAddr) -> Result<String, String> {
+    let client = conn.client()?;
+    let status = client
+        .request(conn.addr, "GET", "/status", "", Duration::from_secs(15))
+        .map_err(|e| format!("{}: {e}", conn.addr))?;
+    if status.status != 200 {
+        return Err(format!("/status: {} {}", status.status, status.body));
+    }
+    let id = status.body["configuration_id"]
+        .as_u64()
+        .ok_or("/status has no configuration_id")?;
+    let nodes: Vec<u64> = status.body["nodes"]
+        .as_array()
+        .ok_or("/status has no nodes")?
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    if !nodes.contains(&old) {
+        return Err(format!(
+            "node {old} is not in configuration {id} ({nodes:?})"
+        ));
+    }
+    if nodes.contains(&new) {
+        return Err(format!(
+            "node {new} is already in configuration {id}: choose a new pid"
+        ));
+    }
+    let mut next: Vec<u64> = nodes.into_iter().filter(|p| *p != old).collect();
+    next.push(new);
+    next.sort_unstable();
+    let body = serde_json::json!({
+        "configuration_id": id + 1,
+        "nodes": next,
+        "new_peers": { new.to_string(): peer.to_string() },
+    });
+    Ok(body.to_string())
 }

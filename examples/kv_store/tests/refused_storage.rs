@@ -82,3 +82,74 @@ fn a_node_started_on_another_nodes_directory_refuses_to_start() {
     cluster.wait_for("a leader", Demo::leader).unwrap();
     cluster.verify_on(2).unwrap();
 }
+
+/// The operator's bad day: node 3's journal damaged while node 2 is down. The cluster
+/// waits; node 2 comes back; `kv_store client replace` puts a new node 4 in node 3's place
+/// (it receives the state), and every acknowledged write is on nodes 1, 2 and 4.
+#[test]
+fn a_node_refused_for_corruption_is_replaced_by_one_command_and_nothing_is_lost() {
+    let mut cluster = Demo::start(exe()).unwrap();
+    cluster.write_keys("before", 0, 40).unwrap();
+    cluster.kill(2);
+    cluster.kill(3);
+    let journal = cluster.data_dir(3).join("config-1").join("journal");
+    let len = std::fs::metadata(&journal).unwrap().len() as usize;
+    flip(&journal, len / 3);
+    cluster.spawn(3).unwrap();
+    assert_eq!(
+        cluster.exit_code(3),
+        Some(EXIT_CORRUPT),
+        "{}",
+        cluster.log(3)
+    );
+    cluster.spawn(2).unwrap();
+    cluster
+        .wait_for("a leader of nodes 1 and 2", |d| {
+            let s = d.status(1)?;
+            (s["leader_ready"] == true).then_some(())
+        })
+        .unwrap();
+    cluster.write_keys("with node 3 refused", 40, 10).unwrap();
+    cluster.spawn(4).unwrap();
+    let certs = cluster.dir().join("certs");
+    let output = std::process::Command::new(exe())
+        .arg("client")
+        .args(["--addr", &cluster.http[&1].to_string()])
+        .arg("--cacert")
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join("client-root.pem"))
+        .arg("--key")
+        .arg(certs.join("client-root.key"))
+        .args([
+            "--server-name",
+            "node-1",
+            "replace",
+            "--old",
+            "3",
+            "--new",
+            "4",
+        ])
+        .args(["--peer", &cluster.peer[&4].to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster
+        .wait_for("configuration 2 on nodes 1, 2 and 4", |d| {
+            [1, 2, 4]
+                .iter()
+                .all(|p| d.status(*p).is_some_and(|s| s["configuration_id"] == 2))
+                .then_some(())
+        })
+        .unwrap();
+    for pid in [1, 2, 4] {
+        cluster
+            .wait_for("every acknowledged write", |d| d.verify_on(pid).ok())
+            .unwrap();
+    }
+}
