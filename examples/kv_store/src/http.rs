@@ -69,6 +69,7 @@ pub fn router(app: App) -> Router {
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/status", get(status))
         .route("/handover", get(handover))
+        .route("/digests", get(digests))
         .route("/reconfigure", axum::routing::post(reconfigure))
         .route("/state/chunk", axum::routing::post(state_chunk))
         .route("/", get(dashboard::page))
@@ -179,6 +180,17 @@ async fn health(State(node): Shared) -> Response {
 
 async fn status(State(node): Shared) -> Response {
     Json(node.status().await).into_response()
+}
+
+/// `GET /digests`: for admins and nodes: the digests of this node's keys at recent agreed
+/// positions, `[[[configuration, index], digest], ...]` (`crate::divergence`).
+async fn digests(State(node): Shared, Extension(who): Extension<Principal>) -> Response {
+    if !matches!(who, Principal::Node(_)) {
+        if let Err(e) = node.at_read_point(&who, Access::Admin).await {
+            return failed(e);
+        }
+    }
+    Json(node.digests()).into_response()
 }
 
 /// `GET /handover`: for admins, and for nodes (a joining node's state).

@@ -10,6 +10,7 @@ pub mod compaction;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod divergence;
 pub mod entry;
 pub mod health;
 pub mod history;

@@ -18,6 +18,7 @@
 
 use crate::auth::{Access, AuthOp, AuthState, Principal, Refused, STATE_KEY};
 use crate::compaction::CheckpointPolicy;
+use crate::divergence::Digests;
 use crate::entry::{KvCommand, RequestId, Write, WriteOp};
 use crate::health::{FaultKind, Health};
 use crate::machine::{Outcome, Sessions};
@@ -85,6 +86,9 @@ pub struct Status {
     pub decided_entries: u64,
     /// Why this node does not take part (or its state differs), if so.
     pub fault: Option<crate::health::Fault>,
+    /// Comparisons of this node's digests with another node's at a common position
+    /// (`crate::divergence`).
+    pub digest_comparisons: u64,
 }
 
 /// One peer as a node sees it.
@@ -113,6 +117,8 @@ struct Applied {
     state: StateStatus,
     /// Users, roles and grants at `position`.
     auth: AuthState,
+    /// Digests of the keys at agreed positions, to compare with the other nodes'.
+    digests: Digests,
 }
 
 /// The state store and its transfers, as `GET /status` shows them.
@@ -197,6 +203,8 @@ pub struct Node {
     position: watch::Receiver<Position>,
     session: Session,
     health: Arc<Health>,
+    /// Comparisons of this node's digests with another node's at a common position.
+    comparisons: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -233,7 +241,12 @@ impl Node {
                 .map_err(|e| e.to_string())?
         };
         let auth = load_auth(&store)?;
+        // The keys may hold writes up to the last reservation, beyond the checkpoint.
+        let reserved = store.reserved()?.unwrap_or(position);
+        let mut digests = Digests::default();
+        digests.inexact_until(reserved.max(position));
         let applied = Arc::new(Mutex::new(Applied {
+            digests,
             sessions,
             position,
             keys,
@@ -253,6 +266,7 @@ impl Node {
             position: position_rx,
             session: Session::new(omnipaxos_runtime::wire::random_id()),
             health: health.clone(),
+            comparisons: Default::default(),
         });
         tokio::spawn(watch_storage(handle.clone(), health.clone()));
         let applier = Applier {
@@ -265,6 +279,7 @@ impl Node {
             chunk_bytes,
             checkpoints: CheckpointPolicy::default(),
             checkpointing: None,
+            reserved,
         };
         tokio::spawn(applier.run(stream, resume));
         Ok(node)
@@ -272,6 +287,22 @@ impl Node {
 
     fn applied(&self) -> MutexGuard<'_, Applied> {
         lock(&self.applied)
+    }
+
+    /// Counts a comparison of digests with another node's at a common position.
+    pub fn note_comparison(&self) {
+        self.comparisons
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This node's pid.
+    pub fn pid(&self) -> u64 {
+        self.pid
+    }
+
+    /// The digests of the keys at recent agreed positions.
+    pub fn digests(&self) -> Vec<(Position, u64)> {
+        self.applied().digests.list()
     }
 
     /// Whether this node takes part, and why not.
@@ -616,6 +647,7 @@ impl Node {
             leader_changes: m.leader_changes,
             decided_entries: m.decided_entries,
             fault: self.health.fault(),
+            digest_comparisons: self.comparisons.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -677,10 +709,11 @@ impl Node {
             (a.position, sessions, a.transfers_started)
         };
         let max_bytes = request.max_bytes.clamp(1, transfer::MAX_CHUNK_BYTES);
-        let store = self.store.clone();
+        let (store, applied) = (self.store.clone(), self.applied.clone());
         let body = tokio::task::spawn_blocking(move || {
             let mut keys = store.keys_after(request.after.as_deref());
-            transfer::encode_chunk(position, sessions.as_ref(), &mut keys, max_bytes)
+            let until = || lock(&applied).position;
+            transfer::encode_chunk(position, sessions.as_ref(), &mut keys, max_bytes, &until)
         })
         .await
         .map_err(|e| ChunkRefused::Store(e.to_string()))?
@@ -767,7 +800,12 @@ struct Applier {
     /// The checkpoint being written, if any.
     checkpointing: Option<tokio::task::JoinHandle<()>>,
     health: Arc<Health>,
+    /// The keys may be written up to here ([`StateStore::reserve`]).
+    reserved: Position,
 }
+
+/// How far ahead of the keys' position a reservation reaches (one sync per this many entries).
+const RESERVE_AHEAD: usize = 256;
 
 impl Applier {
     async fn run(
@@ -793,12 +831,20 @@ impl Applier {
                             needed,
                             start: None,
                             cursor: None,
+                            until: None,
                         };
                         if self.transfer(progress).await.is_err() {
                             return;
                         }
                     }
                     Step::Apply => {
+                        if let Err(e) = self
+                            .reserve_for(decided.config_id, decided.idx, &decided.entry)
+                            .await
+                        {
+                            self.health.fail(FaultKind::Storage, e);
+                            return;
+                        }
                         if let Err(e) = self.apply(decided.config_id, decided.idx, &decided.entry) {
                             // Nothing is lost: the log holds the entry, and a restart
                             // replays it from the last checkpoint.
@@ -849,6 +895,32 @@ impl Applier {
             LogEntry::StopSign(ss, _) => a.position = (ss.next_config.configuration_id, 0),
             _ => a.position = (config_id, idx + 1),
         }
+        let (position, digest) = (a.position, self.store.digest());
+        a.digests.applied(position, digest);
+        Ok(())
+    }
+
+    /// Before the keys go past the reservation: records a new one durably (a crash then
+    /// knows how far the keys may be ahead of the checkpoint it replays from).
+    async fn reserve_for(
+        &mut self,
+        config_id: u32,
+        idx: usize,
+        entry: &LogEntry<KvCommand>,
+    ) -> Result<(), String> {
+        let after = match entry {
+            LogEntry::StopSign(ss, _) => (ss.next_config.configuration_id, 0),
+            _ => (config_id, idx + 1),
+        };
+        if after <= self.reserved {
+            return Ok(());
+        }
+        let next = (after.0, after.1 + RESERVE_AHEAD);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.reserve(next))
+            .await
+            .map_err(|e| e.to_string())??;
+        self.reserved = next;
         Ok(())
     }
 
@@ -941,6 +1013,7 @@ impl Applier {
                     }
                 }
                 a.state.checkpoint = report.start;
+                a.digests.inexact_until(report.until);
                 a.state.transfers += 1;
                 a.state.received_bytes += report.bytes;
                 a.state.largest_chunk_received =

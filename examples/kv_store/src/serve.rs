@@ -192,6 +192,13 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), Stopped> {
         ),
         None => {}
     }
+    let compared = config.http_peers.iter().filter(|(p, _)| **p != pid);
+    tokio::spawn(crate::divergence::compare_with_peers(
+        node.clone(),
+        compared.map(|(p, a)| (*p, *a)).collect(),
+        node_client.clone(),
+        health.clone(),
+    ));
     let mut http_addrs = config.http_peers.clone();
     http_addrs.insert(pid, config.http_addr);
     let app = http::App {

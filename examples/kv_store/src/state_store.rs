@@ -50,6 +50,8 @@ pub const SPACE_FACTOR: f64 = 1.2;
 
 /// The sealed checkpoint: the recovery record and the synced length of every segment.
 const CHECKPOINT_FILE: &str = "checkpoint";
+/// The sealed position the keys may have been written up to (see [`StateStore::reserve`]).
+const RESERVED_FILE: &str = "reserved";
 /// Written by releases before checkpoints were sealed: refused.
 const OLD_RECOVERY_FILE: &str = "recovery.json";
 /// A record's payload starts with the key's length and the value's (`TOMBSTONE` for a delete).
@@ -80,6 +82,10 @@ pub struct TransferProgress {
     pub start: Option<(Position, Sessions)>,
     /// The last key copied; the next chunk starts after it.
     pub cursor: Option<String>,
+    /// The furthest position the copied keys may hold writes of (the donors' positions when
+    /// they read the chunks).
+    #[serde(default)]
+    pub until: Option<Position>,
 }
 
 /// What the checkpoint file holds.
@@ -97,6 +103,18 @@ struct Loc {
     offset: u64,
     /// The whole record's length.
     len: u32,
+    /// [`payload_digest`] of the record's payload.
+    digest: u64,
+}
+
+/// A 64-bit digest of a record's payload (its key and value): two CRC-32s with different
+/// starting values. Stable across releases and machines, as the nodes compare sums of them.
+fn payload_digest(payload: &[u8]) -> u64 {
+    let mut low = crc32fast::Hasher::new_with_initial(0x6b76_5f31);
+    low.update(payload);
+    let mut high = crc32fast::Hasher::new_with_initial(0x7374_6174);
+    high.update(payload);
+    (u64::from(high.finalize()) << 32) | u64::from(low.finalize())
 }
 
 struct Segment {
@@ -126,6 +144,9 @@ struct Inner {
     active: u64,
     /// Segments written since the last sync.
     unsynced: BTreeSet<u64>,
+    /// The sum of the digests of every key's newest put: the same on every node whose keys
+    /// are the same, whatever the order they were written in.
+    digest: u64,
 }
 
 /// A node's keys and its recovery record. Cheap to clone (the clones share the store).
@@ -255,6 +276,7 @@ impl Inner {
                 segment: id,
                 offset: found.offset,
                 len: (found.end() - found.offset) as u32,
+                digest: payload_digest(found.payload),
             };
             let segment = self.segments.get_mut(&id).ok_or("segment vanished")?;
             segment.live += u64::from(loc.len);
@@ -321,6 +343,7 @@ impl Inner {
                 segment: id,
                 offset: segment.len + bytes.len() as u64,
                 len: record.len() as u32,
+                digest: payload_digest(payload),
             });
             bytes.extend_from_slice(&record);
         }
@@ -350,14 +373,39 @@ impl Inner {
         }
     }
 
+    /// Makes the put at `loc` `key`'s newest record; returns whether the key is new.
+    fn set(&mut self, key: String, loc: Loc) -> bool {
+        // A newer put hides older ones by itself: a tombstone before it is garbage too.
+        if let Some(tombstone) = self.tombstones.remove(&key) {
+            self.forget(tombstone);
+        }
+        self.digest = self.digest.wrapping_add(loc.digest);
+        let Some(old) = self.index.insert(key, loc) else {
+            return true;
+        };
+        self.forget(old);
+        self.digest = self.digest.wrapping_sub(old.digest);
+        false
+    }
+
+    /// Removes `key`'s put (if any) and records the tombstone at `loc`.
+    fn unset(&mut self, key: &str, tombstone: Loc) {
+        if let Some(old) = self.index.remove(key) {
+            self.forget(old);
+            self.digest = self.digest.wrapping_sub(old.digest);
+        }
+        if let Some(older) = self.tombstones.insert(key.to_string(), tombstone) {
+            self.forget(older);
+        }
+    }
+
     /// Applies one record found at `loc` while reading the segments at start.
     fn replay(&mut self, key: String, value: Option<String>, loc: Loc) {
-        let replaced = match value {
-            Some(_) => [self.tombstones.remove(&key), self.index.insert(key, loc)],
-            None => [self.index.remove(&key), self.tombstones.insert(key, loc)],
-        };
-        for old in replaced.into_iter().flatten() {
-            self.forget(old);
+        match value {
+            Some(_) => {
+                self.set(key, loc);
+            }
+            None => self.unset(&key, loc),
         }
     }
 
@@ -395,6 +443,7 @@ impl Inner {
                 segment: id,
                 offset: offset as u64,
                 len: record_len as u32,
+                digest: payload_digest(found.payload),
             };
             offset += record_len;
             let Some((key, value)) = decode_payload(found.payload) else {
@@ -490,6 +539,7 @@ impl StateStore {
             segments: BTreeMap::new(),
             active: 0,
             unsynced: BTreeSet::new(),
+            digest: 0,
         };
         for id in &ids {
             let path = segment_path(dir, *id);
@@ -556,6 +606,39 @@ impl StateStore {
         }
     }
 
+    /// A digest of every key and value (the sum of each one's, so the order they were written
+    /// in does not matter): nodes with the same keys have the same digest.
+    pub fn digest(&self) -> u64 {
+        self.inner().digest
+    }
+
+    /// Records durably that the keys may be written up to `position` from now on: after a
+    /// crash, [`StateStore::reserved`] is then an upper bound of every position applied before.
+    /// Blocks on the disk.
+    pub fn reserve(&self, position: Position) -> Result<(), String> {
+        let (files, dir) = {
+            let inner = self.inner();
+            (inner.files.clone(), inner.dir.clone())
+        };
+        let bytes = serde_json::to_vec(&position).map_err(|e| failed("encode", e))?;
+        sealed::write(&*files, &dir.join(RESERVED_FILE), &bytes).map_err(file_error)
+    }
+
+    /// The last position [`StateStore::reserve`] recorded.
+    pub fn reserved(&self) -> Result<Option<Position>, String> {
+        let (files, dir) = {
+            let inner = self.inner();
+            (inner.files.clone(), inner.dir.clone())
+        };
+        let path = dir.join(RESERVED_FILE);
+        let Some(bytes) = sealed::read(&*files, &path).map_err(file_error)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            file_error(Corruption::new(path, 0, format!("does not parse: {e}")).into())
+        })
+    }
+
     /// Number of keys.
     pub fn count_keys(&self) -> usize {
         // Reserved keys (the auth state) start with a NUL byte, which no client key does.
@@ -619,6 +702,7 @@ impl StateStore {
         inner.index.clear();
         inner.tombstones.clear();
         inner.unsynced.clear();
+        inner.digest = 0;
         inner.open_segment(next)?;
         let (files, dir) = (inner.files.clone(), inner.dir.clone());
         drop(inner);
@@ -715,12 +799,7 @@ impl StateStore {
         let mut inner = self.inner();
         let locs = inner.append(&payloads)?;
         for ((key, _), loc) in entries.into_iter().zip(locs) {
-            if let Some(tombstone) = inner.tombstones.remove(&key) {
-                inner.forget(tombstone);
-            }
-            if let Some(old) = inner.index.insert(key, loc) {
-                inner.forget(old);
-            }
+            inner.set(key, loc);
         }
         Ok(())
     }
@@ -731,27 +810,16 @@ impl KeyValues for StateStore {
         let record = payload(&key, Some(&value));
         let mut inner = self.inner();
         let loc = inner.append_one(record)?;
-        // A newer put hides older ones by itself: a tombstone before it is garbage too.
-        if let Some(tombstone) = inner.tombstones.remove(&key) {
-            inner.forget(tombstone);
-        }
-        let old = inner.index.insert(key, loc);
-        if let Some(old) = old {
-            inner.forget(old);
-        }
-        Ok(old.is_none())
+        Ok(inner.set(key, loc))
     }
 
     fn delete(&mut self, key: &str) -> Result<bool, String> {
         let mut inner = self.inner();
-        let Some(old) = inner.index.remove(key) else {
+        if !inner.index.contains_key(key) {
             return Ok(false);
-        };
-        inner.forget(old);
-        let loc = inner.append_one(payload(key, None))?;
-        if let Some(older) = inner.tombstones.insert(key.to_string(), loc) {
-            inner.forget(older);
         }
+        let tombstone = inner.append_one(payload(key, None))?;
+        inner.unset(key, tombstone);
         Ok(true)
     }
 }
@@ -820,6 +888,7 @@ mod tests {
                     needed: (1, round as usize),
                     start: None,
                     cursor: None,
+                    until: None,
                 }))
                 .unwrap();
             let bound = live * SPACE_FACTOR + SEGMENT_BYTES as f64 + 64.0 * 1024.0;
@@ -1051,5 +1120,30 @@ mod tests {
                 files = files_after;
             }
         }
+    }
+
+    #[test]
+    fn the_digest_depends_on_the_keys_and_values_only() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = StateStore::open(one.path()).unwrap();
+        let b = StateStore::open(two.path()).unwrap();
+        assert_eq!(a.digest(), 0);
+        a.put("x".into(), "1".into()).unwrap();
+        a.put("gone".into(), "soon".into()).unwrap();
+        a.put("y".into(), "old".into()).unwrap();
+        a.delete("gone").unwrap();
+        a.put("y".into(), "2".into()).unwrap();
+        b.put_all(vec![("y".into(), "2".into()), ("x".into(), "1".into())])
+            .unwrap();
+        assert_eq!(a.digest(), b.digest(), "same keys, other order and path");
+        checkpoint(&a, 5);
+        let reopened = a.digest();
+        drop(a);
+        let mut a = StateStore::open(one.path()).unwrap();
+        assert_eq!(a.digest(), reopened, "rebuilt at open");
+        a.put("y".into(), "3".into()).unwrap();
+        assert_ne!(a.digest(), b.digest(), "one value differs");
+        b.clear().unwrap();
+        assert_eq!(b.digest(), 0);
     }
 }

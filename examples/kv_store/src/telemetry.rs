@@ -134,6 +134,7 @@ pub fn route_of(path: &str) -> &'static str {
         "/cluster" => "/cluster",
         "/history" => "/history",
         "/handover" => "/handover",
+        "/digests" => "/digests",
         "/reconfigure" => "/reconfigure",
         _ => "other",
     }

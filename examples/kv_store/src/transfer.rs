@@ -64,6 +64,9 @@ pub struct StateChunk {
     pub entries: Vec<(String, String)>,
     /// No key follows the last one.
     pub last: bool,
+    /// The donor's position once the chunk was read: its keys hold no write after it.
+    #[serde(default)]
+    pub until: Option<Position>,
     /// Size of the body it came in (set by the receiver).
     #[serde(skip)]
     pub body_bytes: usize,
@@ -76,13 +79,14 @@ pub fn encode_chunk(
     sessions: Option<&Sessions>,
     entries: &mut dyn Iterator<Item = Result<(String, String), String>>,
     max_bytes: usize,
+    until: &dyn Fn() -> Position,
 ) -> Result<Vec<u8>, String> {
     let header = serde_json::to_string(&position).and_then(|p| {
         let s = serde_json::to_string(&sessions)?;
         Ok(format!("{{\"position\":{p},\"sessions\":{s},\"entries\":["))
     });
     let mut body = header.map_err(|e| e.to_string())?.into_bytes();
-    const TAIL: usize = r#"],"last":false}"#.len();
+    const TAIL: usize = r#"],"last":false,"until":[4294967295,18446744073709551615]}"#.len();
     let mut last = true;
     let mut first = true;
     for entry in entries {
@@ -100,7 +104,8 @@ pub fn encode_chunk(
     }
     // The key that did not fit was read; it is the first of the next chunk. Whether more keys
     // follow the ones sent is all that is needed here.
-    body.extend_from_slice(format!("],\"last\":{last}}}").as_bytes());
+    let (config, idx) = until();
+    body.extend_from_slice(format!("],\"last\":{last},\"until\":[{config},{idx}]}}").as_bytes());
     Ok(body)
 }
 
@@ -124,6 +129,9 @@ pub struct TransferReport {
     pub bytes: u64,
     /// The largest chunk's body.
     pub largest_chunk: usize,
+    /// The keys may hold writes up to this position (the donors' when they read the chunks):
+    /// they are exactly the state of a position only from there on.
+    pub until: Position,
 }
 
 /// Copies the state into `store` from `donors`, starting or resuming `progress`; returns the
@@ -169,6 +177,7 @@ pub async fn receive(
         if let Some((key, _)) = chunk.entries.last() {
             progress.cursor = Some(key.clone());
         }
+        progress.until = progress.until.max(chunk.until);
         report.chunks += 1;
         report.largest_chunk = report.largest_chunk.max(chunk.body_bytes);
         report.keys += chunk.entries.len() as u64;
@@ -201,6 +210,7 @@ pub async fn receive(
         return Err("a transfer ended without a start".into());
     };
     report.start = start;
+    report.until = progress.until.unwrap_or(start).max(start);
     let (record, writer) = (
         Recovery::Checkpoint {
             position: start,
@@ -325,7 +335,9 @@ mod tests {
                 .filter(|(k, _)| r.after.as_ref().is_none_or(|a| *k > a))
                 .map(|(k, v)| Ok((k.clone(), v.clone())));
             let sessions = r.with_sessions.then_some(&self.sessions);
-            let body = encode_chunk(self.position, sessions, &mut entries, r.max_bytes).unwrap();
+            let position = self.position;
+            let body =
+                encode_chunk(position, sessions, &mut entries, r.max_bytes, &|| position).unwrap();
             assert!(body.len() <= r.max_bytes, "a chunk of {} bytes", body.len());
             let mut chunk: StateChunk = serde_json::from_slice(&body).unwrap();
             chunk.body_bytes = body.len();
@@ -389,6 +401,7 @@ mod tests {
             needed: (1, 800),
             start: None,
             cursor: None,
+            until: None,
         };
         let (got, report) = receive(&store, progress, &mut donors, 1_000).await.unwrap();
         assert_eq!(got, sessions);
@@ -444,6 +457,7 @@ mod tests {
                 needed: (2, 3),
                 start: Some(((2, 10), sessions.clone())),
                 cursor: cursor.clone(),
+                until: None,
             };
             store.record(&Recovery::Transfer(progress)).unwrap();
         }
