@@ -52,7 +52,7 @@ fn a_state_altered_behind_a_nodes_back_raises_the_divergence_alarm() {
         .wait_for("the divergence alarm", |d| {
             [1, 2, 3].iter().find_map(|p| {
                 let (code, body) = health(d, *p)?;
-                (code == 503).then(|| (*p, body))
+                (code == 503).then_some((*p, body))
             })
         })
         .unwrap();
