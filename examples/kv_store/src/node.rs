@@ -280,6 +280,7 @@ impl Node {
             checkpoints: CheckpointPolicy::default(),
             checkpointing: None,
             reserved,
+            reserving: None,
         };
         tokio::spawn(applier.run(stream, resume));
         Ok(node)
@@ -802,10 +803,14 @@ struct Applier {
     health: Arc<Health>,
     /// The keys may be written up to here ([`StateStore::reserve`]).
     reserved: Position,
+    /// The next reservation, being written in the background.
+    reserving: Option<(Position, tokio::task::JoinHandle<Result<(), String>>)>,
 }
 
-/// How far ahead of the keys' position a reservation reaches (one sync per this many entries).
-const RESERVE_AHEAD: usize = 256;
+/// How far ahead of the keys' position a reservation reaches. The next one is written in the
+/// background once half of it is used, so the applier waits for the disk only if it overtakes
+/// the writing.
+const RESERVE_AHEAD: usize = 1024;
 
 impl Applier {
     async fn run(
@@ -912,15 +917,31 @@ impl Applier {
             LogEntry::StopSign(ss, _) => (ss.next_config.configuration_id, 0),
             _ => (config_id, idx + 1),
         };
-        if after <= self.reserved {
-            return Ok(());
+        let finished = self
+            .reserving
+            .as_ref()
+            .is_some_and(|(_, writing)| writing.is_finished());
+        if finished || (after > self.reserved && self.reserving.is_some()) {
+            if let Some((target, writing)) = self.reserving.take() {
+                writing.await.map_err(|e| e.to_string())??;
+                self.reserved = target;
+            }
         }
         let next = (after.0, after.1 + RESERVE_AHEAD);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.reserve(next))
-            .await
-            .map_err(|e| e.to_string())??;
-        self.reserved = next;
+        let reserve = |store: StateStore| move || store.reserve(next);
+        if after > self.reserved {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(reserve(store))
+                .await
+                .map_err(|e| e.to_string())??;
+            self.reserved = next;
+        } else if self.reserving.is_none()
+            && after.0 == self.reserved.0
+            && self.reserved.1 - after.1 < RESERVE_AHEAD / 2
+        {
+            let writing = tokio::task::spawn_blocking(reserve(self.store.clone()));
+            self.reserving = Some((next, writing));
+        }
         Ok(())
     }
 

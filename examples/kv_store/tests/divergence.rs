@@ -47,7 +47,7 @@ fn a_state_altered_behind_a_nodes_back_raises_the_divergence_alarm() {
         );
     }
     // Past the restarted node's reservation and the next agreed position.
-    cluster.write_keys("after", 20, 420).unwrap();
+    cluster.write_keys("after", 20, 1300).unwrap();
     let (pid, body) = cluster
         .wait_for("the divergence alarm", |d| {
             [1, 2, 3].iter().find_map(|p| {
@@ -69,7 +69,7 @@ fn identical_replicas_raise_no_alarm() {
     cluster.write_keys("before", 0, 20).unwrap();
     cluster.kill(2);
     cluster.spawn(2).unwrap();
-    cluster.write_keys("after", 20, 420).unwrap();
+    cluster.write_keys("after", 20, 1300).unwrap();
     // Every node took digests past the restart and compared them with both others'.
     let compared = |d: &Demo, p: u64| d.status(p)?["digest_comparisons"].as_u64();
     let before: Vec<u64> = [1, 2, 3]
