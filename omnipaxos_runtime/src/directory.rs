@@ -22,6 +22,8 @@ pub struct DirectoryStorage {
     journal_rewrite_bytes: Option<u64>,
     /// How long each sync of a write took, in every store this opened.
     fsync_seconds: Histogram,
+    /// The file system journal stores run on (default: the operating system's).
+    files: Option<std::sync::Arc<dyn omnipaxos_storage::files::FileSystem>>,
 }
 
 impl DirectoryStorage {
@@ -31,7 +33,17 @@ impl DirectoryStorage {
             data_dir: data_dir.as_ref().to_path_buf(),
             journal_rewrite_bytes: None,
             fsync_seconds: crate::prometheus::latency_histogram(),
+            files: None,
         }
+    }
+
+    /// Journal stores (`JournalStorage`) opened from now on run on `files` (e.g. a
+    /// `FaultyFiles`, to test what a node does when its disk fails).
+    pub fn set_file_system(
+        &mut self,
+        files: std::sync::Arc<dyn omnipaxos_storage::files::FileSystem>,
+    ) {
+        self.files = Some(files);
     }
 
     /// Adds `omnipaxos_storage_fsync_seconds` to `registry`: how long making one write durable
@@ -86,6 +98,9 @@ impl<T: RuntimeEntry> StorageFactory<T, JournalStorage<T>> for DirectoryStorage 
         let mut config = JournalStorageConfig::with_path(&dir);
         if let Some(bytes) = self.journal_rewrite_bytes {
             config.compact_at_bytes = bytes;
+        }
+        if let Some(files) = &self.files {
+            config.set_file_system(files.clone());
         }
         let fsync_seconds = self.fsync_seconds.clone();
         config.set_sync_observer(move |took| crate::prometheus::observe(&fsync_seconds, took));

@@ -45,6 +45,10 @@ const REWRITTEN: &str = "journal.new";
 const CREATED: &str = "journal.format";
 /// The payload of every journal's first record (number 0): what the rest is.
 const FORMAT: &[u8] = b"omnipaxos_storage journal, format 1";
+/// The journal's file grows by this much at a time (zeros that records are written into), so
+/// its length is always a multiple of it: a crash never changes that, a file cut short does.
+/// Writing into allocated space also spares most syncs a change of the file's size.
+pub const ALLOCATION_STEP: u64 = 64 << 10;
 
 /// Where a [`JournalStorage`] lives and when its journal is rewritten.
 #[derive(Clone, Debug)]
@@ -116,6 +120,27 @@ impl From<FileError> for JournalStorageError {
             FileError::Corrupt(c) => Self::Corrupt(c),
             FileError::Io { path, source } => Self::Io { path, source },
         }
+    }
+}
+
+/// [`crate::files::retrying_transient`] for a write of a record.
+fn retry_write(
+    path: &Path,
+    mut write: impl FnMut() -> Result<u64, JournalStorageError>,
+) -> Result<u64, JournalStorageError> {
+    let mut codec = None;
+    let written = crate::files::retrying_transient(|| match write() {
+        Ok(len) => Ok(len),
+        Err(JournalStorageError::Io { source, .. }) => Err(source),
+        Err(other) => {
+            codec = Some(other);
+            Err(std::io::Error::other("not an I/O error"))
+        }
+    });
+    match (written, codec) {
+        (_, Some(e)) => Err(e),
+        (Ok(len), None) => Ok(len),
+        (Err(source), None) => Err(io(path)(source)),
     }
 }
 
@@ -200,6 +225,7 @@ fn write_record<V: Serialize + ?Sized>(
     flags: u32,
     value: &V,
     path: &Path,
+    limit: u64,
 ) -> Result<u64, JournalStorageError> {
     let (offset, seq) = at;
     let mut out = Checksummed {
@@ -208,13 +234,18 @@ fn write_record<V: Serialize + ?Sized>(
             At {
                 file,
                 offset: offset + record::HEADER as u64,
+                limit,
             },
         ),
         crc: crc32fast::Hasher::new(),
         len: 0,
     };
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
-        .map_err(|e| JournalStorageError::Codec(e.to_string()))?;
+    let encoded =
+        bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard());
+    encoded.map_err(|e| match e {
+        bincode::error::EncodeError::Io { inner, .. } => io(path)(inner),
+        other => JournalStorageError::Codec(other.to_string()),
+    })?;
     out.inner.flush().map_err(io(path))?;
     let len = u32::try_from(out.len)
         .map_err(|_| JournalStorageError::Codec("a record above 4 GiB".into()))?;
@@ -223,14 +254,45 @@ fn write_record<V: Serialize + ?Sized>(
     Ok(record::HEADER as u64 + u64::from(len))
 }
 
-/// Writes at a position of a file, moving on as it goes.
+/// The error of a record that does not fit in the journal's allocated space.
+#[derive(Debug, thiserror::Error)]
+#[error("a record past the journal's allocated space")]
+struct PastAllocation;
+
+fn is_past_allocation(e: &JournalStorageError) -> bool {
+    matches!(e, JournalStorageError::Io { source, .. }
+        if source.get_ref().is_some_and(|inner| inner.is::<PastAllocation>()))
+}
+
+/// Bytes of `value` encoded.
+fn encoded_len<V: Serialize + ?Sized>(value: &V) -> Result<u64, JournalStorageError> {
+    let mut counted = Checksummed {
+        inner: std::io::sink(),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    bincode::serde::encode_into_std_write(value, &mut counted, bincode::config::standard())
+        .map_err(|e| JournalStorageError::Codec(e.to_string()))?;
+    Ok(counted.len as u64)
+}
+
+/// `len` rounded up to a whole number of allocation steps, with one step to spare.
+fn allocation_for(len: u64) -> u64 {
+    (len / ALLOCATION_STEP + 2) * ALLOCATION_STEP
+}
+
+/// Writes at a position of a file, moving on as it goes, never past `limit`.
 struct At<'a> {
     file: &'a dyn StoredFile,
     offset: u64,
+    limit: u64,
 }
 
 impl Write for At<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.offset + buf.len() as u64 > self.limit {
+            return Err(std::io::Error::other(PastAllocation));
+        }
         self.file.write_at(buf, self.offset)?;
         self.offset += buf.len() as u64;
         Ok(buf.len())
@@ -337,6 +399,8 @@ pub struct JournalStorage<T: Entry> {
     config: JournalStorageConfig,
     journal: Arc<dyn StoredFile>,
     journal_bytes: u64,
+    /// The journal file's length: a multiple of [`ALLOCATION_STEP`], zeros after the records.
+    allocated: u64,
     /// The next record's number.
     next_seq: u64,
     /// The size of the state when the journal was last rewritten.
@@ -377,6 +441,14 @@ where
         };
         let read_back = read_journal::<T>(&bytes, &path)?;
         let has_journal = read_back.end > 0;
+        let len = bytes.len() as u64;
+        if created.is_some() && len % ALLOCATION_STEP != 0 {
+            let reason = format!(
+                "{len} bytes, not a multiple of the journal's allocation step \
+                 ({ALLOCATION_STEP}): the file was cut short"
+            );
+            return Err(Corruption::new(&path, len, reason).into());
+        }
         if created.is_some() && !has_journal {
             let reason = match bytes.is_empty() {
                 true => "the journal is missing or empty, in a directory created with one",
@@ -393,20 +465,25 @@ where
         }
         let journal = files.open(&path, true).map_err(io(&path))?;
         let mut end = read_back.end;
-        if read_back.torn || (end as usize) < bytes.len() {
+        let mut allocated = len;
+        if read_back.torn {
             // The tail of a write cut short by a crash: it never returned, so it never
-            // happened.
+            // happened. Zeros in its place (the file keeps its length).
+            let zeros = vec![0; (len - end) as usize];
             journal
-                .set_len(end)
+                .write_at(&zeros, end)
                 .and_then(|()| journal.sync_data())
                 .map_err(io(&path))?;
         }
         if !has_journal {
-            // A new store: the format record first, durably named, then the marker that says
-            // the journal exists from now on.
+            // A new store: the format record first (in allocated space), durably named, then
+            // the marker that says the journal exists from now on.
             let format = record::encode(0, WAITED, FORMAT);
+            allocated = allocation_for(format.len() as u64);
             journal
-                .write_at(&format, 0)
+                .set_len(0)
+                .and_then(|()| journal.set_len(allocated))
+                .and_then(|()| journal.write_at(&format, 0))
                 .and_then(|()| journal.sync_data())
                 .map_err(io(&path))?;
             end = format.len() as u64;
@@ -420,6 +497,7 @@ where
             config,
             journal,
             journal_bytes: end,
+            allocated,
             next_seq,
             rewritten_bytes: 0,
             rewrite_retry_at: None,
@@ -460,13 +538,10 @@ where
                 return Ok(());
             }
         };
-        let journal = dir.join(JOURNAL);
-        files
-            .rename(&dir.join(REWRITTEN), &journal)
-            .map_err(io(&journal))?;
-        files.sync_dir(dir).map_err(io(dir))?;
+        sealed::install(&*files, &dir.join(REWRITTEN), &dir.join(JOURNAL))?;
         self.journal = file;
         self.journal_bytes = record_len;
+        self.allocated = allocation_for(record_len);
         self.next_seq = 2;
         self.rewritten_bytes = record_len;
         self.rewrite_retry_at = None;
@@ -499,13 +574,29 @@ where
             .open(&new_path, true)
             .map_err(io(&new_path))?;
         let format = record::encode(0, WAITED, FORMAT);
+        let total = format.len() as u64 + record::HEADER as u64 + encoded_len(&ops)?;
+        let allocated = allocation_for(total);
         file.set_len(0)
+            .and_then(|()| file.set_len(allocated))
             .and_then(|()| file.write_at(&format, 0))
             .map_err(io(&new_path))?;
         let at = (format.len() as u64, 1);
-        let state_len = write_record(&*file, at, WAITED, &ops, &new_path)?;
+        let state_len = write_record(&*file, at, WAITED, &ops, &new_path, allocated)?;
         file.sync_data().map_err(io(&new_path))?;
         Ok((file, format.len() as u64 + state_len))
+    }
+
+    /// Makes room for `len` more bytes after the records: the file grows by whole allocation
+    /// steps (made durable by the next write's sync, which needs the new length anyway).
+    fn allocate(&mut self, len: u64) -> Result<(), JournalStorageError> {
+        if self.journal_bytes + len <= self.allocated {
+            return Ok(());
+        }
+        let path = self.config.path.join(JOURNAL);
+        let grown = allocation_for(self.journal_bytes + len);
+        crate::files::retrying_transient(|| self.journal.set_len(grown)).map_err(io(&path))?;
+        self.allocated = grown;
+        Ok(())
     }
 
     fn write(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), JournalStorageError> {
@@ -521,7 +612,23 @@ where
         let wait = !decided_only || self.config.sync_decided_idx;
         let flags = if wait { WAITED } else { 0 };
         let at = (self.journal_bytes, self.next_seq);
-        let written = write_record(&*self.journal, at, flags, &ops, &path);
+        // Nothing is valid until the header is written last: a write that failed for a reason
+        // that passes (a full disk that frees up, no descriptor left) is simply made again, and
+        // one that does not fit is made again once the file has room for it.
+        let written = self.allocate(record::HEADER as u64).and_then(|()| {
+            let first = retry_write(&path, || {
+                write_record(&*self.journal, at, flags, &ops, &path, self.allocated)
+            });
+            match first {
+                Err(e) if is_past_allocation(&e) => {
+                    self.allocate(record::HEADER as u64 + encoded_len(&ops)?)?;
+                    retry_write(&path, || {
+                        write_record(&*self.journal, at, flags, &ops, &path, self.allocated)
+                    })
+                }
+                other => other,
+            }
+        });
         let synced = written.and_then(|len| {
             if wait {
                 self.journal.sync_data().map_err(io(&path))?;

@@ -109,6 +109,14 @@ struct NodeSection {
     /// another cluster.
     #[serde(default)]
     cluster_id: Option<String>,
+    /// After a fault a restart can mend (a failed disk), the node keeps answering (`/health`
+    /// says why) this long, then exits with code 75 for a supervisor to restart it.
+    #[serde(default = "default_fault_grace")]
+    fault_grace_secs: u64,
+}
+
+fn default_fault_grace() -> u64 {
+    crate::serve::FAULT_GRACE.as_secs()
 }
 
 fn default_chunk_bytes() -> usize {
@@ -146,6 +154,8 @@ pub struct NodeConfig {
     pub peer_security: PeerSecurity,
     /// The cluster's name in the data directory's identity.
     pub cluster_id: String,
+    /// How long a node with a fault a restart can mend answers before it exits.
+    pub fault_grace: std::time::Duration,
     /// Host names clients may use besides IP addresses and `localhost`.
     pub http_hosts: Vec<String>,
     /// Most HTTP connections at once.
@@ -387,6 +397,7 @@ impl NodeConfig {
             state_chunk_bytes: file.node.state_chunk_bytes,
             peer_security,
             cluster_id,
+            fault_grace: std::time::Duration::from_secs(file.node.fault_grace_secs),
             http_hosts: file.node.http_hosts,
             http_max_connections,
             https,

@@ -362,6 +362,11 @@ impl Demo {
 
     /// Starts (or restarts) node `pid` from its config and data directory.
     pub fn spawn(&mut self, pid: u64) -> Result<(), String> {
+        self.spawn_with_env(pid, &[])
+    }
+
+    /// [`Demo::spawn`] with variables added to the node's environment.
+    pub fn spawn_with_env(&mut self, pid: u64, env: &[(&str, &str)]) -> Result<(), String> {
         let exe = self.exe.clone();
         let config = self.dir.path().join(format!("node{pid}.toml"));
         let log = std::fs::OpenOptions::new()
@@ -372,6 +377,7 @@ impl Demo {
         let child = Command::new(exe)
             .args(["node", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

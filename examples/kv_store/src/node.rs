@@ -281,6 +281,7 @@ impl Node {
             checkpointing: None,
             reserved,
             reserving: None,
+            reserve_ahead: RESERVE_AHEAD,
         };
         tokio::spawn(applier.run(stream, resume));
         Ok(node)
@@ -805,12 +806,17 @@ struct Applier {
     reserved: Position,
     /// The next reservation, being written in the background.
     reserving: Option<(Position, tokio::task::JoinHandle<Result<(), String>>)>,
+    /// How far ahead the last reservation reached (the next one reaches twice as far).
+    reserve_ahead: usize,
 }
 
-/// How far ahead of the keys' position a reservation reaches. The next one is written in the
-/// background once half of it is used, so the applier waits for the disk only if it overtakes
-/// the writing.
+/// How far ahead of the keys' position a node's first reservation reaches; each next one
+/// reaches twice as far, up to [`RESERVE_AHEAD_MAX`] (a busy node syncs one every few seconds,
+/// not one every few milliseconds, next to its log's syncs). The next one is written in the
+/// background once half of the current one is used, so the applier waits for the disk only if
+/// it overtakes the writing. After a crash, digests resume at most this far on.
 const RESERVE_AHEAD: usize = 1024;
+const RESERVE_AHEAD_MAX: usize = 1 << 16;
 
 impl Applier {
     async fn run(
@@ -927,19 +933,20 @@ impl Applier {
                 self.reserved = target;
             }
         }
-        let next = (after.0, after.1 + RESERVE_AHEAD);
-        let reserve = |store: StateStore| move || store.reserve(next);
+        let store = self.store.clone();
         if after > self.reserved {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(reserve(store))
+            let next = (after.0, after.1 + self.reserve_ahead);
+            tokio::task::spawn_blocking(move || store.reserve(next))
                 .await
                 .map_err(|e| e.to_string())??;
             self.reserved = next;
         } else if self.reserving.is_none()
             && after.0 == self.reserved.0
-            && self.reserved.1 - after.1 < RESERVE_AHEAD / 2
+            && self.reserved.1 - after.1 < self.reserve_ahead / 2
         {
-            let writing = tokio::task::spawn_blocking(reserve(self.store.clone()));
+            self.reserve_ahead = (self.reserve_ahead * 2).min(RESERVE_AHEAD_MAX);
+            let next = (after.0, after.1 + self.reserve_ahead);
+            let writing = tokio::task::spawn_blocking(move || store.reserve(next));
             self.reserving = Some((next, writing));
         }
         Ok(())

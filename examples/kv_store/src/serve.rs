@@ -69,7 +69,7 @@ impl From<String> for Stopped {
 }
 
 /// How long a node with a fault a restart can mend keeps answering (`/health` says why) before
-/// it exits with [`health::EXIT_FAULT`].
+/// it exits with [`health::EXIT_FAULT`], by default (`[node] fault_grace_secs`).
 pub const FAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the node described by `config`.
@@ -88,6 +88,15 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), Stopped> {
     let mut storage = DirectoryStorage::new(&config.data_dir);
     // The log holds about a checkpoint's worth of entries: a journal of a few times that.
     storage.set_journal_rewrite_bytes(crate::compaction::JOURNAL_REWRITE_BYTES);
+    #[cfg(feature = "failpoints")]
+    if let Some(writes) = std::env::var("KV_STORE_FAIL_JOURNAL_WRITES_AFTER")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        use omnipaxos_storage::files::{faulty::FaultyFiles, os};
+        tracing::warn!("failpoint: the journal's writes fail after {writes}");
+        storage.set_file_system(Arc::new(FaultyFiles::failing_after(os(), writes)));
+    }
     let first: JournalStorage<KvCommand> = storage.open(cluster.configuration_id)?;
     let mut op: OmniPaxos<KvCommand, JournalStorage<KvCommand>> = cluster
         .build_for_server(config.omnipaxos.server_config.clone(), first)
@@ -225,25 +234,25 @@ pub async fn serve(config: config::NodeConfig) -> Result<(), Stopped> {
     );
     let outcome = tokio::select! {
         () = serving => Ok(()),
-        fault = exit_after_fault(&health) => Err(fault),
+        fault = exit_after_fault(&health, config.fault_grace) => Err(fault),
     };
     node.handle().shutdown().await;
     outcome
 }
 
-/// Returns [`FAULT_GRACE`] after a fault that a restart can mend.
-async fn exit_after_fault(health: &health::Health) -> Stopped {
+/// Returns `grace` after a fault that a restart can mend.
+async fn exit_after_fault(health: &health::Health, grace: Duration) -> Stopped {
     let mut faults = health.subscribe();
     loop {
         if let Some(fault) = faults.borrow_and_update().clone() {
             if fault.kind.restart_mends() {
                 tracing::error!(
                     "exiting in {} s for a restart ({:?}: {})",
-                    FAULT_GRACE.as_secs(),
+                    grace.as_secs(),
                     fault.kind,
                     fault.cause
                 );
-                tokio::time::sleep(FAULT_GRACE).await;
+                tokio::time::sleep(grace).await;
                 return Stopped {
                     code: health::EXIT_FAULT,
                     reason: fault.cause,

@@ -31,7 +31,9 @@
 
 use crate::machine::{KeyValues, Sessions};
 use omnipaxos_storage::files::record::{self, Record, Rules, Verdict};
-use omnipaxos_storage::files::{sealed, Corruption, FileError, FileSystem, StoredFile};
+use omnipaxos_storage::files::{
+    retrying_transient, sealed, Corruption, FileError, FileSystem, StoredFile,
+};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -211,30 +213,6 @@ fn sync_dir(files: &dyn FileSystem, dir: &Path) -> Result<(), String> {
     retrying_transient(|| files.sync_dir(dir)).map_err(|e| failed("sync the directory", e))
 }
 
-/// Runs `open` again while it fails for a reason that passes (no file descriptor left, e.g.
-/// while a flood of connections holds them, or an interrupted call), for about a second; any
-/// other error, or one that lasts, is returned. A store must not fail for good over an error
-/// that a moment later is gone.
-fn retrying_transient<T>(mut open: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
-    const EINTR: i32 = 4;
-    const EAGAIN: i32 = 11;
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    let mut tries = 0;
-    loop {
-        match open() {
-            Err(e)
-                if tries < 50
-                    && matches!(e.raw_os_error(), Some(EINTR | EAGAIN | ENFILE | EMFILE)) =>
-            {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// The checkpoint in `dir`, if one was written.
 fn read_checkpoint(files: &dyn FileSystem, dir: &Path) -> Result<Option<Checkpoint>, String> {
     let path = dir.join(CHECKPOINT_FILE);
@@ -347,10 +325,8 @@ impl Inner {
             });
             bytes.extend_from_slice(&record);
         }
-        segment
-            .file
-            .write_at(&bytes, segment.len)
-            .map_err(|e| failed("write", e))?;
+        let at = segment.len;
+        retrying_transient(|| segment.file.write_at(&bytes, at)).map_err(|e| failed("write", e))?;
         segment.next_seq += payloads.len() as u64;
         segment.len += bytes.len() as u64;
         segment.live += bytes.len() as u64;
@@ -729,7 +705,9 @@ impl StateStore {
         let segments = inner
             .segments
             .iter()
-            .filter(|(id, _)| !emptied.contains(id))
+            // A segment never synced may not even have a durable name: it is not listed (its
+            // records are after the checkpoint, and the log replays them).
+            .filter(|(id, s)| !emptied.contains(id) && s.synced_len > 0)
             .map(|(id, s)| (*id, s.synced_len))
             .collect();
         inner.write_checkpoint(recovery, segments)?;

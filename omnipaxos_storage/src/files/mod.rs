@@ -9,17 +9,21 @@
 //! name created, renamed or removed in a directory is durable once the directory is synced.
 //! Anything else may be lost at a cut, and a write under way may be torn (some of its
 //! 512-byte sectors written, others not). Every store here is written against exactly that
-//! model, and [`sim::SimFiles`] produces every outcome it allows.
+//! model, and [`sim::SimFiles`] produces every outcome it allows. [`faulty::FaultyFiles`] fails
+//! on purpose, for tests of what happens when the disk does.
 
 mod corruption;
+pub mod faulty;
 pub mod identity;
 mod os;
 pub mod record;
 pub mod sealed;
 pub mod sim;
+mod transient;
 
 pub use corruption::{Corruption, FileError};
 pub use os::OsFiles;
+pub use transient::retrying_transient;
 
 use std::fmt::Debug;
 use std::io;

@@ -25,7 +25,14 @@ pub fn replace(files: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<(), 
         .and_then(|()| file.sync_data())
         .map_err(FileError::io(&tmp))?;
     drop(file);
-    files.rename(&tmp, path).map_err(FileError::io(path))?;
+    install(files, &tmp, path)
+}
+
+/// Renames the file `tmp` (written and synced) over `path` and syncs the directory: from then
+/// on a crash finds the new content at `path`. Also for files written whole some other way
+/// (the journal's rewrite streams its content).
+pub fn install(files: &dyn FileSystem, tmp: &Path, path: &Path) -> Result<(), FileError> {
+    files.rename(tmp, path).map_err(FileError::io(path))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     files.sync_dir(dir).map_err(FileError::io(dir))
 }

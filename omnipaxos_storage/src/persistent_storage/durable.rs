@@ -130,6 +130,12 @@ impl Durability {
             false => None,
         };
         let want_log = sync_writes && write_ahead_log;
+        if db.get(WAL_CYCLE)?.is_some() && !Wal::path(dir).exists() {
+            // The log held writes sled may not have: without it they would be forgotten.
+            let reason = "missing, where the store's state says a write-ahead log was in use";
+            let corruption = crate::files::Corruption::new(Wal::path(dir), 0, reason);
+            return Err(PersistentStorageError::CorruptLog(corruption));
+        }
         let mut wal = None;
         if want_log || Wal::path(dir).exists() {
             let (log, records) =
