@@ -137,3 +137,104 @@ fn a_rewrite_that_cannot_be_written_leaves_the_store_working_and_is_tried_again(
         "nothing was lost"
     );
 }
+
+/// The files of a journal store in `dir`, on `files`.
+fn open_on(
+    dir: &std::path::Path,
+    files: std::sync::Arc<dyn omnipaxos_storage::files::FileSystem>,
+) -> Result<JournalStorage<E>, JournalStorageError> {
+    let mut config = JournalStorageConfig::with_path(dir);
+    config.set_file_system(files);
+    JournalStorage::open(config)
+}
+
+#[test]
+fn no_file_descriptor_left_for_a_while_is_waited_out_not_a_failure() {
+    use omnipaxos_storage::files::{faulty::FaultyFiles, os};
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    const EMFILE: i32 = 24;
+    let files = std::sync::Arc::new(FaultyFiles::failing_transiently(os(), EMFILE, 5));
+    let mut s = open_on(dir.path(), files).unwrap();
+    s.append_entries(es(0..10)).unwrap();
+    s.append_entry(E(10)).unwrap();
+    drop(s);
+    assert_eq!(
+        open(dir.path()).get_log_len().unwrap(),
+        11,
+        "both writes, once each"
+    );
+}
+
+#[test]
+fn a_damaged_or_cut_journal_is_refused_with_the_file_and_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends: Vec<u64> = {
+        let mut s = open(dir.path());
+        let mut ends = vec![s.journal_bytes()];
+        for i in 0..5u64 {
+            s.append_entries(es(i * 100..i * 100 + 100)).unwrap();
+            ends.push(s.journal_bytes());
+        }
+        ends
+    };
+    let journal = dir.path().join("journal");
+    let good = std::fs::read(&journal).unwrap();
+    let middle = ends[2] as usize;
+    let last = ends[4] as usize;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a flipped byte in a middle record's header",
+            flip(&good, middle + 2),
+        ),
+        (
+            "a flipped byte in a middle record's payload",
+            flip(&good, middle + 60),
+        ),
+        (
+            "a flipped byte in the last record's header",
+            flip(&good, last + 9),
+        ),
+        (
+            "a flipped byte in the last record's payload",
+            flip(&good, last + 100),
+        ),
+        (
+            "the file cut inside a middle record",
+            good[..middle + 50].to_vec(),
+        ),
+        (
+            "the file cut inside the last record",
+            good[..last + 50].to_vec(),
+        ),
+        ("an empty file", Vec::new()),
+    ];
+    for (case, bytes) in cases {
+        std::fs::write(&journal, &bytes).unwrap();
+        match JournalStorage::<E>::open(JournalStorageConfig::with_path(dir.path())) {
+            Err(JournalStorageError::Corrupt(c)) => {
+                assert!(c.path.ends_with("journal"), "{case}: {c}");
+            }
+            Err(e) => panic!("{case}: not a corruption error: {e}"),
+            Ok(s) => panic!("{case}: opened with {} entries", s.get_log_len().unwrap()),
+        }
+    }
+    std::fs::remove_file(&journal).unwrap();
+    let missing = JournalStorage::<E>::open(JournalStorageConfig::with_path(dir.path()));
+    assert!(
+        matches!(missing, Err(JournalStorageError::Corrupt(_))),
+        "a missing journal"
+    );
+    std::fs::write(&journal, &good).unwrap();
+    assert_eq!(
+        open(dir.path()).get_log_len().unwrap(),
+        500,
+        "the good file opens whole"
+    );
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    bytes[at] ^= 0x20;
+    bytes
+}

@@ -337,6 +337,18 @@ impl NodeConfig {
             }
             (None, PeerSecurity::Insecure) => "kv_store".to_string(),
         };
+        // A node that fell behind a compaction can only catch up by a state transfer from
+        // another node's HTTP port: a cluster where it cannot is refused here, not later.
+        for pid in &omnipaxos.cluster_config.nodes {
+            if *pid != me && !http_peers.contains_key(pid) {
+                return Err(err(
+                    &format!("http_peers.{pid}"),
+                    "missing the HTTP address of a cluster node (where a node that fell behind \
+                     fetches the state, and the dashboard's view of the cluster)"
+                        .into(),
+                ));
+            }
+        }
         let http_max_connections = file
             .node
             .http_max_connections

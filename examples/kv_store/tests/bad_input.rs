@@ -194,6 +194,19 @@ fn broken_config_files_exit_2_naming_the_file_and_field() {
         "{err}"
     );
 
+    // A cluster where a node that fell behind could never fetch the state: refused.
+    let stranded = dir.path().join("stranded.toml");
+    std::fs::write(
+        &stranded,
+        "[cluster_config]\nconfiguration_id = 1\nnodes = [1, 2]\n[server_config]\npid = 1\n\
+         [node]\npeer_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\ndata_dir = \"d\"\n\
+         insecure_peers = true\nplain_http = true\n[peers]\n2 = \"127.0.0.1:3\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&stranded);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("http_peers.2"), "{err}");
+
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[cluster_config]\nconfiguration_id = \"one\"\n").unwrap();
     let (code, err) = run(&typo);

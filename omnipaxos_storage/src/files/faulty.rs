@@ -8,20 +8,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Another file system whose writes (and syncs, and resizes) fail with `EIO` once a given
-/// number of writes went through.
+/// number of writes went through, or whose next writes fail with an error that passes.
 #[derive(Debug)]
 pub struct FaultyFiles {
     inner: Arc<dyn FileSystem>,
-    /// Writes left before every write fails.
-    writes_left: Arc<AtomicU64>,
+    faults: Arc<Faults>,
+}
+
+#[derive(Debug)]
+struct Faults {
+    /// Writes left before every write fails with `EIO`.
+    writes_left: AtomicU64,
+    /// Writes that fail with `transient_errno` first.
+    transient_left: AtomicU64,
+    transient_errno: i32,
 }
 
 impl FaultyFiles {
-    /// `inner`, failing once `writes` writes went through.
+    /// `inner`, failing for good once `writes` writes went through.
     pub fn failing_after(inner: Arc<dyn FileSystem>, writes: u64) -> Self {
+        Self::with(inner, writes, 0, 0)
+    }
+
+    /// `inner`, whose next `times` writes fail with OS error `errno` (e.g. 24, `EMFILE`: no
+    /// file descriptor left), and work after that.
+    pub fn failing_transiently(inner: Arc<dyn FileSystem>, errno: i32, times: u64) -> Self {
+        Self::with(inner, u64::MAX, times, errno)
+    }
+
+    fn with(inner: Arc<dyn FileSystem>, writes: u64, times: u64, errno: i32) -> Self {
+        let faults = Faults {
+            writes_left: AtomicU64::new(writes),
+            transient_left: AtomicU64::new(times),
+            transient_errno: errno,
+        };
         Self {
             inner,
-            writes_left: Arc::new(AtomicU64::new(writes)),
+            faults: Arc::new(faults),
         }
     }
 }
@@ -32,14 +55,20 @@ fn eio() -> io::Error {
 
 struct FaultyFile {
     inner: Arc<dyn StoredFile>,
-    writes_left: Arc<AtomicU64>,
+    faults: Arc<Faults>,
 }
 
 impl FaultyFile {
     fn check(&self) -> io::Result<()> {
-        let left = self.writes_left.load(Ordering::SeqCst);
-        if left == 0 {
+        if self.faults.writes_left.load(Ordering::SeqCst) == 0 {
             return Err(eio());
+        }
+        let transient =
+            self.faults
+                .transient_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if transient.is_ok() {
+            return Err(io::Error::from_raw_os_error(self.faults.transient_errno));
         }
         Ok(())
     }
@@ -49,6 +78,7 @@ impl StoredFile for FaultyFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check()?;
         let _ = self
+            .faults
             .writes_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         self.inner.write_at(buf, offset)
@@ -63,12 +93,16 @@ impl StoredFile for FaultyFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.check()?;
+        if self.faults.writes_left.load(Ordering::SeqCst) == 0 {
+            return Err(eio());
+        }
         self.inner.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.check()?;
+        if self.faults.writes_left.load(Ordering::SeqCst) == 0 {
+            return Err(eio());
+        }
         self.inner.sync_data()
     }
 }
@@ -82,7 +116,7 @@ impl FileSystem for FaultyFiles {
         let inner = self.inner.open(path, create)?;
         Ok(Arc::new(FaultyFile {
             inner,
-            writes_left: self.writes_left.clone(),
+            faults: self.faults.clone(),
         }))
     }
 
