@@ -10,9 +10,12 @@ fn exe() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_kv_store"))
 }
 
-/// Flips one bit of `path` at `at`.
-fn flip(path: &Path, at: usize) {
+/// Flips one bit of the journal at `path`, `fraction` of the way into its records (the file
+/// is allocated ahead: zeros follow them).
+fn flip_in_records(path: &Path, fraction: f64) {
     let mut bytes = std::fs::read(path).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let at = (end as f64 * fraction) as usize;
     bytes[at] ^= 0x08;
     std::fs::write(path, bytes).unwrap();
 }
@@ -24,8 +27,7 @@ fn a_node_with_a_damaged_journal_refuses_to_start_and_the_cluster_waits() {
     cluster.kill(1);
     cluster.kill(2);
     let journal = cluster.data_dir(1).join("config-1").join("journal");
-    let len = std::fs::metadata(&journal).unwrap().len() as usize;
-    flip(&journal, len / 2);
+    flip_in_records(&journal, 0.5);
     cluster.spawn(1).unwrap();
     assert_eq!(
         cluster.exit_code(1),
@@ -93,8 +95,7 @@ fn a_node_refused_for_corruption_is_replaced_by_one_command_and_nothing_is_lost(
     cluster.kill(2);
     cluster.kill(3);
     let journal = cluster.data_dir(3).join("config-1").join("journal");
-    let len = std::fs::metadata(&journal).unwrap().len() as usize;
-    flip(&journal, len / 3);
+    flip_in_records(&journal, 0.33);
     cluster.spawn(3).unwrap();
     assert_eq!(
         cluster.exit_code(3),
