@@ -20,23 +20,26 @@ fn flip_in_records(path: &Path, fraction: f64) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Damages node `pid`'s journal (stopped), starts it, and checks that it refuses to run
+/// (exit 76); returns its log.
+fn refused_after_damage(cluster: &mut Demo, pid: u64, fraction: f64) -> String {
+    let journal = cluster.data_dir(pid).join("config-1").join("journal");
+    flip_in_records(&journal, fraction);
+    cluster.spawn(pid).unwrap();
+    let code = cluster.exit_code(pid);
+    let log = cluster.log(pid);
+    assert_eq!(code, Some(EXIT_CORRUPT), "{log}");
+    assert!(log.contains("corrupt at byte"), "{log}");
+    log
+}
+
 #[test]
 fn a_node_with_a_damaged_journal_refuses_to_start_and_the_cluster_waits() {
     let mut cluster = Demo::start(exe()).unwrap();
     cluster.write_keys("before", 0, 50).unwrap();
     cluster.kill(1);
     cluster.kill(2);
-    let journal = cluster.data_dir(1).join("config-1").join("journal");
-    flip_in_records(&journal, 0.5);
-    cluster.spawn(1).unwrap();
-    assert_eq!(
-        cluster.exit_code(1),
-        Some(EXIT_CORRUPT),
-        "{}",
-        cluster.log(1)
-    );
-    let log = cluster.log(1);
-    assert!(log.contains("corrupt at byte"), "{log}");
+    let log = refused_after_damage(&mut cluster, 1, 0.5);
     assert!(log.contains("journal"), "{log}");
     // Node 3 alone decides nothing: a write is not acknowledged.
     let put = cluster.client.request(
@@ -94,15 +97,7 @@ fn a_node_refused_for_corruption_is_replaced_by_one_command_and_nothing_is_lost(
     cluster.write_keys("before", 0, 40).unwrap();
     cluster.kill(2);
     cluster.kill(3);
-    let journal = cluster.data_dir(3).join("config-1").join("journal");
-    flip_in_records(&journal, 0.33);
-    cluster.spawn(3).unwrap();
-    assert_eq!(
-        cluster.exit_code(3),
-        Some(EXIT_CORRUPT),
-        "{}",
-        cluster.log(3)
-    );
+    refused_after_damage(&mut cluster, 3, 0.33);
     cluster.spawn(2).unwrap();
     cluster
         .wait_for("a leader of nodes 1 and 2", |d| {
