@@ -55,17 +55,22 @@ fn a_node_with_a_damaged_journal_refuses_to_start_and_the_cluster_waits() {
     );
 }
 
+/// Swaps the data directories of nodes `a` and `b` (both stopped).
+fn swap_data_dirs(cluster: &Demo, a: u64, b: u64) {
+    let (one, two) = (cluster.data_dir(a), cluster.data_dir(b));
+    let aside = cluster.dir().join("aside");
+    std::fs::rename(&one, &aside).unwrap();
+    std::fs::rename(&two, &one).unwrap();
+    std::fs::rename(&aside, &two).unwrap();
+}
+
 #[test]
 fn a_node_started_on_another_nodes_directory_refuses_to_start() {
     let mut cluster = Demo::start(exe()).unwrap();
     cluster.write_keys("before", 0, 5).unwrap();
     cluster.kill(1);
     cluster.kill(2);
-    let (one, two) = (cluster.data_dir(1), cluster.data_dir(2));
-    let aside = cluster.dir().join("aside");
-    std::fs::rename(&one, &aside).unwrap();
-    std::fs::rename(&two, &one).unwrap();
-    std::fs::rename(&aside, &two).unwrap();
+    swap_data_dirs(&cluster, 1, 2);
     cluster.spawn(2).unwrap();
     assert_eq!(
         cluster.exit_code(2),
@@ -79,9 +84,7 @@ fn a_node_started_on_another_nodes_directory_refuses_to_start() {
         cluster.log(2)
     );
     // Put back, both start and the cluster goes on with every key.
-    std::fs::rename(&one, &aside).unwrap();
-    std::fs::rename(&two, &one).unwrap();
-    std::fs::rename(&aside, &two).unwrap();
+    swap_data_dirs(&cluster, 1, 2);
     cluster.spawn(1).unwrap();
     cluster.spawn(2).unwrap();
     cluster.wait_for("a leader", Demo::leader).unwrap();
