@@ -45,7 +45,9 @@ fn quorum_loss_the_only_quorum_connected_server_takes_over() {
     let steps = sim
         .run_until(10 * ELECTION_TICKS, |s| s.leader() == Some(3))
         .expect("server 3 takes over");
-    assert!(steps <= 4 * ELECTION_TICKS, "took {steps} steps");
+    // The leader's last happy reply, two rounds without it (a leader is not replaced for one
+    // late heartbeat), the takeover round, and the part of a round the cut fell in.
+    assert!(steps <= 5 * ELECTION_TICKS, "took {steps} steps");
     sim.append(3, 2).unwrap();
     sim.append(1, 3).unwrap(); // forwarded through 3's link
     let decided = sim.run_until(4 * ELECTION_TICKS, |s| s.all_decided(3));

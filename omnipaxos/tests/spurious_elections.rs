@@ -1,0 +1,127 @@
+//! Leader changes that no failure called for. A restarted follower whose first rounds end
+//! before it hears the leader, survivors that notice a leader's death a few ticks apart, and a
+//! one-way cut from the leader to one follower each cost the cluster a leader change (or two)
+//! before the election rules below; each scenario counts the changes.
+
+mod common;
+use common::*;
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::util::NodeId;
+
+/// The highest ballot any live server has promised: it rises once per leader change.
+fn top_promise(sim: &Sim) -> Ballot {
+    sim.live_pids()
+        .iter()
+        .filter_map(|&pid| sim.server(pid))
+        .map(|s| s.get_promise())
+        .max()
+        .unwrap_or_default()
+}
+
+/// Steps `steps` times and counts how often the highest promised ballot rose.
+fn changes_over(sim: &mut Sim, steps: usize) -> usize {
+    let mut last = top_promise(sim);
+    let mut changes = 0;
+    for _ in 0..steps {
+        sim.step();
+        let now = top_promise(sim);
+        if now > last {
+            changes += 1;
+            last = now;
+        }
+    }
+    changes
+}
+
+/// Appends `values` on `pid` and runs until servers `on` decided them all.
+fn append_and_decide(sim: &mut Sim, pid: NodeId, values: std::ops::Range<u64>, on: &[NodeId]) {
+    let target = sim.server(pid).unwrap().get_decided_idx() + values.clone().count();
+    for v in values {
+        sim.append(pid, v).unwrap();
+    }
+    sim.run_until(20 * ELECTION_TICKS, |s| s.decided_on(on, target))
+        .expect("the appends decide");
+}
+
+#[test]
+fn a_restarted_follower_that_does_not_hear_the_leader_at_first_keeps_following_it() {
+    // Server 1 restarts while the leader's messages to it are still lost (its connection is
+    // not up yet, or the leader is too busy to answer within the round): for two rounds it
+    // hears only server 2, which still follows the leader.
+    let mut sim = led_by(3, 3, 41);
+    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
+    append_and_decide(&mut sim, 3, 0..3, &[1, 2, 3]);
+    sim.crash(1);
+    append_and_decide(&mut sim, 3, 3..6, &[2, 3]);
+    sim.cut_link(3, 1);
+    sim.restart(1).unwrap();
+    assert_eq!(changes_over(&mut sim, 2 * ELECTION_TICKS), 0);
+    sim.heal_link(3, 1);
+    assert_eq!(changes_over(&mut sim, 20 * ELECTION_TICKS), 0);
+    assert_eq!(sim.stable_leader(), Some(3), "the leader never changed");
+    assert!(sim.all_decided(6), "the restarted follower caught up");
+}
+
+#[test]
+fn a_restarted_follower_whose_leader_is_gone_stands_once_nobody_heard_it() {
+    // The grace of a restarted server lasts only while a peer vouches for its recovered
+    // leader: with that leader dead, the cluster elects another within a few rounds.
+    let mut sim = led_by(3, 3, 42);
+    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
+    append_and_decide(&mut sim, 3, 0..3, &[1, 2, 3]);
+    sim.crash(1);
+    sim.crash(3);
+    sim.restart(1).unwrap();
+    let leader = sim
+        .run_until_stable_leader(6 * ELECTION_TICKS)
+        .expect("1 and 2 elect a leader");
+    assert_ne!(leader, 3);
+    append_and_decide(&mut sim, leader, 3..4, &[1, 2]);
+}
+
+#[test]
+fn a_dead_leader_is_replaced_once_even_when_survivors_notice_it_apart() {
+    for seed in 0..20 {
+        let mut sim = led_by(5, 5, 500 + seed);
+        assert_eq!(sim.run_until_stable_leader(50).unwrap(), 5);
+        // Restarts put the survivors' heartbeat rounds out of step with each other, as the
+        // rounds of separate processes are: each notices the death at a different tick.
+        for (pid, lag) in [(1, 1), (2, 3), (3, 2)] {
+            sim.crash(pid);
+            sim.run(lag);
+            sim.restart(pid).unwrap();
+        }
+        assert_eq!(sim.run_until_stable_leader(20 * ELECTION_TICKS).unwrap(), 5);
+        append_and_decide(&mut sim, 5, 0..2, &[1, 2, 3, 4, 5]);
+        sim.crash(5);
+        let changes = changes_over(&mut sim, 30 * ELECTION_TICKS);
+        assert_eq!(changes, 1, "seed {seed}: one failure, one new leader");
+        let leader = sim.stable_leader().expect("a stable new leader");
+        append_and_decide(&mut sim, leader, 2..3, &[1, 2, 3, 4]);
+    }
+}
+
+#[test]
+fn a_one_way_cut_from_the_leader_to_a_follower_costs_at_most_one_change() {
+    for seed in 0..10 {
+        let mut sim = led_by(3, 3, 600 + seed);
+        assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
+        append_and_decide(&mut sim, 3, 0..2, &[1, 2, 3]);
+        sim.cut_link(3, 1);
+        let mut changes = changes_over(&mut sim, 5 * ELECTION_TICKS);
+        for v in 2..12 {
+            let leader = sim.leader().expect("a leader throughout the cut");
+            sim.append(leader, v).unwrap();
+            changes += changes_over(&mut sim, 3 * ELECTION_TICKS);
+        }
+        assert!(changes <= 1, "seed {seed}: {changes} leader changes");
+        let leader = sim.leader().unwrap();
+        let quorum: Vec<NodeId> = [2, leader].into_iter().collect();
+        sim.run_until(20 * ELECTION_TICKS, |s| s.decided_on(&quorum, 12))
+            .expect("every append decides during the cut");
+        sim.heal_link(3, 1);
+        sim.run_until(20 * ELECTION_TICKS, |s| s.all_decided(12))
+            .expect("everyone decides once the link heals");
+        assert_eq!(changes_over(&mut sim, 20 * ELECTION_TICKS), 0);
+    }
+}
