@@ -32,7 +32,9 @@ pub enum OmniPaxosEvent {
         stop_sign_idx: usize,
     },
     /// The storage failed; the instance stopped taking part (fail-stop). Restart the node
-    /// from its storage.
+    /// from its storage. A failed write stops the instance while the node keeps answering
+    /// status requests; a failed read of decided entries (a subscriber needs them and storage
+    /// cannot give them back) stops the whole node, whose handles then answer `Shutdown`.
     StorageFailed {
         /// What failed.
         error: String,

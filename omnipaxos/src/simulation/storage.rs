@@ -18,6 +18,9 @@ pub enum FaultMode {
     FailWrites,
     /// Writes succeed until `n` more have been made, then every write fails.
     FailWritesAfter(u64),
+    /// Every read of entries (`get_entries`, `get_suffix`) fails; writes and the other reads
+    /// work: a damaged sector under the log.
+    FailEntryReads,
 }
 
 struct Shared<B> {
@@ -116,6 +119,15 @@ impl<B> SimStorage<B> {
         self.lock().write_log.is_some()
     }
 
+    /// Runs the read of entries `f` unless entry reads fail.
+    fn read_entries<R>(&self, f: impl FnOnce(&B) -> StorageResult<R>) -> StorageResult<R> {
+        let shared = self.lock();
+        if shared.mode == FaultMode::FailEntryReads {
+            return Err(Box::new(InjectedFault));
+        }
+        f(shared.store.as_ref().expect(TAKEN))
+    }
+
     /// Runs the write `f` unless a fault is due; `line` describes it for the write log.
     fn write<R>(
         &mut self,
@@ -124,7 +136,7 @@ impl<B> SimStorage<B> {
     ) -> StorageResult<R> {
         let mut shared = self.lock();
         let fail = match shared.mode {
-            FaultMode::Healthy => false,
+            FaultMode::Healthy | FaultMode::FailEntryReads => false,
             FaultMode::FailWrites => true,
             FaultMode::FailWritesAfter(n) => shared.writes >= n,
         };
@@ -189,17 +201,13 @@ impl<T: Entry, B: Storage<T>> Storage<T> for SimStorage<B> {
             .get_accepted_round()
     }
     fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
-        self.lock()
-            .store
-            .as_ref()
-            .expect(TAKEN)
-            .get_entries(from, to)
+        self.read_entries(|s| s.get_entries(from, to))
     }
     fn get_log_len(&self) -> StorageResult<usize> {
         self.lock().store.as_ref().expect(TAKEN).get_log_len()
     }
     fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
-        self.lock().store.as_ref().expect(TAKEN).get_suffix(from)
+        self.read_entries(|s| s.get_suffix(from))
     }
     fn get_promise(&self) -> StorageResult<Option<Ballot>> {
         self.lock().store.as_ref().expect(TAKEN).get_promise()

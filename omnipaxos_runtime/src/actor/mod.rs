@@ -187,7 +187,9 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             if tick_due {
                 self.on_tick();
             }
-            self.end_pass();
+            if self.end_pass() == Flow::Stop {
+                break;
+            }
         }
         // `inbox` lives until here so that the transport's events never see a closed channel.
         drop(inbox);
@@ -428,8 +430,8 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     }
 
     /// The end of a pass: place or send appends, start reads, write and send, then answer
-    /// what was decided and report.
-    fn end_pass(&mut self) {
+    /// what was decided and report. `Stop` when storage failed to give back decided entries.
+    fn end_pass(&mut self) -> Flow {
         self.dispatch_appends();
         self.ask_reads();
         // The leader's new entries leave before its own write of them, so that the followers
@@ -481,8 +483,15 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         }
         self.settle_reads();
         self.reconf_check();
-        self.feed_subscribers();
+        let fed = self.feed_subscribers();
         self.report_pass();
+        match fed {
+            Ok(()) => Flow::Continue,
+            Err(failure) => {
+                self.report_storage_failure(failure.to_string());
+                Flow::Stop
+            }
+        }
     }
 
     /// Answers everything still waiting, stops the transport, and drops the instance (which

@@ -46,15 +46,23 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
             self.publish_metrics();
         }
-        if !self.report.storage_failed {
-            if let Some(err) = self.op.get_storage_error() {
-                self.report.storage_failed = true;
-                let _ = self.outputs.events.send(OmniPaxosEvent::StorageFailed {
-                    error: err.to_string(),
-                });
-                self.publish_metrics();
-            }
+        if let Some(err) = self.op.get_storage_error() {
+            self.report_storage_failure(err.to_string());
         }
+    }
+
+    /// Reports a storage failure once: the event, the metric, the log.
+    pub(crate) fn report_storage_failure(&mut self, error: String) {
+        if self.report.storage_failed {
+            return;
+        }
+        tracing::error!(pid = self.me, %error, "storage failed; the node stops taking part");
+        self.report.storage_failed = true;
+        let _ = self
+            .outputs
+            .events
+            .send(OmniPaxosEvent::StorageFailed { error });
+        self.publish_metrics();
     }
 
     fn role(&self) -> Role {

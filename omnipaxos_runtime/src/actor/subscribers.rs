@@ -100,13 +100,24 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     }
 
     /// Feeds every subscriber what was decided past its cursor, as far as its buffer allows.
-    pub(crate) fn feed_subscribers(&mut self) {
+    /// `Err` is a failed read of decided entries: the storage cannot give back what it holds,
+    /// and the node must stop (a subscriber skipping them would lose entries; one waiting for
+    /// them would spin).
+    pub(crate) fn feed_subscribers(&mut self) -> Result<(), EntryReadFailed> {
         if self.subscribers.is_empty() {
-            return;
+            return Ok(());
         }
         let mut subscribers = std::mem::take(&mut self.subscribers);
-        subscribers.retain_mut(|s| self.feed(s));
+        let mut failed = Ok(());
+        subscribers.retain_mut(|s| match self.feed(s) {
+            Ok(keep) => keep,
+            Err(e) => {
+                failed = Err(e);
+                true
+            }
+        });
         self.subscribers = subscribers;
+        failed
     }
 
     fn source(&self, config_id: u32) -> Option<Source<'_, T, B>> {
@@ -128,14 +139,14 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         }
     }
 
-    /// Feeds one subscriber; false once it is gone.
-    fn feed(&self, s: &mut Subscriber<T>) -> bool {
+    /// Feeds one subscriber; `Ok(false)` once it is gone.
+    fn feed(&self, s: &mut Subscriber<T>) -> Result<bool, EntryReadFailed> {
         loop {
             if s.tx.is_closed() {
-                return false;
+                return Ok(false);
             }
             if s.tx.capacity() == 0 {
-                return true;
+                return Ok(true);
             }
             let Some(config_id) = s.config_id.or_else(|| {
                 self.reconf
@@ -144,7 +155,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                     .and_then(|j| j.got.as_ref())
                     .map(|(id, _)| *id)
             }) else {
-                return true; // a joiner still waiting for its handover
+                return Ok(true); // a joiner still waiting for its handover
             };
             s.config_id = Some(config_id);
             let (batch, end, ended) = match self.source(config_id) {
@@ -155,7 +166,16 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                     } else {
                         let to = decided.min(s.cursor + READ_CHUNK.min(s.tx.capacity()));
                         let compacted = op.get_compacted_idx();
-                        let entries = op.read_entries(s.cursor..to).unwrap_or_default();
+                        let entries = match op.read_entries(s.cursor..to) {
+                            Some(entries) if !entries.is_empty() => entries,
+                            _ => {
+                                return Err(EntryReadFailed {
+                                    config_id,
+                                    from: s.cursor,
+                                    to,
+                                })
+                            }
+                        };
                         (number(entries, s.cursor, compacted), decided, ended)
                     }
                 }
@@ -180,27 +200,45 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                     })
                     .is_err()
                 {
-                    return !s.tx.is_closed();
+                    return Ok(!s.tx.is_closed());
                 }
                 s.cursor = next;
             }
             if s.cursor < end {
                 // More to read from this source: go on while there is room.
                 if s.tx.capacity() == 0 {
-                    return true;
+                    return Ok(true);
                 }
                 continue;
             }
             if !ended {
-                return true;
+                return Ok(true);
             }
             // The configuration ended and the subscriber has all of it: on to the next.
             s.config_id = Some(self.config_after(config_id));
             s.cursor = 0;
             if config_id == self.config_id() {
-                return true;
+                return Ok(true);
             }
         }
+    }
+}
+
+/// Decided entries of a configuration's log that storage failed to give back.
+#[derive(Debug)]
+pub(crate) struct EntryReadFailed {
+    config_id: u32,
+    from: usize,
+    to: usize,
+}
+
+impl std::fmt::Display for EntryReadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reading decided entries {}..{} of configuration {} from storage failed",
+            self.from, self.to, self.config_id
+        )
     }
 }
 
