@@ -150,8 +150,14 @@ impl ClusterConfig {
 pub struct ServerConfig {
     /// This server's pid; non-zero and one of the cluster's nodes.
     pub pid: NodeId,
-    /// Ticks per heartbeat round of leader election (non-zero). Messages must be delivered
-    /// within one round for a heartbeat reply to count.
+    /// Ticks per heartbeat round of leader election (non-zero; default 1, as upstream).
+    /// Messages must be delivered within one round for a heartbeat reply to count; a leader is
+    /// stood against after two round ends in a row without its reply, so a failover takes about
+    /// three rounds. The default fits a loop that ticks every 100 ms or so. Under
+    /// `omnipaxos_runtime`, which ticks every 10 ms, a `ServerConfig` built in code keeps the
+    /// value given here (1 = a 10 ms round, far too short for a real network): set it to
+    /// `omnipaxos_runtime::config::DEFAULT_ELECTION_TICKS` (30, a 300 ms round), which is what
+    /// the runtime's TOML loader (`NodeConfig::from_toml`) picks when the file leaves it out.
     pub election_tick_timeout: u64,
     /// Ticks between checks for lost messages to resend (non-zero).
     pub resend_message_tick_timeout: u64,

@@ -138,6 +138,13 @@ impl NetworkConfig {
 }
 
 /// A whole node: the core's configuration, the runtime's and the network's.
+///
+/// **Election timing.** Read from TOML ([`NodeConfig::from_toml`]), a `[server_config]` without
+/// `election_tick_timeout` or `resend_message_tick_timeout` gets the runtime's
+/// [`DEFAULT_ELECTION_TICKS`] (a 300 ms round at the 10 ms tick) and [`DEFAULT_RESEND_TICKS`];
+/// a `NodeConfig` or `ServerConfig` built in code keeps what its fields say, and
+/// `ServerConfig::default()` says 1 tick (the core's default, a 10 ms round here). Building in
+/// code, set both fields from those constants.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The core's configuration (`[cluster_config]`, `[server_config]`).

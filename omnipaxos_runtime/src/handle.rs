@@ -64,6 +64,15 @@ impl<T: RuntimeEntry> DecidedStream<T> {
 ///
 /// Must be called from within a Tokio runtime (like `tokio::spawn`). The instance lives on a
 /// thread of the runtime's blocking pool, so storage calls never block async tasks.
+///
+/// **Election timing** is `op`'s: its `election_tick_timeout` ticks of
+/// [`RuntimeConfig::tick_period`] each. An instance built from a `ServerConfig` made in code
+/// with `..Default::default()` has a one-tick round (10 ms), which a loaded machine misses
+/// often enough to change leaders needlessly; use
+/// [`DEFAULT_ELECTION_TICKS`](crate::config::DEFAULT_ELECTION_TICKS) and
+/// [`DEFAULT_RESEND_TICKS`](crate::config::DEFAULT_RESEND_TICKS), which is what
+/// [`NodeConfig::from_toml`](crate::config::NodeConfig::from_toml) applies when the file leaves
+/// them out.
 pub fn spawn_actor<T, B, Tr>(
     op: OmniPaxos<T, B>,
     config: RuntimeConfig,

@@ -24,7 +24,7 @@
 //!
 //! **Large messages.** A message whose encoding is larger than `max_frame_bytes` (a log
 //! synchronisation with a large snapshot) travels as `PART` frames of at most 1 MiB, one
-//! per write, with heartbeats let through between them ([`parts`](super::parts)); one above
+//! per write, with heartbeats let through between them (the private `transport::parts`); one above
 //! `max_message_bytes` is not sent.
 
 use super::parts::{may_be_large, may_overtake, Outgoing, Reassembly, PART_BYTES, PART_HEADER};
