@@ -1,7 +1,7 @@
-//! The core's modules form layers, and every internal `use crate::...` points to a lower layer
-//! (or the same one, for the data types that build on each other), never up: the crate reads
-//! bottom-up, and nothing low can reach the facade. ARCHITECTURE.md shows the layers. Re-exports
-//! of a module's own children (`pub use` of published paths) are not dependencies.
+//! The core's modules form layers, and every internal dependency (imports of every form, paths
+//! written inline, `super::` paths) points to a lower layer or the same one, never up, and no
+//! layer has a circle: the crate reads bottom-up, and nothing low can reach the facade.
+//! ARCHITECTURE.md shows the layers; `tools/layering/check.rs` is the check.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,87 +59,23 @@ fn layers() -> BTreeMap<&'static str, u8> {
     l
 }
 
-/// The modules a `use crate::a::b::...` path names, longest known prefix first.
-fn target<'a>(path: &str, layers: &'a BTreeMap<&'static str, u8>) -> Option<&'a str> {
-    let parts: Vec<&str> = path.split("::").collect();
-    (1..=parts.len())
-        .rev()
-        .map(|k| parts[..k].join("::"))
-        .find_map(|cand| layers.keys().find(|m| **m == cand).copied())
-}
+#[path = "../../tools/layering/check.rs"]
+mod check;
 
 #[test]
-fn every_internal_import_points_down() {
-    let layers = layers();
+fn every_dependency_points_down_and_no_layer_has_a_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut violations = Vec::new();
-    let mut seen = 0;
-    for (module, layer) in &layers {
-        let rel = module.replace("::", "/");
-        let file = [src.join(format!("{rel}.rs")), src.join(rel).join("mod.rs")]
-            .into_iter()
-            .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("no source file for module {module}"));
-        seen += 1;
-        let text = std::fs::read_to_string(&file).unwrap();
-        for line in text.lines().map(str::trim) {
-            let Some(path) = line
-                .strip_prefix("use crate::")
-                .or_else(|| line.strip_prefix("pub(crate) use crate::"))
-            else {
-                continue;
-            };
-            assert!(
-                !path.starts_with('{'),
-                "{module}: import from the defining module, not the crate root: {line}"
-            );
-            let Some(to) = target(path, &layers) else {
-                violations.push(format!("{module}: unknown module in {line}"));
-                continue;
-            };
-            if to.starts_with(&format!("{module}::")) {
-                continue; // its own child
-            }
-            if layers[to] > *layer {
-                violations.push(format!(
-                    "{module} (layer {layer}) imports {to} (layer {}): {line}",
-                    layers[to]
-                ));
-            }
-        }
-    }
-    assert!(seen >= 30, "only {seen} modules checked");
+    let layers = layers();
+    assert!(check::modules(&src).len() >= 30, "too few modules found");
+    let violations = check::violations(&src, &layers);
     assert!(
         violations.is_empty(),
-        "imports pointing up:\n{}",
+        "layering broken:\n{}",
         violations.join("\n")
     );
 }
 
 #[test]
-fn every_source_file_has_a_layer() {
-    let layers = layers();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let rel = path.strip_prefix(&src).unwrap().with_extension("");
-            let module = rel
-                .to_string_lossy()
-                .trim_end_matches("/mod")
-                .replace('/', "::");
-            if module == "lib" {
-                continue;
-            }
-            assert!(
-                layers.contains_key(module.as_str()),
-                "{module} has no layer"
-            );
-        }
-    }
+fn the_check_finds_every_form_of_dependency() {
+    check::self_test();
 }

@@ -1,5 +1,6 @@
 //! The handle to a running node, and the calls that start one.
 
+use crate::actor::subscribers::DecidedEntry;
 use crate::actor::{Actor, Command, Outputs, ReadPoint, Reconfiguration, StorageFactory};
 use crate::config::RuntimeConfig;
 use crate::errors::{
@@ -9,7 +10,6 @@ use crate::prometheus::{Latencies, NodeCollector};
 use crate::status::{Metrics, OmniPaxosEvent};
 use crate::transport::{Inbox, Transport};
 use crate::wire::{NodeId, RuntimeEntry};
-use crate::DecidedEntry;
 use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
 use omnipaxos::util::LogEntry;

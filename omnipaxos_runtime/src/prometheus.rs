@@ -9,8 +9,8 @@
 //!
 //! [`OmniPaxosHandle::register_prometheus`]: crate::OmniPaxosHandle::register_prometheus
 
+use crate::status::KindCounts;
 use crate::status::{Metrics, Role};
-use crate::transport::KindCounts;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;

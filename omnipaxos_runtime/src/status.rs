@@ -1,6 +1,5 @@
 //! What a node reports about itself: events (as they happen) and metrics (the latest picture).
 
-use crate::transport::KindCounts;
 use crate::wire::NodeId;
 use omnipaxos::ballot_leader_election::Ballot;
 use std::collections::BTreeMap;
@@ -120,4 +119,29 @@ pub struct Metrics {
     pub largest_frame_bytes: u64,
     /// Whether the storage failed.
     pub storage_failed: bool,
+}
+
+/// Messages and bytes of one kind, in and out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCounts {
+    /// Messages received.
+    pub msgs_in: u64,
+    /// Messages sent (handed to the network).
+    pub msgs_out: u64,
+    /// Encoded bytes received (0 on transports that do not encode).
+    pub bytes_in: u64,
+    /// Encoded bytes sent (0 on transports that do not encode).
+    pub bytes_out: u64,
+}
+
+impl KindCounts {
+    pub(crate) fn add(&mut self, outgoing: bool, bytes: u64) {
+        if outgoing {
+            self.msgs_out += 1;
+            self.bytes_out += bytes;
+        } else {
+            self.msgs_in += 1;
+            self.bytes_in += bytes;
+        }
+    }
 }

@@ -80,18 +80,8 @@ impl<T: RuntimeEntry> Inbox<T> {
     }
 }
 
-/// Messages and bytes of one kind, in and out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KindCounts {
-    /// Messages received.
-    pub msgs_in: u64,
-    /// Messages sent (handed to the network).
-    pub msgs_out: u64,
-    /// Encoded bytes received (0 on transports that do not encode).
-    pub bytes_in: u64,
-    /// Encoded bytes sent (0 on transports that do not encode).
-    pub bytes_out: u64,
-}
+/// Messages and bytes of one kind, in and out (defined with the metrics that report them).
+pub use crate::status::KindCounts;
 
 /// A transport's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,16 +142,4 @@ pub(crate) fn count(
         .or_default();
     by_peer.add(outgoing, bytes);
     stats.by_kind.entry(kind).or_default().add(outgoing, bytes);
-}
-
-impl KindCounts {
-    fn add(&mut self, outgoing: bool, bytes: u64) {
-        if outgoing {
-            self.msgs_out += 1;
-            self.bytes_out += bytes;
-        } else {
-            self.msgs_in += 1;
-            self.bytes_in += bytes;
-        }
-    }
 }

@@ -97,7 +97,10 @@ mod tests {
         let page = parse(
             "# Title\n```toml\n[dev-dependencies]\nx = \"1\"\n```\n```rust\n# use x;\nlet a = 1;\n```\n```rust,ignore\nnot built\n```\n```text\nno\n```\n",
         );
-        assert_eq!(page.dependencies.as_deref(), Some("[dependencies]\nx = \"1\""));
+        assert_eq!(
+            page.dependencies.as_deref(),
+            Some("[dependencies]\nx = \"1\"")
+        );
         assert_eq!(page.programs.len(), 1);
         assert_eq!(page.programs[0].line, 6);
         let source = page.programs[0].source();
@@ -108,7 +111,10 @@ mod tests {
     #[test]
     fn a_block_with_its_own_main_is_left_as_it_is() {
         let page = parse("```rust\n#[tokio::main]\nasync fn main() {}\n```\n");
-        assert_eq!(page.programs[0].source(), "#[tokio::main]\nasync fn main() {}\n");
+        assert_eq!(
+            page.programs[0].source(),
+            "#[tokio::main]\nasync fn main() {}\n"
+        );
     }
 
     #[test]
