@@ -43,15 +43,21 @@ fn append_and_decide(sim: &mut Sim, pid: NodeId, values: std::ops::Range<u64>, o
         .expect("the appends decide");
 }
 
+/// Three servers led by 3, three entries decided everywhere, then follower 1 crashed.
+fn led_by_3_with_1_crashed(seed: u64) -> Sim {
+    let mut sim = led_by(3, 3, seed);
+    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
+    append_and_decide(&mut sim, 3, 0..3, &[1, 2, 3]);
+    sim.crash(1);
+    sim
+}
+
 #[test]
 fn a_restarted_follower_that_does_not_hear_the_leader_at_first_keeps_following_it() {
     // Server 1 restarts while the leader's messages to it are still lost (its connection is
     // not up yet, or the leader is too busy to answer within the round): for two rounds it
     // hears only server 2, which still follows the leader.
-    let mut sim = led_by(3, 3, 41);
-    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
-    append_and_decide(&mut sim, 3, 0..3, &[1, 2, 3]);
-    sim.crash(1);
+    let mut sim = led_by_3_with_1_crashed(41);
     append_and_decide(&mut sim, 3, 3..6, &[2, 3]);
     sim.cut_link(3, 1);
     sim.restart(1).unwrap();
@@ -66,10 +72,7 @@ fn a_restarted_follower_that_does_not_hear_the_leader_at_first_keeps_following_i
 fn a_restarted_follower_whose_leader_is_gone_stands_once_nobody_heard_it() {
     // The grace of a restarted server lasts only while a peer vouches for its recovered
     // leader: with that leader dead, the cluster elects another within a few rounds.
-    let mut sim = led_by(3, 3, 42);
-    assert_eq!(sim.run_until_stable_leader(50).unwrap(), 3);
-    append_and_decide(&mut sim, 3, 0..3, &[1, 2, 3]);
-    sim.crash(1);
+    let mut sim = led_by_3_with_1_crashed(42);
     sim.crash(3);
     sim.restart(1).unwrap();
     let leader = sim

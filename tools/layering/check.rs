@@ -9,6 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// Fails with every layering problem of the crate whose sources are in `src`.
+pub fn assert_layered(src: &Path, layers: &BTreeMap<&'static str, u8>) {
+    let found = violations(src, layers);
+    assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+}
+
 /// Every layering problem in the crate whose sources are in `src`, with `layers` giving each
 /// module's layer (bottom first). Empty when the crate is layered.
 pub fn violations(src: &Path, layers: &BTreeMap<&'static str, u8>) -> Vec<String> {
