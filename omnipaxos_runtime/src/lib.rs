@@ -32,6 +32,7 @@ mod actor;
 pub mod config;
 #[cfg(feature = "persistent_storage")]
 pub mod directory;
+mod engine;
 pub mod errors;
 mod handle;
 pub mod prometheus;

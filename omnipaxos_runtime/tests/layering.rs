@@ -24,6 +24,9 @@ fn layers() -> BTreeMap<&'static str, u8> {
     ] {
         l.insert(m, 1); // metrics and moving bytes
     }
+    for m in ["engine", "engine::appends", "engine::appends_tests"] {
+        l.insert(m, 2); // the protocol above the core, without I/O
+    }
     for m in [
         "actor",
         "actor::appends",
@@ -32,10 +35,10 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "actor::report",
         "actor::subscribers",
     ] {
-        l.insert(m, 2); // the node's task
+        l.insert(m, 3); // the node's task: drives the engine and the core
     }
     for m in ["handle", "directory"] {
-        l.insert(m, 3); // what users hold and plug in
+        l.insert(m, 4); // what users hold and plug in
     }
     l
 }

@@ -80,6 +80,8 @@ pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Tra
     pub(crate) me: NodeId,
     /// Random per start: peers tell a restart from it.
     pub(crate) incarnation: u64,
+    /// When the node started: the engine's time counts from here.
+    started: Instant,
     pub(crate) config: RuntimeConfig,
     pub(crate) op: OmniPaxos<T, B>,
     pub(crate) transport: Tr,
@@ -121,13 +123,16 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         outputs: Outputs,
         latencies: Latencies,
     ) -> Self {
+        let incarnation = crate::wire::random_id();
+        let limits = appends::limits(&config);
         Self {
             me: op.get_pid(),
-            incarnation: crate::wire::random_id(),
+            incarnation,
+            started: Instant::now(),
             config,
             op,
             transport,
-            appends: Appends::new(latencies.append_to_decide.clone()),
+            appends: Appends::new(incarnation, limits),
             reads: Reads::default(),
             subscribers: Vec::new(),
             outbox: BTreeMap::new(),
@@ -467,15 +472,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 .push(WireMessage::Protocol { config_id, msg });
         }
         self.reconf_outgoing();
-        for (to, outcomes) in self.appends.take_outcomes() {
-            self.outbox
-                .entry(to)
-                .or_default()
-                .push(WireMessage::AppendOutcome {
-                    incarnation: self.incarnation,
-                    outcomes,
-                });
-        }
+        self.deliver_appends();
         for (to, messages) in self.outbox.iter_mut() {
             if !messages.is_empty() {
                 self.transport.send(*to, messages);
@@ -498,6 +495,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     /// closes its storage).
     async fn stop(mut self) {
         self.appends.shut_down();
+        self.deliver_appends();
         self.reads.shut_down();
         self.subscribers.clear();
         self.transport.shutdown().await;

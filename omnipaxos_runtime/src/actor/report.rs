@@ -58,11 +58,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         }
         tracing::error!(pid = self.me, %error, "storage failed; the node stops taking part");
         self.report.storage_failed = true;
+        // Metrics first: whoever hears the event finds them saying so.
+        self.publish_metrics();
         let _ = self
             .outputs
             .events
             .send(OmniPaxosEvent::StorageFailed { error });
-        self.publish_metrics();
     }
 
     fn role(&self) -> Role {
