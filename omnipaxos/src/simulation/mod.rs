@@ -31,7 +31,7 @@ mod storage;
 
 pub use config::{SimConfig, SimError};
 
-pub use network::NetworkConfig;
+pub use network::{Network, NetworkConfig, Routed};
 pub use reads::ReadOutcomes;
 pub use rng::SimRng;
 pub use storage::{FaultMode, InjectedFault, SimStorage};
@@ -45,7 +45,6 @@ use crate::reconfiguration::Handover;
 use crate::storage::{Entry, Storage};
 use faults::Intercept;
 use invariants::InvariantChecker;
-use network::Network;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
@@ -62,7 +61,7 @@ pub struct Simulation<T: Entry + Eq + Hash, B: Storage<T>> {
     now: u64,
     servers: BTreeMap<NodeId, Option<SimServer<T, B>>>,
     storages: BTreeMap<NodeId, SimStorage<B>>,
-    network: Network<T>,
+    network: Network<Message<T>>,
     checker: InvariantChecker<T>,
     reads: reads::ReadLedger,
     trace: VecDeque<String>,

@@ -1,11 +1,30 @@
 //! The simulated network: messages in flight with a delivery time, random loss, duplication
-//! and delay (which reorders), and links that can be cut in one direction.
+//! and delay (which reorders, unless links keep order), and links that can be cut in one
+//! direction. Generic over the message, so that a layer above the core (the runtime's nodes)
+//! runs on the same network.
 
 use super::rng::SimRng;
 use crate::ids::NodeId;
 use crate::messages::Message;
 use crate::storage::Entry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A message the network can route: it names its sender and its receiver.
+pub trait Routed: Clone {
+    /// The server that sent it.
+    fn sender(&self) -> NodeId;
+    /// The server it is for.
+    fn receiver(&self) -> NodeId;
+}
+
+impl<T: Entry> Routed for Message<T> {
+    fn sender(&self) -> NodeId {
+        self.get_sender()
+    }
+    fn receiver(&self) -> NodeId {
+        self.get_receiver()
+    }
+}
 
 /// How the network misbehaves. Delays are in ticks; a delay of 0 delivers within the same step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,6 +47,9 @@ pub struct NetworkConfig {
     /// the receiver is down are lost, the others are delivered, to the restarted receiver too.
     /// With `false` a crash loses everything in flight to or from the server.
     pub in_flight_survives_crash: bool,
+    /// Whether each link delivers in the order it was sent (a TCP connection): random delays
+    /// then never let a message overtake an earlier one on the same link.
+    pub in_order_links: bool,
 }
 
 impl NetworkConfig {
@@ -42,6 +64,7 @@ impl NetworkConfig {
             late_duplicate_rate: 0.0,
             max_late_delay: 0,
             in_flight_survives_crash: false,
+            in_order_links: false,
         }
     }
 
@@ -56,6 +79,7 @@ impl NetworkConfig {
             late_duplicate_rate: 0.0,
             max_late_delay: 0,
             in_flight_survives_crash: true,
+            in_order_links: false,
         }
     }
 
@@ -76,104 +100,143 @@ impl Default for NetworkConfig {
     }
 }
 
-pub(crate) struct InFlight<T: Entry> {
-    pub(crate) deliver_at: u64,
-    pub(crate) msg: Message<T>,
+struct InFlight<M> {
+    deliver_at: u64,
+    /// The order it was sent in, network-wide.
+    seq: u64,
+    msg: M,
 }
 
-pub(crate) struct Network<T: Entry> {
-    pub(crate) config: NetworkConfig,
-    in_flight: Vec<InFlight<T>>,
+/// Messages in flight between servers, with the faults of a [`NetworkConfig`] and cut links.
+pub struct Network<M: Routed> {
+    /// How it misbehaves; may be changed between steps.
+    pub config: NetworkConfig,
+    in_flight: Vec<InFlight<M>>,
     /// Directed links `(from, to)` that lose every message.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// The latest delivery time given on each link (for `in_order_links`).
+    last_on_link: BTreeMap<(NodeId, NodeId), u64>,
+    sent: u64,
 }
 
-impl<T: Entry> Network<T> {
-    pub(crate) fn new(config: NetworkConfig) -> Self {
+impl<M: Routed> Network<M> {
+    /// An empty network.
+    pub fn new(config: NetworkConfig) -> Self {
         Self {
             config,
             in_flight: Vec::new(),
             cut: BTreeSet::new(),
+            last_on_link: BTreeMap::new(),
+            sent: 0,
         }
     }
 
-    pub(crate) fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+    /// Whether the link from `from` to `to` is cut.
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         self.cut.contains(&(from, to))
     }
 
-    pub(crate) fn cut(&mut self, from: NodeId, to: NodeId) {
+    /// Cuts the link from `from` to `to`: what is sent on it, or due on it while it is cut, is
+    /// lost.
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
         self.cut.insert((from, to));
     }
 
-    pub(crate) fn heal(&mut self, from: NodeId, to: NodeId) {
+    /// Restores the link from `from` to `to`.
+    pub fn heal(&mut self, from: NodeId, to: NodeId) {
         self.cut.remove(&(from, to));
     }
 
-    pub(crate) fn heal_all(&mut self) {
+    /// Restores every link.
+    pub fn heal_all(&mut self) {
         self.cut.clear();
     }
 
     /// Queues `msg`, applying loss, duplication and delay.
-    pub(crate) fn send(&mut self, msg: Message<T>, now: u64, rng: &mut SimRng) {
-        if self.is_cut(msg.get_sender(), msg.get_receiver()) || rng.chance(self.config.drop_rate) {
+    pub fn send(&mut self, msg: M, now: u64, rng: &mut SimRng) {
+        if self.is_cut(msg.sender(), msg.receiver()) || rng.chance(self.config.drop_rate) {
             return;
         }
         let (lo, hi) = (self.config.min_delay, self.config.max_delay);
         if rng.chance(self.config.duplicate_rate) {
-            self.in_flight.push(InFlight {
-                deliver_at: now + rng.range(lo, hi),
-                msg: msg.clone(),
-            });
+            let deliver_at = now + rng.range(lo, hi);
+            self.queue(deliver_at, msg.clone());
         }
         if rng.chance(self.config.late_duplicate_rate) {
             let late_hi = self.config.max_late_delay.max(hi + 1);
-            self.in_flight.push(InFlight {
-                deliver_at: now + rng.range(hi + 1, late_hi),
-                msg: msg.clone(),
-            });
+            let deliver_at = now + rng.range(hi + 1, late_hi);
+            self.queue(deliver_at, msg.clone());
         }
+        let mut deliver_at = now + rng.range(lo, hi);
+        if self.config.in_order_links {
+            let last = self
+                .last_on_link
+                .entry((msg.sender(), msg.receiver()))
+                .or_default();
+            deliver_at = deliver_at.max(*last);
+            *last = deliver_at;
+        }
+        self.queue(deliver_at, msg);
+    }
+
+    fn queue(&mut self, deliver_at: u64, msg: M) {
+        self.sent += 1;
         self.in_flight.push(InFlight {
-            deliver_at: now + rng.range(lo, hi),
+            deliver_at,
+            seq: self.sent,
             msg,
         });
     }
 
-    /// Removes and returns the messages due at `now`, in random order. A link cut while a
-    /// message was in flight loses it.
-    pub(crate) fn take_due(&mut self, now: u64, rng: &mut SimRng) -> Vec<Message<T>> {
+    /// Removes and returns the messages due at `now`, in random order (in sending order on each
+    /// link with `in_order_links`). A link cut while a message was in flight loses it.
+    pub fn take_due(&mut self, now: u64, rng: &mut SimRng) -> Vec<M> {
         let mut due = Vec::new();
         let mut i = 0;
         while i < self.in_flight.len() {
             if self.in_flight[i].deliver_at <= now {
-                due.push(self.in_flight.swap_remove(i).msg);
+                due.push(self.in_flight.swap_remove(i));
             } else {
                 i += 1;
             }
         }
-        due.retain(|m| !self.is_cut(m.get_sender(), m.get_receiver()));
-        rng.shuffle(&mut due);
-        due
+        due.retain(|m| !self.is_cut(m.msg.sender(), m.msg.receiver()));
+        if self.config.in_order_links {
+            // Delays already mixed the links; within a link, the order they were sent in.
+            due.sort_by_key(|m| m.seq);
+        } else {
+            rng.shuffle(&mut due);
+        }
+        due.into_iter().map(|m| m.msg).collect()
     }
 
     /// A crash of `pid`: unless messages survive crashes, drops those to or from it (its
     /// connections died with it).
-    pub(crate) fn crashed(&mut self, pid: NodeId) {
+    pub fn crashed(&mut self, pid: NodeId) {
         if !self.config.in_flight_survives_crash {
             self.drop_involving(pid);
         }
     }
 
     /// Drops the messages to or from `pid`.
-    pub(crate) fn drop_involving(&mut self, pid: NodeId) {
+    pub fn drop_involving(&mut self, pid: NodeId) {
         self.in_flight
-            .retain(|m| m.msg.get_sender() != pid && m.msg.get_receiver() != pid);
+            .retain(|m| m.msg.sender() != pid && m.msg.receiver() != pid);
     }
 
-    pub(crate) fn in_flight_len(&self) -> usize {
+    /// Drops the messages in flight from `from` to `to` (a connection that broke).
+    pub fn drop_link(&mut self, from: NodeId, to: NodeId) {
+        self.in_flight
+            .retain(|m| (m.msg.sender(), m.msg.receiver()) != (from, to));
+    }
+
+    /// How many messages are in flight.
+    pub fn in_flight_len(&self) -> usize {
         self.in_flight.len()
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Drops every message in flight.
+    pub fn clear(&mut self) {
         self.in_flight.clear();
     }
 }
