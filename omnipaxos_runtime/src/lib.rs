@@ -36,6 +36,8 @@ mod engine;
 pub mod errors;
 mod handle;
 pub mod prometheus;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 pub mod status;
 pub mod transport;
 pub mod wire;

@@ -37,7 +37,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
     ] {
         l.insert(m, 3); // the node's task: drives the engine and the core
     }
-    for m in ["handle", "directory"] {
+    for m in ["handle", "directory", "simulation"] {
         l.insert(m, 4); // what users hold and plug in
     }
     l

@@ -78,8 +78,6 @@ pub(crate) struct Outputs {
 
 pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> {
     pub(crate) me: NodeId,
-    /// Random per start: peers tell a restart from it.
-    pub(crate) incarnation: u64,
     /// When the node started: the engine's time counts from here.
     started: Instant,
     pub(crate) config: RuntimeConfig,
@@ -123,16 +121,16 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         outputs: Outputs,
         latencies: Latencies,
     ) -> Self {
+        // Random per start: peers tell a restart from it.
         let incarnation = crate::wire::random_id();
         let limits = appends::limits(&config);
         Self {
             me: op.get_pid(),
-            incarnation,
             started: Instant::now(),
             config,
             op,
             transport,
-            appends: Appends::new(incarnation, limits),
+            appends: Appends::new(incarnation, crate::wire::random_id(), limits),
             reads: Reads::default(),
             subscribers: Vec::new(),
             outbox: BTreeMap::new(),
@@ -318,7 +316,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             TransportEvent::Message { from, msg } => self.on_message(from, msg),
             TransportEvent::Connected(pid) => {
                 let hello = WireMessage::Hello {
-                    incarnation: self.incarnation,
+                    incarnation: self.appends.incarnation(),
                 };
                 self.outbox.entry(pid).or_default().push(hello);
                 self.op.reconnected(pid);

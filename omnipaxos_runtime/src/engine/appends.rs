@@ -98,6 +98,10 @@ pub(crate) struct AppendTracker<T: RuntimeEntry, R> {
     /// This node's incarnation, sent with every answer to a peer.
     incarnation: u64,
     limits: AppendLimits,
+    /// The number of the last request made here. Numbers start at random in every life of the
+    /// node: a leader still settling entries of this node's previous life answers them by
+    /// number, and a new life counting from 1 again took those answers for its own (an `Ok`
+    /// with another entry's index; found by the runtime-node sweep).
     next_req: u64,
     local: BTreeMap<u64, LocalAppend<T, R>>,
     waiting: VecDeque<u64>,
@@ -122,11 +126,13 @@ pub(crate) struct AppendTracker<T: RuntimeEntry, R> {
 }
 
 impl<T: RuntimeEntry, R> AppendTracker<T, R> {
-    pub(crate) fn new(incarnation: u64, limits: AppendLimits) -> Self {
+    /// A tracker for a node whose runtime announces `incarnation`, numbering its requests from
+    /// `first_req` on (random per life, see `next_req`).
+    pub(crate) fn new(incarnation: u64, first_req: u64, limits: AppendLimits) -> Self {
         Self {
             incarnation,
             limits,
-            next_req: 0,
+            next_req: first_req,
             local: BTreeMap::new(),
             waiting: VecDeque::new(),
             placed: BTreeMap::new(),
@@ -140,6 +146,11 @@ impl<T: RuntimeEntry, R> AppendTracker<T, R> {
             decided: 0,
             submitted: 0,
         }
+    }
+
+    /// This node's incarnation (announced to peers in `Hello`).
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Appends and remote entries waiting for an outcome here.
@@ -185,7 +196,7 @@ impl<T: RuntimeEntry, R> AppendTracker<T, R> {
     }
 
     fn enqueue(&mut self, entry: T, reply: Reply<R>, now: Micros, deadline: Micros) {
-        self.next_req += 1;
+        self.next_req = self.next_req.wrapping_add(1);
         let req = self.next_req;
         self.local.insert(
             req,

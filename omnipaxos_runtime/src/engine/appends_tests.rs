@@ -121,7 +121,7 @@ const DEADLINE: Micros = 5_000_000;
 type Tracker = AppendTracker<u64, u32>;
 
 fn tracker() -> Tracker {
-    let mut t = Tracker::new(MINE, LIMITS);
+    let mut t = Tracker::new(MINE, 0, LIMITS);
     t.note_incarnation(LEADER, LEADERS, 0);
     t.note_incarnation(OTHER, OTHERS, 0);
     t
@@ -416,4 +416,34 @@ fn shutting_down_answers_everything_waiting() {
             (2, Err("Shutdown".to_string()))
         ]
     );
+}
+
+#[test]
+fn each_life_numbers_its_requests_from_its_own_start_so_old_answers_find_nothing() {
+    // The previous life sent request 1; this life numbers from 1000 on.
+    let mut node = Node::follower();
+    let mut t = Tracker::new(101, 1000, LIMITS);
+    t.note_incarnation(LEADER, LEADERS, 0);
+    t.submit(42, Some(1), 0, DEADLINE);
+    t.dispatch(&mut node, 0);
+    assert_eq!(messages(&mut t), ["->2 Append inc=101 b=1.2 [(1001, 42)]"]);
+    t.on_outcomes(
+        &node,
+        LEADER,
+        LEADERS,
+        vec![(1, RemoteOutcome::Decided { idx: 0 })],
+        1,
+    );
+    assert!(
+        answers(&mut t).is_empty(),
+        "an answer for the previous life"
+    );
+    t.on_outcomes(
+        &node,
+        LEADER,
+        LEADERS,
+        vec![(1001, RemoteOutcome::Decided { idx: 3 })],
+        2,
+    );
+    assert_eq!(answers(&mut t), [(1, Ok(3))]);
 }

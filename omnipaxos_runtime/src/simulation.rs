@@ -1,0 +1,518 @@
+//! Runtime nodes on the simulator (feature `simulation`): whole nodes (the runtime's engine,
+//! the core, storage) on the core simulator's network, driven by one seed, with the faults a
+//! runtime meets: crashes and restarts from storage (a new incarnation), connections that break
+//! and come back (what was in flight on them is lost, both ends hear of it), delays that mix
+//! links. Links keep order and never duplicate, as the runtime's TCP connections do; the core's
+//! own messages ride on them.
+//!
+//! Appends go through the engine exactly as through a handle, and every outcome is checked
+//! against the decided logs ([`RuntimeSimulation::check_outcomes`]): an `Ok(idx)` is the entry
+//! decided at `idx` on every node, an error documented as "never decided" (`NoLeader`,
+//! `TooManyOutstanding`, `Propose`, `Rejected`) is never decided, and no entry is decided twice,
+//! whatever its outcome (`InDoubt` and `Timeout` included).
+//!
+//! ```
+//! use omnipaxos_runtime::simulation::RuntimeSimulation;
+//! use omnipaxos_storage::memory_storage::MemoryStorage;
+//!
+//! let mut sim = RuntimeSimulation::new(vec![1, 2, 3], 7, |_| MemoryStorage::<u64>::default());
+//! sim.run(50); // a leader is elected
+//! let first = sim.append(1, 100);
+//! sim.crash(2);
+//! let second = sim.append(3, 101);
+//! sim.run(100);
+//! sim.restart(2);
+//! sim.run(100);
+//! assert!(sim.outcome(first).is_some_and(|o| o.is_ok()));
+//! assert!(sim.outcome(second).is_some_and(|o| o.is_ok()));
+//! sim.check_outcomes().unwrap();
+//! ```
+
+use crate::config::RuntimeConfig;
+use crate::engine::appends::{AppendLimits, AppendTracker};
+use crate::engine::{leader_ballot, Micros, NodeView};
+use crate::errors::AppendError;
+use crate::wire::{NodeId, RuntimeEntry, WireMessage};
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::messages::Message;
+use omnipaxos::simulation::{Network, NetworkConfig, Routed, SimRng, SimStorage};
+use omnipaxos::storage::Storage;
+use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr, ServerConfig};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Microseconds per tick: the runtime's default tick period.
+const TICK_MICROS: Micros = 10_000;
+
+/// A message between two runtimes, on the simulated network.
+#[derive(Clone, Debug)]
+pub struct Envelope<T: RuntimeEntry> {
+    from: NodeId,
+    to: NodeId,
+    msg: WireMessage<T>,
+}
+
+impl<T: RuntimeEntry> Routed for Envelope<T> {
+    fn sender(&self) -> NodeId {
+        self.from
+    }
+    fn receiver(&self) -> NodeId {
+        self.to
+    }
+}
+
+/// The number of an append made with [`RuntimeSimulation::append`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppendId(u64);
+
+struct SimNode<T: RuntimeEntry, B: Storage<T>> {
+    op: OmniPaxos<T, SimStorage<B>>,
+    appends: AppendTracker<T, AppendId>,
+}
+
+/// The node's view for the engine: the core and the links of the simulation.
+struct View<'a, T: RuntimeEntry, B: Storage<T>> {
+    me: NodeId,
+    op: &'a mut OmniPaxos<T, SimStorage<B>>,
+    up: &'a BTreeSet<NodeId>,
+}
+
+impl<T: RuntimeEntry, B: Storage<T>> NodeView<T> for View<'_, T, B> {
+    fn me(&self) -> NodeId {
+        self.me
+    }
+    fn config_id(&self) -> u32 {
+        self.op.get_config().cluster_config.configuration_id
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        self.op.get_config().cluster_config.nodes.clone()
+    }
+    fn promise(&self) -> Ballot {
+        self.op.get_promise()
+    }
+    fn leader_ballot(&self) -> Ballot {
+        leader_ballot(self.op)
+    }
+    fn is_ready_leader(&self) -> bool {
+        self.op.get_current_leader() == Some((self.me, true))
+    }
+    fn log_end(&self) -> usize {
+        self.op.get_accepted_idx() + self.op.get_batched_len()
+    }
+    fn decided_idx(&self) -> usize {
+        self.op.get_decided_idx()
+    }
+    #[allow(clippy::result_large_err)]
+    fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+        self.op.append(entry)
+    }
+    fn is_connected(&self, pid: NodeId) -> bool {
+        self.up.contains(&pid)
+    }
+    fn follows_reconfigurations(&self) -> bool {
+        false
+    }
+    fn retired(&self) -> bool {
+        false
+    }
+}
+
+/// A cluster of runtime nodes on a simulated network. See the module docs.
+pub struct RuntimeSimulation<T: RuntimeEntry, B: Storage<T>> {
+    cluster: ClusterConfig,
+    server: ServerConfig,
+    limits: AppendLimits,
+    append_timeout: Micros,
+    nodes: BTreeMap<NodeId, Option<SimNode<T, B>>>,
+    storages: BTreeMap<NodeId, SimStorage<B>>,
+    network: Network<Envelope<T>>,
+    rng: SimRng,
+    now: u64,
+    /// Connections that are down, both directions listed.
+    down: BTreeSet<(NodeId, NodeId)>,
+    next_append: u64,
+    appended: BTreeMap<AppendId, T>,
+    outcomes: BTreeMap<AppendId, Result<usize, AppendError<T>>>,
+}
+
+impl<T, B> RuntimeSimulation<T, B>
+where
+    T: RuntimeEntry + PartialEq,
+    B: Storage<T>,
+{
+    /// Nodes `nodes` with the runtime's defaults (`RuntimeConfig::default()`, 10 ms ticks) and
+    /// an election round of 5 ticks, each on the storage `storage_for` makes for it. Links
+    /// delay by 0 to 2 ticks.
+    pub fn new(nodes: Vec<NodeId>, seed: u64, mut storage_for: impl FnMut(NodeId) -> B) -> Self {
+        let runtime = RuntimeConfig::default();
+        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let mut sim = Self {
+            cluster: ClusterConfig {
+                configuration_id: 1,
+                nodes: nodes.clone(),
+                ..Default::default()
+            },
+            server: ServerConfig {
+                election_tick_timeout: 5,
+                resend_message_tick_timeout: 20,
+                ..Default::default()
+            },
+            limits: AppendLimits {
+                max_pending: runtime.max_pending_appends,
+                leader_unreachable: micros(runtime.leader_unreachable_timeout),
+                relay_timeout: micros(runtime.append_notify_timeout),
+                batch_hold: micros(runtime.tick_period),
+            },
+            append_timeout: micros(runtime.append_notify_timeout),
+            nodes: BTreeMap::new(),
+            storages: nodes
+                .iter()
+                .map(|&pid| (pid, SimStorage::new(storage_for(pid))))
+                .collect(),
+            network: Network::new(NetworkConfig {
+                max_delay: 2,
+                in_order_links: true,
+                ..NetworkConfig::reliable()
+            }),
+            rng: SimRng::new(seed),
+            now: 0,
+            down: BTreeSet::new(),
+            next_append: 0,
+            appended: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+        };
+        for pid in nodes {
+            sim.start(pid);
+        }
+        sim
+    }
+
+    fn micros(&self) -> Micros {
+        self.now * TICK_MICROS
+    }
+
+    /// Builds node `pid` from its storage with a new incarnation, and connects it to every
+    /// live node whose connection is not down.
+    fn start(&mut self, pid: NodeId) {
+        let server = ServerConfig {
+            pid,
+            ..self.server.clone()
+        };
+        let storage = self.storages[&pid].clone();
+        let Ok(op) = self.cluster.clone().build_for_server(server, storage) else {
+            return;
+        };
+        let incarnation = self.rng.next_u64();
+        let first_req = self.rng.next_u64();
+        let appends = AppendTracker::new(incarnation, first_req, self.limits);
+        self.nodes.insert(pid, Some(SimNode { op, appends }));
+        for peer in self.live() {
+            if peer != pid {
+                self.connected(pid, peer);
+            }
+        }
+    }
+
+    /// The live nodes.
+    pub fn live(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.is_some())
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// The connection between `a` and `b` came up: each runtime says hello (its incarnation)
+    /// and its core learns the peer reconnected.
+    fn connected(&mut self, a: NodeId, b: NodeId) {
+        if self.down.contains(&(a, b)) {
+            return;
+        }
+        for (me, peer) in [(a, b), (b, a)] {
+            let Some(Some(node)) = self.nodes.get_mut(&me) else {
+                continue;
+            };
+            node.op.reconnected(peer);
+            let hello = WireMessage::Hello {
+                incarnation: node.appends.incarnation(),
+            };
+            let env = Envelope {
+                from: me,
+                to: peer,
+                msg: hello,
+            };
+            self.network.send(env, self.now, &mut self.rng);
+        }
+    }
+
+    /// The connection between `a` and `b` broke: what was in flight on it is lost, and both
+    /// runtimes give up on answers that were to come over it.
+    fn broke(&mut self, a: NodeId, b: NodeId) {
+        let now = self.micros();
+        for (me, peer) in [(a, b), (b, a)] {
+            self.network.drop_link(me, peer);
+            if let Some(Some(node)) = self.nodes.get_mut(&me) {
+                node.appends.abandon_sent_to(peer, now);
+            }
+        }
+        self.collect(a);
+        self.collect(b);
+    }
+
+    /// Crashes node `pid`: its memory (and what waits in it) is lost, its storage kept.
+    pub fn crash(&mut self, pid: NodeId) {
+        if let Some(slot) = self.nodes.get_mut(&pid) {
+            if slot.take().is_some() {
+                for peer in self.live() {
+                    self.broke(pid, peer);
+                }
+            }
+        }
+    }
+
+    /// Restarts node `pid` from its storage.
+    pub fn restart(&mut self, pid: NodeId) {
+        if matches!(self.nodes.get(&pid), Some(None)) {
+            self.start(pid);
+        }
+    }
+
+    /// Breaks the connection between `a` and `b` until [`reconnect`](Self::reconnect).
+    pub fn disconnect(&mut self, a: NodeId, b: NodeId) {
+        if self.down.insert((a, b)) {
+            self.down.insert((b, a));
+            self.broke(a, b);
+        }
+    }
+
+    /// Brings the connection between `a` and `b` back.
+    pub fn reconnect(&mut self, a: NodeId, b: NodeId) {
+        if self.down.remove(&(a, b)) {
+            self.down.remove(&(b, a));
+            self.connected(a, b);
+        }
+    }
+
+    /// Brings every connection back.
+    pub fn reconnect_all(&mut self) {
+        let down: Vec<(NodeId, NodeId)> = self.down.iter().copied().collect();
+        for (a, b) in down {
+            self.reconnect(a, b);
+        }
+    }
+
+    /// Appends `entry` on node `pid`, as a handle's `append_notify` would; its outcome comes in
+    /// [`outcome`](Self::outcome). On a node that is down the append never reaches it: it gets
+    /// no outcome and is never decided.
+    pub fn append(&mut self, pid: NodeId, entry: T) -> AppendId {
+        self.next_append += 1;
+        let id = AppendId(self.next_append);
+        self.appended.insert(id, entry.clone());
+        let now = self.micros();
+        let deadline = now + self.append_timeout;
+        if let Some(Some(node)) = self.nodes.get_mut(&pid) {
+            node.appends.submit(entry, Some(id), now, deadline);
+            self.pass(pid);
+        }
+        id
+    }
+
+    /// The outcome of append `id`, once it has one.
+    pub fn outcome(&self, id: AppendId) -> Option<&Result<usize, AppendError<T>>> {
+        self.outcomes.get(&id)
+    }
+
+    /// Appends without an outcome yet.
+    pub fn unresolved(&self) -> usize {
+        self.appended.len() - self.outcomes.len()
+    }
+
+    /// The core of node `pid`, if it is up.
+    pub fn core(&self, pid: NodeId) -> Option<&OmniPaxos<T, SimStorage<B>>> {
+        self.nodes.get(&pid)?.as_ref().map(|n| &n.op)
+    }
+
+    /// One tick: every live node ticks (its core, its deadlines), then every message due is
+    /// delivered.
+    pub fn step(&mut self) {
+        self.now += 1;
+        let now = self.micros();
+        for pid in self.live() {
+            if let Some(Some(node)) = self.nodes.get_mut(&pid) {
+                node.op.tick();
+                node.appends.expire(now);
+            }
+            self.pass(pid);
+        }
+        for env in self.network.take_due(self.now, &mut self.rng) {
+            self.deliver(env);
+        }
+    }
+
+    /// Runs `steps` steps.
+    pub fn run(&mut self, steps: usize) {
+        for _ in 0..steps {
+            self.step();
+        }
+    }
+
+    fn deliver(&mut self, env: Envelope<T>) {
+        let now = self.micros();
+        let to = env.to;
+        let up = self.up(to);
+        let Some(Some(node)) = self.nodes.get_mut(&to) else {
+            return;
+        };
+        let view = View {
+            me: to,
+            op: &mut node.op,
+            up: &up,
+        };
+        match env.msg {
+            WireMessage::Protocol { config_id, msg } => {
+                if config_id == view.config_id() && msg.get_sender() == env.from {
+                    view.op.handle_incoming(msg);
+                }
+            }
+            WireMessage::Append {
+                incarnation,
+                ballot,
+                entries,
+            } => node
+                .appends
+                .on_remote_append(&view, env.from, incarnation, ballot, entries, now),
+            WireMessage::AppendOutcome {
+                incarnation,
+                outcomes,
+            } => node
+                .appends
+                .on_outcomes(&view, env.from, incarnation, outcomes, now),
+            WireMessage::Hello { incarnation } => {
+                node.appends.note_incarnation(env.from, incarnation, now)
+            }
+            WireMessage::HandoverRequest { .. } | WireMessage::Handover { .. } => {}
+        }
+        self.pass(to);
+    }
+
+    /// The peers node `pid` has a working connection to, and whose runtime said hello.
+    fn up(&self, pid: NodeId) -> BTreeSet<NodeId> {
+        self.live()
+            .into_iter()
+            .filter(|&p| p != pid && !self.down.contains(&(pid, p)))
+            .collect()
+    }
+
+    /// The end of a node's pass, as the runtime's: place or send appends, send the core's
+    /// messages, settle what was decided, hand out the effects.
+    fn pass(&mut self, pid: NodeId) {
+        let now = self.micros();
+        let up = self.up(pid);
+        let Some(Some(node)) = self.nodes.get_mut(&pid) else {
+            return;
+        };
+        let mut view = View {
+            me: pid,
+            op: &mut node.op,
+            up: &up,
+        };
+        node.appends.dispatch(&mut view, now);
+        let config_id = view.config_id();
+        let mut out: Vec<Message<T>> = Vec::new();
+        view.op.take_outgoing_messages(&mut out);
+        node.appends.observe(&view, now);
+        let mut envelopes: Vec<Envelope<T>> = out
+            .into_iter()
+            .map(|msg| Envelope {
+                from: pid,
+                to: msg.get_receiver(),
+                msg: WireMessage::Protocol { config_id, msg },
+            })
+            .collect();
+        envelopes.extend(
+            node.appends
+                .take_messages()
+                .into_iter()
+                .map(|(to, msg)| Envelope { from: pid, to, msg }),
+        );
+        for env in envelopes {
+            if !self.down.contains(&(env.from, env.to)) {
+                self.network.send(env, self.now, &mut self.rng);
+            }
+        }
+        self.collect(pid);
+    }
+
+    /// Moves node `pid`'s answers into the outcomes.
+    fn collect(&mut self, pid: NodeId) {
+        let Some(Some(node)) = self.nodes.get_mut(&pid) else {
+            return;
+        };
+        for answer in node.appends.take_answers() {
+            let previous = self.outcomes.insert(answer.reply, answer.result);
+            debug_assert!(previous.is_none(), "an append answered twice");
+        }
+    }
+
+    /// The longest decided log among all nodes' storage (crashed nodes' too), after checking
+    /// that they agree.
+    fn decided_log(&self) -> Result<Vec<T>, String> {
+        let mut longest: Vec<T> = Vec::new();
+        for (pid, storage) in &self.storages {
+            let read = storage.with_store(|s| {
+                let decided = s.get_decided_idx()?;
+                s.get_entries(0, decided)
+            });
+            let entries = read.map_err(|e| format!("node {pid}'s storage: {e}"))?;
+            let common = longest.len().min(entries.len());
+            if longest[..common] != entries[..common] {
+                return Err(format!("node {pid}'s decided log differs from another's"));
+            }
+            if entries.len() > longest.len() {
+                longest = entries;
+            }
+        }
+        Ok(longest)
+    }
+
+    /// Checks every outcome against the decided logs (see the module docs). Entries must be
+    /// distinct for the check to tell them apart.
+    pub fn check_outcomes(&self) -> Result<(), String> {
+        let log = self.decided_log()?;
+        for (id, entry) in &self.appended {
+            let decided_at: Vec<usize> = log
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| *e == entry)
+                .map(|(i, _)| i)
+                .collect();
+            if decided_at.len() > 1 {
+                return Err(format!("{id:?} decided twice, at {decided_at:?}"));
+            }
+            match self.outcomes.get(id) {
+                Some(Ok(idx)) if decided_at != [*idx] => {
+                    return Err(format!(
+                        "{id:?} answered Ok({idx}) but decided at {decided_at:?}"
+                    ));
+                }
+                Some(Err(e)) if never_decided(e) && !decided_at.is_empty() => {
+                    return Err(format!(
+                        "{id:?} answered {e:?} (never decided) but decided at {decided_at:?}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The errors after which the entry is never decided (`docs/runtime.md`).
+fn never_decided<T: RuntimeEntry>(e: &AppendError<T>) -> bool {
+    matches!(
+        e,
+        AppendError::NoLeader
+            | AppendError::TooManyOutstanding
+            | AppendError::Propose(_)
+            | AppendError::Rejected { .. }
+    )
+}
