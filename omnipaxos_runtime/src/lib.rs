@@ -47,6 +47,12 @@ pub mod wire;
 #[doc = include_str!("../../docs/runtime.md")]
 pub mod guide {}
 
+/// The guide's page on runtime nodes on the simulator (`docs/runtime_simulation.md`); its
+/// examples are compiled and run as doctests.
+#[cfg(feature = "simulation")]
+#[doc = include_str!("../../docs/runtime_simulation.md")]
+pub mod simulation_guide {}
+
 /// The guide's page on metrics and the dashboard (`docs/observability.md`); its examples are
 /// compiled as doctests.
 #[doc = include_str!("../../docs/observability.md")]
