@@ -24,7 +24,13 @@ fn layers() -> BTreeMap<&'static str, u8> {
     ] {
         l.insert(m, 1); // metrics and moving bytes
     }
-    for m in ["engine", "engine::appends", "engine::appends_tests"] {
+    for m in [
+        "engine",
+        "engine::appends",
+        "engine::appends_tests",
+        "engine::reads",
+        "engine::reads_tests",
+    ] {
         l.insert(m, 2); // the protocol above the core, without I/O
     }
     for m in [

@@ -108,7 +108,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         micros(self.started.elapsed())
     }
 
-    fn micros_at(&self, at: Instant) -> Micros {
+    pub(crate) fn micros_at(&self, at: Instant) -> Micros {
         micros(at.saturating_duration_since(self.started))
     }
 

@@ -495,6 +495,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         self.appends.shut_down();
         self.deliver_appends();
         self.reads.shut_down();
+        self.deliver_reads();
         self.subscribers.clear();
         self.transport.shutdown().await;
         self.publish_metrics();

@@ -6,6 +6,9 @@
 pub(crate) mod appends;
 #[cfg(test)]
 mod appends_tests;
+pub(crate) mod reads;
+#[cfg(test)]
+mod reads_tests;
 
 use crate::wire::NodeId;
 use omnipaxos::ballot_leader_election::Ballot;
