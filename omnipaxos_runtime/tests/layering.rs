@@ -30,6 +30,8 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "engine::appends_tests",
         "engine::reads",
         "engine::reads_tests",
+        "engine::subscribers",
+        "engine::subscribers_tests",
     ] {
         l.insert(m, 2); // the protocol above the core, without I/O
     }

@@ -6,11 +6,12 @@
 //! reconfiguration, a subscription from 0 starts with the handover it joined with.
 
 use super::Actor;
+use crate::engine::subscribers::{handover_entries, number, READ_CHUNK};
 use crate::transport::Transport;
 use crate::wire::RuntimeEntry;
 use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
-use omnipaxos::util::{LogEntry, SnapshottedEntry};
+use omnipaxos::util::LogEntry;
 use omnipaxos::OmniPaxos;
 use tokio::sync::mpsc;
 
@@ -49,9 +50,6 @@ impl<T: RuntimeEntry> Subscriber<T> {
         }
     }
 }
-
-/// At most this many entries are read from storage per subscriber and pass.
-const READ_CHUNK: usize = 1024;
 
 /// Where a subscriber's entries come from.
 enum Source<'a, T: RuntimeEntry, B: Storage<T>> {
@@ -240,59 +238,4 @@ impl std::fmt::Display for EntryReadFailed {
             self.from, self.to, self.config_id
         )
     }
-}
-
-/// Gives entries read from `from` on their indices and the cursor after each.
-fn number<T: RuntimeEntry>(
-    entries: Vec<LogEntry<T>>,
-    from: usize,
-    compacted: usize,
-) -> Vec<(usize, usize, LogEntry<T>)> {
-    let mut idx = from;
-    entries
-        .into_iter()
-        .map(|entry| {
-            let next = match entry {
-                LogEntry::Trimmed(_) | LogEntry::Snapshotted(_) => compacted.max(idx + 1),
-                _ => idx + 1,
-            };
-            let item = (idx, next, entry);
-            idx = next;
-            item
-        })
-        .collect()
-}
-
-/// The handover's log as entries from `from` on: the compacted prefix, the entries, the StopSign.
-fn handover_entries<T: RuntimeEntry>(
-    h: &Handover<T>,
-    from: usize,
-) -> Vec<(usize, usize, LogEntry<T>)> {
-    let mut out = Vec::new();
-    let mut idx = from;
-    if idx < h.compacted_idx {
-        let entry = match &h.snapshot {
-            Some(snapshot) => {
-                LogEntry::Snapshotted(SnapshottedEntry::with(h.compacted_idx, snapshot.clone()))
-            }
-            None => LogEntry::Trimmed(h.compacted_idx),
-        };
-        out.push((idx, h.compacted_idx, entry));
-        idx = h.compacted_idx;
-    }
-    for (k, e) in h
-        .entries
-        .iter()
-        .enumerate()
-        .skip(idx - h.compacted_idx)
-        .take(READ_CHUNK)
-    {
-        let at = h.compacted_idx + k;
-        out.push((at, at + 1, LogEntry::Decided(e.clone())));
-        idx = at + 1;
-    }
-    if idx == h.log_len() {
-        out.push((idx, idx + 1, LogEntry::StopSign(h.stopsign.clone(), true)));
-    }
-    out
 }

@@ -9,6 +9,9 @@ mod appends_tests;
 pub(crate) mod reads;
 #[cfg(test)]
 mod reads_tests;
+pub(crate) mod subscribers;
+#[cfg(test)]
+mod subscribers_tests;
 
 use crate::wire::NodeId;
 use omnipaxos::ballot_leader_election::Ballot;
