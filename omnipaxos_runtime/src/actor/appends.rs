@@ -88,7 +88,7 @@ impl<T: RuntimeEntry, B: Storage<T>, Tr: Transport<T>> NodeView<T> for View<'_, 
 /// tracker and the core can be used together.
 macro_rules! with_view {
     ($actor:expr, |$tracker:ident, $view:ident| $body:expr) => {{
-        let actor = $actor;
+        let actor = &mut *$actor;
         #[allow(unused_mut)] // only `dispatch` appends through the view
         let mut $view = View {
             me: actor.me,
@@ -121,18 +121,26 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     ) {
         let (now, deadline) = (self.now_micros(), self.micros_at(deadline));
         self.appends.submit(entry, reply, now, deadline);
+        self.answer_callers();
     }
 
     /// Places the waiting appends here if this node leads, or sends them to the leader.
     pub(crate) fn dispatch_appends(&mut self) {
         let now = self.now_micros();
         with_view!(self, |tracker, view| tracker.dispatch(&mut view, now));
+        self.answer_callers();
     }
 
     /// Settles what the last call into the core decided.
     pub(crate) fn observe_appends(&mut self) {
+        // Called after every call into the core: nothing to read (not even the clock) unless
+        // entries placed here wait for their fate.
+        if !self.appends.has_placed() {
+            return;
+        }
         let now = self.now_micros();
         with_view!(self, |tracker, view| tracker.observe(&view, now));
+        self.answer_callers();
     }
 
     /// Entries another node asks this one, as leader of `ballot`, to append.
@@ -152,6 +160,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             entries,
             now
         ));
+        self.answer_callers();
     }
 
     /// The leader's answer about entries this node sent it.
@@ -169,30 +178,35 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             outcomes,
             now
         ));
+        self.answer_callers();
     }
 
     /// A peer's runtime announced its incarnation.
     pub(crate) fn note_incarnation(&mut self, peer: NodeId, incarnation: u64) {
         let now = self.now_micros();
         self.appends.note_incarnation(peer, incarnation, now);
+        self.answer_callers();
     }
 
     /// The connection to `peer` broke: what was sent to it has an unknown fate.
     pub(crate) fn abandon_sent_to(&mut self, peer: NodeId) {
         let now = self.now_micros();
         self.appends.abandon_sent_to(peer, now);
+        self.answer_callers();
     }
 
     /// This node retired with its configuration: appends waiting for the next one fail.
     pub(crate) fn fail_waiting_retired(&mut self) {
         let now = self.now_micros();
         self.appends.fail_waiting_retired(now);
+        self.answer_callers();
     }
 
     /// Answers the appends whose deadline passed.
     pub(crate) fn expire_appends(&mut self, now: Instant) {
         let now = self.micros_at(now);
         self.appends.expire(now);
+        self.answer_callers();
     }
 
     /// The newest leader ballot this node knows of.
@@ -200,8 +214,10 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         leader_ballot(&self.op)
     }
 
-    /// Carries out the tracker's effects: answers to the callers, messages into the outbox.
-    pub(crate) fn deliver_appends(&mut self) {
+    /// Answers the callers the tracker has outcomes for, at once: a caller woken early
+    /// appends again early (with 64 callers, answering at the end of the pass instead cost a
+    /// sixth of the throughput).
+    fn answer_callers(&mut self) {
         for answer in self.appends.take_answers() {
             if let Some(took) = answer.took {
                 observe(
@@ -211,6 +227,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             }
             let _ = answer.reply.send(answer.result);
         }
+    }
+
+    /// Carries out the tracker's effects at the end of a pass: answers to the callers,
+    /// messages into the outbox.
+    pub(crate) fn deliver_appends(&mut self) {
+        self.answer_callers();
         for (to, msg) in self.appends.take_messages() {
             self.outbox.entry(to).or_default().push(msg);
         }

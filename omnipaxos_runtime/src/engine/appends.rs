@@ -153,6 +153,11 @@ impl<T: RuntimeEntry, R> AppendTracker<T, R> {
         self.incarnation
     }
 
+    /// Whether entries placed here wait for their fate (`observe` has work to do).
+    pub(crate) fn has_placed(&self) -> bool {
+        !self.placed.is_empty()
+    }
+
     /// Appends and remote entries waiting for an outcome here.
     pub(crate) fn pending(&self) -> usize {
         self.local.len() + self.placed.len() + self.remote.len()
