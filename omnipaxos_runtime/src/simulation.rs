@@ -30,14 +30,13 @@
 
 use crate::config::RuntimeConfig;
 use crate::engine::appends::{AppendLimits, AppendTracker};
-use crate::engine::{leader_ballot, Micros, NodeView};
+use crate::engine::{CoreView, Micros, NodeView};
 use crate::errors::AppendError;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
-use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::messages::Message;
 use omnipaxos::simulation::{Network, NetworkConfig, Routed, SimRng, SimStorage};
 use omnipaxos::storage::Storage;
-use omnipaxos::{ClusterConfig, OmniPaxos, ProposeErr, ServerConfig};
+use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Microseconds per tick: the runtime's default tick period.
@@ -69,53 +68,6 @@ struct SimNode<T: RuntimeEntry, B: Storage<T>> {
     appends: AppendTracker<T, AppendId>,
 }
 
-/// The node's view for the engine: the core and the links of the simulation.
-struct View<'a, T: RuntimeEntry, B: Storage<T>> {
-    me: NodeId,
-    op: &'a mut OmniPaxos<T, SimStorage<B>>,
-    up: &'a BTreeSet<NodeId>,
-}
-
-impl<T: RuntimeEntry, B: Storage<T>> NodeView<T> for View<'_, T, B> {
-    fn me(&self) -> NodeId {
-        self.me
-    }
-    fn config_id(&self) -> u32 {
-        self.op.get_config().cluster_config.configuration_id
-    }
-    fn nodes(&self) -> Vec<NodeId> {
-        self.op.get_config().cluster_config.nodes.clone()
-    }
-    fn promise(&self) -> Ballot {
-        self.op.get_promise()
-    }
-    fn leader_ballot(&self) -> Ballot {
-        leader_ballot(self.op)
-    }
-    fn is_ready_leader(&self) -> bool {
-        self.op.get_current_leader() == Some((self.me, true))
-    }
-    fn log_end(&self) -> usize {
-        self.op.get_accepted_idx() + self.op.get_batched_len()
-    }
-    fn decided_idx(&self) -> usize {
-        self.op.get_decided_idx()
-    }
-    #[allow(clippy::result_large_err)]
-    fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
-        self.op.append(entry)
-    }
-    fn is_connected(&self, pid: NodeId) -> bool {
-        self.up.contains(&pid)
-    }
-    fn follows_reconfigurations(&self) -> bool {
-        false
-    }
-    fn retired(&self) -> bool {
-        false
-    }
-}
-
 /// A cluster of runtime nodes on a simulated network. See the module docs.
 pub struct RuntimeSimulation<T: RuntimeEntry, B: Storage<T>> {
     cluster: ClusterConfig,
@@ -132,6 +84,8 @@ pub struct RuntimeSimulation<T: RuntimeEntry, B: Storage<T>> {
     next_append: u64,
     appended: BTreeMap<AppendId, T>,
     outcomes: BTreeMap<AppendId, Result<usize, AppendError<T>>>,
+    /// Broken promises seen on the way (an append answered twice).
+    violations: Vec<String>,
 }
 
 impl<T, B> RuntimeSimulation<T, B>
@@ -179,6 +133,7 @@ where
             next_append: 0,
             appended: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            violations: Vec::new(),
         };
         for pid in nodes {
             sim.start(pid);
@@ -362,10 +317,12 @@ where
         let Some(Some(node)) = self.nodes.get_mut(&to) else {
             return;
         };
-        let view = View {
+        let view = CoreView {
             me: to,
             op: &mut node.op,
-            up: &up,
+            connected: |p| up.contains(&p),
+            follows: false,
+            retired: false,
         };
         match env.msg {
             WireMessage::Protocol { config_id, msg } => {
@@ -410,10 +367,12 @@ where
         let Some(Some(node)) = self.nodes.get_mut(&pid) else {
             return;
         };
-        let mut view = View {
+        let mut view = CoreView {
             me: pid,
             op: &mut node.op,
-            up: &up,
+            connected: |p| up.contains(&p),
+            follows: false,
+            retired: false,
         };
         node.appends.dispatch(&mut view, now);
         let config_id = view.config_id();
@@ -448,8 +407,10 @@ where
             return;
         };
         for answer in node.appends.take_answers() {
-            let previous = self.outcomes.insert(answer.reply, answer.result);
-            debug_assert!(previous.is_none(), "an append answered twice");
+            if self.outcomes.insert(answer.reply, answer.result).is_some() {
+                self.violations
+                    .push(format!("{:?} answered twice", answer.reply));
+            }
         }
     }
 
@@ -477,6 +438,9 @@ where
     /// Checks every outcome against the decided logs (see the module docs). Entries must be
     /// distinct for the check to tell them apart.
     pub fn check_outcomes(&self) -> Result<(), String> {
+        if let Some(v) = self.violations.first() {
+            return Err(v.clone());
+        }
         let log = self.decided_log()?;
         for (id, entry) in &self.appended {
             let decided_at: Vec<usize> = log

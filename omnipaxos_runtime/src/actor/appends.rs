@@ -5,14 +5,13 @@
 use super::Actor;
 use crate::config::RuntimeConfig;
 use crate::engine::appends::{AppendLimits, AppendTracker};
-use crate::engine::{leader_ballot, Micros, NodeView};
+use crate::engine::{leader_ballot, CoreView, Micros};
 use crate::errors::AppendError;
 use crate::prometheus::observe;
 use crate::transport::Transport;
 use crate::wire::{NodeId, RemoteOutcome, RuntimeEntry};
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::Storage;
-use omnipaxos::{OmniPaxos, ProposeErr};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -36,64 +35,17 @@ pub(crate) fn limits(config: &RuntimeConfig) -> AppendLimits {
     }
 }
 
-/// The core, the links and the reconfiguration state, as the tracker sees them.
-struct View<'a, T: RuntimeEntry, B: Storage<T>, Tr> {
-    me: NodeId,
-    op: &'a mut OmniPaxos<T, B>,
-    transport: &'a Tr,
-    follows: bool,
-    retired: bool,
-}
-
-impl<T: RuntimeEntry, B: Storage<T>, Tr: Transport<T>> NodeView<T> for View<'_, T, B, Tr> {
-    fn me(&self) -> NodeId {
-        self.me
-    }
-    fn config_id(&self) -> u32 {
-        self.op.get_config().cluster_config.configuration_id
-    }
-    fn nodes(&self) -> Vec<NodeId> {
-        self.op.get_config().cluster_config.nodes.clone()
-    }
-    fn promise(&self) -> Ballot {
-        self.op.get_promise()
-    }
-    fn leader_ballot(&self) -> Ballot {
-        leader_ballot(self.op)
-    }
-    fn is_ready_leader(&self) -> bool {
-        self.op.get_current_leader() == Some((self.me, true))
-    }
-    fn log_end(&self) -> usize {
-        self.op.get_accepted_idx() + self.op.get_batched_len()
-    }
-    fn decided_idx(&self) -> usize {
-        self.op.get_decided_idx()
-    }
-    fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
-        self.op.append(entry)
-    }
-    fn is_connected(&self, pid: NodeId) -> bool {
-        self.transport.is_connected(pid)
-    }
-    fn follows_reconfigurations(&self) -> bool {
-        self.follows && !self.retired
-    }
-    fn retired(&self) -> bool {
-        self.retired
-    }
-}
-
 /// Runs `f` on the tracker with the node's view; fields borrowed one by one so that the
 /// tracker and the core can be used together.
 macro_rules! with_view {
     ($actor:expr, |$tracker:ident, $view:ident| $body:expr) => {{
         let actor = &mut *$actor;
+        let transport = &actor.transport;
         #[allow(unused_mut)] // only `dispatch` appends through the view
-        let mut $view = View {
+        let mut $view = CoreView {
             me: actor.me,
             op: &mut actor.op,
-            transport: &actor.transport,
+            connected: |pid| transport.is_connected(pid),
             follows: actor.reconf.follows(),
             retired: actor.reconf.retired,
         };

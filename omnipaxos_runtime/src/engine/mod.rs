@@ -51,6 +51,57 @@ pub(crate) trait NodeView<T: Entry> {
     fn retired(&self) -> bool;
 }
 
+/// A node's view from its core and its links: what both drivers (the node's task and the
+/// simulator) give the engine. `connected` says whether the transport reaches a peer now.
+pub(crate) struct CoreView<'a, T: Entry, B: Storage<T>, C: Fn(NodeId) -> bool> {
+    pub(crate) me: NodeId,
+    pub(crate) op: &'a mut OmniPaxos<T, B>,
+    pub(crate) connected: C,
+    /// Whether a sealed log's entries wait for the next configuration.
+    pub(crate) follows: bool,
+    pub(crate) retired: bool,
+}
+
+impl<T: Entry, B: Storage<T>, C: Fn(NodeId) -> bool> NodeView<T> for CoreView<'_, T, B, C> {
+    fn me(&self) -> NodeId {
+        self.me
+    }
+    fn config_id(&self) -> u32 {
+        self.op.get_config().cluster_config.configuration_id
+    }
+    fn nodes(&self) -> Vec<NodeId> {
+        self.op.get_config().cluster_config.nodes.clone()
+    }
+    fn promise(&self) -> Ballot {
+        self.op.get_promise()
+    }
+    fn leader_ballot(&self) -> Ballot {
+        leader_ballot(self.op)
+    }
+    fn is_ready_leader(&self) -> bool {
+        self.op.get_current_leader() == Some((self.me, true))
+    }
+    fn log_end(&self) -> usize {
+        self.op.get_accepted_idx() + self.op.get_batched_len()
+    }
+    fn decided_idx(&self) -> usize {
+        self.op.get_decided_idx()
+    }
+    #[allow(clippy::result_large_err)]
+    fn append(&mut self, entry: T) -> Result<(), ProposeErr<T>> {
+        self.op.append(entry)
+    }
+    fn is_connected(&self, pid: NodeId) -> bool {
+        (self.connected)(pid)
+    }
+    fn follows_reconfigurations(&self) -> bool {
+        self.follows && !self.retired
+    }
+    fn retired(&self) -> bool {
+        self.retired
+    }
+}
+
 /// The newest leader ballot `op` knows of: its promise, or a newer one that leader election
 /// learnt from heartbeats (whose `Prepare` has not reached this node).
 pub(crate) fn leader_ballot<T: Entry, B: Storage<T>>(op: &OmniPaxos<T, B>) -> Ballot {
