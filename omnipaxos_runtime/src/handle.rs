@@ -1,8 +1,8 @@
 //! The handle to a running node, and the calls that start one.
 
-use crate::actor::subscribers::DecidedEntry;
 use crate::actor::{Actor, Command, Outputs, ReadPoint, Reconfiguration, StorageFactory};
 use crate::config::RuntimeConfig;
+use crate::engine::subscribers::DecidedEntry;
 use crate::errors::{
     AppendError, CompactError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr,
 };

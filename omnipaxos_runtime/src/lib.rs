@@ -58,9 +58,9 @@ pub mod simulation_guide {}
 #[doc = include_str!("../../docs/observability.md")]
 pub mod observability_guide {}
 
-pub use actor::subscribers::DecidedEntry;
 pub use actor::{ReadPoint, StorageFactory};
 pub use config::{NetworkConfig, NodeConfig, RuntimeConfig};
+pub use engine::subscribers::DecidedEntry;
 pub use errors::{
     AppendError, CompactError, ReadError, ReconfigureError, RuntimeError, RuntimeProposeErr,
 };

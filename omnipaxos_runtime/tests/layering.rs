@@ -30,6 +30,8 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "engine::appends_tests",
         "engine::reads",
         "engine::reads_tests",
+        "engine::reconfigure",
+        "engine::reconfigure_tests",
         "engine::subscribers",
         "engine::subscribers_tests",
     ] {

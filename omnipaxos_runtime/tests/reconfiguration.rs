@@ -132,3 +132,65 @@ async fn reconfigure_moves_running_nodes_and_a_joiner_starts_from_the_handover()
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_next_storage_fails_to_open_stays_reports_it_and_moves_once_it_opens() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let net = MemoryNetwork::new();
+    let old = [1, 2, 3];
+    let failures_left = Arc::new(AtomicUsize::new(2));
+    let handles: Vec<_> = old
+        .iter()
+        .map(|&p| {
+            let op: OmniPaxos<u64, MemoryStorage<u64>> = config(1, &old)
+                .build_for_server(server_config(p), MemoryStorage::default())
+                .expect("config");
+            let failures_left = failures_left.clone();
+            // Node 1's storage for configuration 2 fails to open twice.
+            let factory = move |_config_id: u32| {
+                let fail = p == 1
+                    && failures_left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                match fail {
+                    true => Err("disk not mounted".to_string()),
+                    false => Ok(MemoryStorage::default()),
+                }
+            };
+            spawn_reconfigurable(
+                op,
+                RuntimeConfig::default(),
+                net.transport(),
+                factory,
+                vec![],
+            )
+        })
+        .collect();
+    wait_leader(&handles).await;
+    let mut events = handles[0].subscribe_events();
+    handles[2]
+        .reconfigure(config(2, &old), None)
+        .await
+        .expect("proposed");
+    within("node 1 reports the failed open", async {
+        loop {
+            if let Ok(OmniPaxosEvent::StorageFailed { error }) = events.recv().await {
+                assert!(error.contains("disk not mounted"), "{error}");
+                break;
+            }
+        }
+    })
+    .await;
+    // It stays (it does not retire) and moves once the storage opens.
+    wait_metrics(&handles[0], "node 1 in configuration 2", |m| {
+        m.configuration_id == 2
+    })
+    .await;
+    assert_eq!(failures_left.load(Ordering::SeqCst), 0);
+    let mut ledger = Ledger::default();
+    ledger.append_until_decided(&handles[0], 7).await;
+    for h in &handles {
+        h.shutdown().await;
+    }
+}

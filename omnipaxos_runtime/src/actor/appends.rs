@@ -46,8 +46,8 @@ macro_rules! with_view {
             me: actor.me,
             op: &mut actor.op,
             connected: |pid| transport.is_connected(pid),
-            follows: actor.reconf.follows(),
-            retired: actor.reconf.retired,
+            follows: actor.reconf.chain.follows(),
+            retired: actor.reconf.chain.retired(),
         };
         let $tracker = &mut actor.appends;
         $body

@@ -7,9 +7,10 @@ mod appends;
 mod reads;
 mod reconfigure;
 mod report;
-pub(crate) mod subscribers;
+mod subscribers;
 
 use crate::config::RuntimeConfig;
+use crate::engine::subscribers::DecidedEntry;
 use crate::errors::RuntimeError;
 use crate::prometheus::{observe, Latencies};
 use crate::status::{Metrics, OmniPaxosEvent};
@@ -29,7 +30,7 @@ pub use reconfigure::StorageFactory;
 use report::Report;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use subscribers::{DecidedEntry, Subscriber};
+use subscribers::Subscriber;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -424,7 +425,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 self.observe();
             }
             Command::Handover(reply) => {
-                let _ = reply.send(self.reconf.handover.clone());
+                let _ = reply.send(self.reconf.chain.handover().cloned());
             }
             Command::AddPeer(pid, address) => self.transport.add_peer(pid, Some(address)),
             Command::Shutdown => return Flow::Stop,

@@ -1,15 +1,12 @@
-//! Moving a running node to the next configuration, so that users do not have to.
-//!
-//! When the current configuration's StopSign is decided, the node keeps the `Handover` (to
-//! serve nodes that join), and if it belongs to the next configuration it opens that
+//! The node's side of reconfiguration: the engine's [`Reconfigurer`] (where the rules live)
+//! with the instances and the storage factory it decides about. When the current
+//! configuration's StopSign is decided and the node is in the next configuration, it opens that
 //! configuration's storage through the [`StorageFactory`] and starts its instance with the same
-//! server settings (and the same `set_remote_compaction` choice). If that storage cannot be
-//! opened, the node stays in the ended configuration, reports `StorageFailed` and tries again
-//! every second: retiring would end its part in the cluster for good. The ended instance keeps running, sealed, for nodes that have not learnt
-//! the StopSign yet; messages carry their configuration's id, so each reaches its instance. A
-//! node that is not part of the next configuration retires: appends fail with the core's
-//! `PendingReconfigEntry`. Appends refused because the log was sealed are proposed again in
-//! the next configuration, by the runtime.
+//! server settings (and the same `set_remote_compaction` choice). The ended instance keeps
+//! running, sealed, for nodes that have not learnt the StopSign yet; messages carry their
+//! configuration's id, so each reaches its instance. A node that is not part of the next
+//! configuration retires: appends fail with the core's `PendingReconfigEntry`. Appends refused
+//! because the log was sealed are proposed again in the next configuration, by the runtime.
 //!
 //! On a restart, the node replays: as long as the instance it opened has a decided StopSign
 //! naming it, it opens the next one. A node that joins fetches the handover from the nodes of
@@ -18,14 +15,13 @@
 //! new configuration's own log.
 
 use super::Actor;
-use crate::status::OmniPaxosEvent;
+use crate::engine::reconfigure::{NextStep, Reconfigurer};
 use crate::transport::Transport;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
 use omnipaxos::messages::Message;
 use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
 use omnipaxos::OmniPaxos;
-use std::time::{Duration, Instant};
 
 /// Opens the storage of each configuration a node runs, and keeps the handover it joined with.
 pub trait StorageFactory<T: RuntimeEntry, B: Storage<T>>: Send + 'static {
@@ -59,33 +55,17 @@ where
     }
 }
 
-/// How often a node whose next configuration's storage failed to open tries again.
-const OPEN_RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// How often a joining node asks for the handover.
-const ASK_HANDOVER_EVERY: Duration = Duration::from_millis(200);
-
-pub(crate) struct Join<T: RuntimeEntry> {
-    /// Nodes of the ended configuration to ask.
-    pub(crate) from: Vec<NodeId>,
-    pub(crate) got: Option<(u32, Handover<T>)>,
-    last_ask: Option<Instant>,
-}
-
+/// The node's configurations: the engine's decisions, the factory and the instances.
 pub(crate) struct Reconfiguration<T: RuntimeEntry, B: Storage<T>> {
+    pub(crate) chain: Reconfigurer<T>,
     factory: Option<Box<dyn StorageFactory<T, B>>>,
+    /// Nodes of the ended configuration a joiner asks for its handover.
+    join_from: Vec<NodeId>,
     /// The ended configuration's instance, sealed and still running for laggards.
-    pub(crate) previous: Option<OmniPaxos<T, B>>,
+    previous: Option<OmniPaxos<T, B>>,
     /// Configurations that ended before `previous`, oldest first, kept (idle) so that a
     /// subscriber from index 0 reads the node's whole history, also after a restart replayed it.
-    pub(crate) older: Vec<OmniPaxos<T, B>>,
-    /// The ended configuration's id and handover, served to joiners.
-    pub(crate) handover: Option<(u32, Handover<T>)>,
-    pub(crate) join: Option<Join<T>>,
-    pub(crate) retired: bool,
-    /// The next configuration's storage could not be opened: when to try again. The node stays
-    /// in the ended configuration meanwhile (sealed: appends are refused), never retires for it.
-    open_retry_at: Option<Instant>,
+    older: Vec<OmniPaxos<T, B>>,
     outgoing: Vec<Message<T>>,
 }
 
@@ -93,13 +73,11 @@ impl<T: RuntimeEntry, B: Storage<T>> Reconfiguration<T, B> {
     /// A node that stays in its configuration (no factory).
     pub(crate) fn fixed() -> Self {
         Self {
+            chain: Reconfigurer::fixed(),
             factory: None,
+            join_from: Vec::new(),
             previous: None,
             older: Vec::new(),
-            handover: None,
-            join: None,
-            retired: false,
-            open_retry_at: None,
             outgoing: Vec::new(),
         }
     }
@@ -107,32 +85,32 @@ impl<T: RuntimeEntry, B: Storage<T>> Reconfiguration<T, B> {
     /// A node that follows reconfigurations, joining after the configuration whose nodes are
     /// `join_from` if that is not empty.
     pub(crate) fn with(factory: Box<dyn StorageFactory<T, B>>, join_from: Vec<NodeId>) -> Self {
-        let join = (!join_from.is_empty()).then_some(Join {
-            from: join_from,
-            got: None,
-            last_ask: None,
-        });
         Self {
             factory: Some(factory),
-            join,
+            join_from,
             ..Self::fixed()
         }
     }
 
-    /// Whether the runtime can move to a next configuration.
-    pub(crate) fn follows(&self) -> bool {
-        self.factory.is_some()
+    /// The ended instances, oldest first.
+    pub(crate) fn ended_instances(&self) -> impl Iterator<Item = &OmniPaxos<T, B>> {
+        self.older.iter().chain(&self.previous)
     }
 }
 
 impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T, B, Tr> {
     /// At start: load a saved handover, then replay configurations that ended before.
     pub(crate) fn reconf_start(&mut self) {
-        if let (Some(join), Some(factory)) = (&mut self.reconf.join, &mut self.reconf.factory) {
-            match factory.load_handover() {
-                Ok(saved) => join.got = saved,
-                Err(e) => tracing::warn!(pid = self.me, "cannot load the saved handover: {e}"),
-            }
+        if let Some(factory) = &mut self.reconf.factory {
+            let join_from = std::mem::take(&mut self.reconf.join_from);
+            let saved = match join_from.is_empty() {
+                true => None,
+                false => factory.load_handover().unwrap_or_else(|e| {
+                    tracing::warn!(pid = self.me, "cannot load the saved handover: {e}");
+                    None
+                }),
+            };
+            self.reconf.chain = Reconfigurer::following(join_from, saved);
         }
         self.reconf_check();
     }
@@ -141,24 +119,9 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         if let Some(previous) = &mut self.reconf.previous {
             previous.tick();
         }
-        let Some(join) = &mut self.reconf.join else {
-            return;
-        };
-        if join.got.is_some()
-            || join
-                .last_ask
-                .is_some_and(|t| t.elapsed() < ASK_HANDOVER_EVERY)
-        {
-            return;
-        }
-        join.last_ask = Some(Instant::now());
-        let next_config_id = self.op.get_config().cluster_config.configuration_id;
-        for pid in join.from.clone() {
-            self.outbox
-                .entry(pid)
-                .or_default()
-                .push(WireMessage::HandoverRequest { next_config_id });
-        }
+        let (now, current) = (self.now_micros(), self.config_id());
+        self.reconf.chain.tick(now, current);
+        self.reconf_effects();
     }
 
     pub(crate) fn reconf_reconnected(&mut self, pid: NodeId) {
@@ -185,89 +148,74 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         }
     }
 
+    /// Queues the ended instance's messages and the engine's.
     pub(crate) fn reconf_outgoing(&mut self) {
-        let Some(previous) = &mut self.reconf.previous else {
-            return;
-        };
-        let config_id = previous.get_config().cluster_config.configuration_id;
-        previous.take_outgoing_messages(&mut self.reconf.outgoing);
-        for msg in self.reconf.outgoing.drain(..) {
-            self.outbox
-                .entry(msg.get_receiver())
-                .or_default()
-                .push(WireMessage::Protocol { config_id, msg });
+        if let Some(previous) = &mut self.reconf.previous {
+            let config_id = previous.get_config().cluster_config.configuration_id;
+            previous.take_outgoing_messages(&mut self.reconf.outgoing);
+            for msg in self.reconf.outgoing.drain(..) {
+                self.outbox
+                    .entry(msg.get_receiver())
+                    .or_default()
+                    .push(WireMessage::Protocol { config_id, msg });
+            }
+        }
+        self.reconf_effects();
+    }
+
+    /// Carries out the engine's effects: events to the application, messages to the outbox.
+    fn reconf_effects(&mut self) {
+        for event in self.reconf.chain.take_events() {
+            let _ = self.outputs.events.send(event);
+        }
+        for (to, msg) in self.reconf.chain.take_outgoing() {
+            self.outbox.entry(to).or_default().push(msg);
         }
     }
 
     /// Moves on if the current configuration ended (repeatedly, when replaying).
     pub(crate) fn reconf_check(&mut self) {
-        while !self.reconf.retired
-            && self.reconf.handover.as_ref().map(|(id, _)| *id) != Some(self.config_id())
-        {
-            let Some(ss) = self.op.is_reconfigured() else {
-                return;
-            };
-            if self
-                .reconf
-                .open_retry_at
-                .is_some_and(|at| Instant::now() < at)
-            {
-                return;
-            }
-            let ended = self.config_id();
+        while let Some(ss) = self.op.is_reconfigured() {
+            let (now, ended) = (self.now_micros(), self.config_id());
             let stop_sign_idx = self.op.get_decided_idx().saturating_sub(1);
-            self.reconf.handover = self.op.handover().map(|h| (ended, h));
-            let joined = ss.next_config.nodes.contains(&self.me) && self.reconf.follows();
-            if self.reconf.open_retry_at.is_none() {
-                let _ = self
-                    .outputs
-                    .events
-                    .send(OmniPaxosEvent::Reconfigured { stop_sign_idx });
-            }
-            if !joined {
-                tracing::info!(
-                    pid = self.me,
-                    ended,
-                    "configuration ended; this node retires"
-                );
-                self.reconf.retired = true;
-                self.fail_waiting_retired();
-                return;
-            }
-            let next = match self.open_next(&ss.next_config) {
-                Ok(next) => next,
-                Err(e) => {
-                    // Retiring here would end this node's part in the cluster for good (the
-                    // decided StopSign replays at every restart): stay, say so, try again.
-                    if self.reconf.open_retry_at.is_none() {
-                        tracing::error!(
-                            pid = self.me,
-                            "cannot start configuration {} (staying in {ended}, retrying every {:?}): {e}",
-                            ss.next_config.configuration_id,
-                            OPEN_RETRY_EVERY
-                        );
-                        let _ = self
-                            .outputs
-                            .events
-                            .send(OmniPaxosEvent::StorageFailed { error: e });
-                    }
-                    self.reconf.open_retry_at = Some(Instant::now() + OPEN_RETRY_EVERY);
-                    return;
-                }
-            };
-            self.reconf.open_retry_at = None;
-            tracing::info!(
-                pid = self.me,
+            let op = &self.op;
+            let step = self.reconf.chain.ended(
+                now,
+                self.me,
                 ended,
-                next = ss.next_config.configuration_id,
-                "moved to the next configuration"
+                stop_sign_idx,
+                &ss.next_config,
+                || op.handover(),
             );
-            let ended_instance = std::mem::replace(&mut self.op, next);
-            if let Some(older) = self.reconf.previous.replace(ended_instance) {
-                self.reconf.older.push(older);
+            match step {
+                NextStep::Stay => break,
+                NextStep::Retire => {
+                    self.fail_waiting_retired();
+                    break;
+                }
+                NextStep::Open(next) => match self.open_next(&next) {
+                    Ok(next_instance) => {
+                        self.reconf.chain.opened();
+                        tracing::info!(
+                            pid = self.me,
+                            ended,
+                            next = next.configuration_id,
+                            "moved to the next configuration"
+                        );
+                        let ended_instance = std::mem::replace(&mut self.op, next_instance);
+                        if let Some(older) = self.reconf.previous.replace(ended_instance) {
+                            self.reconf.older.push(older);
+                        }
+                        self.reads_restart();
+                    }
+                    Err(e) => {
+                        self.reconf.chain.open_failed(now, e);
+                        break;
+                    }
+                },
             }
-            self.reads_restart();
         }
+        self.reconf_effects();
     }
 
     fn open_next(&mut self, next: &omnipaxos::ClusterConfig) -> Result<OmniPaxos<T, B>, String> {
@@ -285,23 +233,12 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
 
     /// A joiner asks for the handover of the configuration before `next_config_id`.
     pub(crate) fn serve_handover(&mut self, from: NodeId, next_config_id: u32) {
-        if let Some((config_id, handover)) = &self.reconf.handover {
-            if handover.next_config().configuration_id == next_config_id {
-                let msg = WireMessage::Handover {
-                    config_id: *config_id,
-                    handover: Box::new(handover.clone()),
-                };
-                self.outbox.entry(from).or_default().push(msg);
-            }
-        }
+        self.reconf.chain.serve(from, next_config_id);
+        self.reconf_effects();
     }
 
     pub(crate) fn on_handover(&mut self, config_id: u32, handover: Handover<T>) {
-        let current = self.config_id();
-        let Some(join) = &mut self.reconf.join else {
-            return;
-        };
-        if join.got.is_some() || handover.next_config().configuration_id != current {
+        if !self.reconf.chain.wants(self.config_id(), &handover) {
             return;
         }
         if let Some(factory) = &mut self.reconf.factory {
@@ -316,6 +253,6 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             entries = handover.entries.len(),
             "joined with the handover"
         );
-        join.got = Some((config_id, handover));
+        self.reconf.chain.joined(config_id, handover);
     }
 }

@@ -67,7 +67,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     }
 
     fn role(&self) -> Role {
-        if self.reconf.retired {
+        if self.reconf.chain.retired() {
             return Role::Retired;
         }
         match self.op.get_current_leader() {

@@ -9,6 +9,9 @@ mod appends_tests;
 pub(crate) mod reads;
 #[cfg(test)]
 mod reads_tests;
+pub(crate) mod reconfigure;
+#[cfg(test)]
+mod reconfigure_tests;
 pub(crate) mod subscribers;
 #[cfg(test)]
 mod subscribers_tests;
