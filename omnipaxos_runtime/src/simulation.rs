@@ -30,6 +30,7 @@
 
 use crate::config::RuntimeConfig;
 use crate::engine::appends::{AppendLimits, AppendTracker};
+use crate::engine::clock::ClockStart;
 use crate::engine::{CoreView, Micros, NodeView};
 use crate::errors::AppendError;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
@@ -66,6 +67,8 @@ pub struct AppendId(u64);
 struct SimNode<T: RuntimeEntry, B: Storage<T>> {
     op: OmniPaxos<T, SimStorage<B>>,
     appends: AppendTracker<T, AppendId>,
+    /// When its core starts to count time, as in the runtime.
+    clock: ClockStart,
 }
 
 /// A cluster of runtime nodes on a simulated network. See the module docs.
@@ -159,7 +162,12 @@ where
         let incarnation = self.rng.next_u64();
         let first_req = self.rng.next_u64();
         let appends = AppendTracker::new(incarnation, first_req, self.limits);
-        self.nodes.insert(pid, Some(SimNode { op, appends }));
+        let node = SimNode {
+            op,
+            appends,
+            clock: ClockStart::default(),
+        };
+        self.nodes.insert(pid, Some(node));
         for peer in self.live() {
             if peer != pid {
                 self.connected(pid, peer);
@@ -292,8 +300,18 @@ where
         self.now += 1;
         let now = self.micros();
         for pid in self.live() {
+            let up = self.up(pid);
             if let Some(Some(node)) = self.nodes.get_mut(&pid) {
-                node.op.tick();
+                let config = node.op.get_config();
+                let ticks = node.clock.tick(
+                    pid,
+                    &config.cluster_config.nodes,
+                    |p| up.contains(&p),
+                    config.server_config.election_tick_timeout,
+                );
+                if ticks {
+                    node.op.tick();
+                }
                 node.appends.expire(now);
             }
             self.pass(pid);

@@ -28,6 +28,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "engine",
         "engine::appends",
         "engine::appends_tests",
+        "engine::clock",
         "engine::reads",
         "engine::reads_tests",
         "engine::reconfigure",

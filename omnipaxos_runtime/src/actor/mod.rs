@@ -10,6 +10,7 @@ mod report;
 mod subscribers;
 
 use crate::config::RuntimeConfig;
+use crate::engine::clock::ClockStart;
 use crate::engine::subscribers::DecidedEntry;
 use crate::errors::RuntimeError;
 use crate::prometheus::{observe, Latencies};
@@ -99,11 +100,8 @@ pub(crate) struct Actor<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Tra
     pub(crate) report: Report,
     /// Latency histograms, shared with the handles.
     latencies: Latencies,
-    /// Whether the core's clock runs (from the first tick with every peer connected, or one
-    /// election round after a majority first was).
-    ticking: bool,
-    /// Ticks since a majority was first connected, while waiting for the rest.
-    waited_for_all: u64,
+    /// When the core's clock starts (the engine's rule).
+    clock: ClockStart,
 }
 
 /// Whether the loop goes on.
@@ -142,8 +140,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
             outputs,
             report: Report::default(),
             latencies,
-            ticking: false,
-            waited_for_all: 0,
+            clock: ClockStart::default(),
         }
     }
 
@@ -232,41 +229,6 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         Flow::Continue
     }
 
-    /// Whether the transport reaches a majority of the configuration (this node included).
-    /// Until it first does, the core's clock does not run: heartbeats sent before the
-    /// connections are up would be lost, leave the first rounds without replies, and cause a
-    /// needless re-election once they are up. A node that never reaches a majority could not
-    /// take part in any decision anyway.
-    fn majority_connected(&self) -> bool {
-        let nodes = &self.op.get_config().cluster_config.nodes;
-        let reachable = nodes
-            .iter()
-            .filter(|&&pid| pid == self.me || self.transport.is_connected(pid))
-            .count();
-        reachable * 2 > nodes.len()
-    }
-
-    /// Whether the core's clock may start: every peer connected, or a majority connected for
-    /// one election round. A restarted follower whose first round ended before its connection
-    /// to the leader was up (the majority being itself and another follower) found the leader
-    /// missing and stood against it; waiting a round for the rest costs at most one round when
-    /// a peer is really down.
-    fn may_start_ticking(&mut self) -> bool {
-        let config = self.op.get_config();
-        let all = config
-            .cluster_config
-            .nodes
-            .iter()
-            .all(|&pid| pid == self.me || self.transport.is_connected(pid));
-        if all {
-            return true;
-        }
-        if self.majority_connected() {
-            self.waited_for_all += 1;
-        }
-        self.waited_for_all > config.server_config.election_tick_timeout
-    }
-
     /// Runs `f` on the instance and records how long its storage writes took, if it made any.
     fn in_core<R>(&mut self, f: impl FnOnce(&mut OmniPaxos<T, B>) -> R) -> R {
         let writes = self.op.get_storage_write_count();
@@ -298,10 +260,15 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     }
 
     fn on_tick(&mut self) {
-        if !self.ticking {
-            self.ticking = self.may_start_ticking();
-        }
-        if self.ticking {
+        let config = self.op.get_config();
+        let transport = &self.transport;
+        let ticks = self.clock.tick(
+            self.me,
+            &config.cluster_config.nodes,
+            |pid| transport.is_connected(pid),
+            config.server_config.election_tick_timeout,
+        );
+        if ticks {
             self.in_core(|op| op.tick());
         }
         self.reconf_tick();

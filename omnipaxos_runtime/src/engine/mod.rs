@@ -6,6 +6,7 @@
 pub(crate) mod appends;
 #[cfg(test)]
 mod appends_tests;
+pub(crate) mod clock;
 pub(crate) mod reads;
 #[cfg(test)]
 mod reads_tests;
