@@ -113,13 +113,18 @@ struct FakeHistory {
 }
 
 impl FakeHistory {
-    fn one_log(entries: Vec<u64>) -> Self {
+    /// A node that ran the configurations `logs`, the last one current.
+    fn ran(logs: Vec<(u32, usize, Vec<u64>, bool)>) -> Self {
         FakeHistory {
-            logs: vec![(1, 0, entries, false)],
+            logs,
             joined: None,
             awaits_handover: false,
             fail_reads: false,
         }
+    }
+
+    fn one_log(entries: Vec<u64>) -> Self {
+        Self::ran(vec![(1, 0, entries, false)])
     }
 
     fn log_of(&self, config_id: u32) -> Option<&(u32, usize, Vec<u64>, bool)> {
@@ -297,12 +302,7 @@ fn a_compacted_prefix_arrives_as_one_entry_then_the_log_from_the_compacted_index
 
 #[test]
 fn an_ended_configuration_gives_its_stopsign_then_the_next_log_from_zero() {
-    let history = FakeHistory {
-        logs: vec![(1, 0, vec![10, 20], true), (2, 0, vec![30], false)],
-        joined: None,
-        awaits_handover: false,
-        fail_reads: false,
-    };
+    let history = FakeHistory::ran(vec![(1, 0, vec![10, 20], true), (2, 0, vec![30], false)]);
     let mut cursor = Cursor::new(&history, 0);
     let mut buffer = Buffer::with_room(16);
     assert_eq!(cursor.feed(&history, &mut buffer), Ok(true));
@@ -321,12 +321,8 @@ fn an_ended_configuration_gives_its_stopsign_then_the_next_log_from_zero() {
 
 #[test]
 fn a_joiner_feeds_nothing_until_its_handover_then_the_handover_before_its_own_log() {
-    let mut history = FakeHistory {
-        logs: vec![(2, 0, vec![30], false)],
-        joined: None,
-        awaits_handover: true,
-        fail_reads: false,
-    };
+    let mut history = FakeHistory::ran(vec![(2, 0, vec![30], false)]);
+    history.awaits_handover = true;
     let mut cursor = Cursor::new(&history, 0);
     let mut buffer = Buffer::with_room(16);
     assert_eq!(cursor.feed(&history, &mut buffer), Ok(true));
