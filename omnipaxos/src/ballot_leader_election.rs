@@ -226,13 +226,18 @@ impl BallotLeaderElection {
             self.quorum.read
         };
         self.quorum_connected = self.replies.len() + 1 >= needed;
-        if promise > self.leader {
+        if promise > self.leader && promise > self.lost {
             // Sequence Paxos promised a ballot this election never saw win (a Prepare outran
             // the heartbeats, another server took over from this one, or `try_become_leader`).
             // That ballot is who the servers follow now, so it is the leader to watch: if its
             // owner is not a connected candidate, the check below stands above it instead of
             // following a ballot that can never lead. The owner first gets one full round to
-            // show up with it (this round's replies may predate the Prepare).
+            // show up with it (this round's replies may predate the Prepare). Not the ballot
+            // this server just stood against: followers promise a new leader before their own
+            // round names it, so the watch usually holds the leader's ballot already, and
+            // taking a dead leader back the round after standing skipped the wait for a higher
+            // rival: the first survivor to stand elected itself and the next replaced it, two
+            // changes for every death on real processes.
             if self.watched_promise == promise {
                 self.leader = promise;
                 self.leader_seen = false;

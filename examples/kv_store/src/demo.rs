@@ -386,6 +386,20 @@ impl Demo {
         Ok(())
     }
 
+    /// The leader changes each of `pids` has seen since it started (`/status`).
+    pub fn leader_changes(&self, pids: &[u64]) -> Result<Vec<u64>, String> {
+        pids.iter()
+            .map(|&pid| {
+                let status = self
+                    .status(pid)
+                    .ok_or(format!("node {pid} has no status"))?;
+                status["leader_changes"]
+                    .as_u64()
+                    .ok_or(format!("node {pid}'s status has no leader_changes"))
+            })
+            .collect()
+    }
+
     /// SIGKILLs node `pid`.
     pub fn kill(&mut self, pid: u64) {
         if let Some(mut child) = self.children.remove(&pid) {
@@ -625,11 +639,25 @@ impl Demo {
         );
         self.write_keys("phase 1", 0, keys)?;
 
+        let survivors: Vec<u64> = self.live().into_iter().filter(|p| *p != leader).collect();
+        let changes_before = self.leader_changes(&survivors)?;
         println!("{} SIGKILL the leader, node {leader}", t(started));
         self.kill(leader);
         let new_leader = self.wait_for("a new leader", |d| d.leader().filter(|l| *l != leader))?;
         println!("{} node {new_leader} took over", t(started));
         self.write_keys("phase 2", keys, keys)?;
+        // One death, one new leader: survivors that noticed the death apart used to elect the
+        // first to stand and then the next (the "took over" line and the status line named
+        // different leaders).
+        let changes_after = self.leader_changes(&survivors)?;
+        for ((pid, before), after) in survivors.iter().zip(changes_before).zip(changes_after) {
+            if after != before + 1 {
+                return Err(format!(
+                    "node {pid} saw {} leader changes for one death",
+                    after.saturating_sub(before)
+                ));
+            }
+        }
 
         println!(
             "{} restarting node {leader} from its data directory",
