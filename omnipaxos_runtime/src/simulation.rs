@@ -5,11 +5,14 @@
 //! links. Links keep order and never duplicate, as the runtime's TCP connections do; the core's
 //! own messages ride on them.
 //!
-//! Appends go through the engine exactly as through a handle, and every outcome is checked
-//! against the decided logs ([`RuntimeSimulation::check_outcomes`]): an `Ok(idx)` is the entry
-//! decided at `idx` on every node, an error documented as "never decided" (`NoLeader`,
-//! `TooManyOutstanding`, `Propose`, `Rejected`) is never decided, and no entry is decided twice,
-//! whatever its outcome (`InDoubt` and `Timeout` included).
+//! Appends, linearizable reads and decided-entry subscriptions go through the engine exactly as
+//! through a handle, and every outcome is checked against the decided logs
+//! ([`RuntimeSimulation::check_outcomes`]): an `Ok(idx)` is the entry decided at `idx` on every
+//! node, an error documented as "never decided" (`NoLeader`, `TooManyOutstanding`, `Propose`,
+//! `Rejected`) is never decided, and no entry is decided twice, whatever its outcome (`InDoubt`
+//! and `Timeout` included); a read point covers every append answered `Ok` before the read was
+//! made; a subscriber receives the decided entries in order, none skipped, each the one decided
+//! at its index.
 //!
 //! ```
 //! use omnipaxos_runtime::simulation::RuntimeSimulation;
@@ -31,12 +34,16 @@
 use crate::config::RuntimeConfig;
 use crate::engine::appends::{AppendLimits, AppendTracker};
 use crate::engine::clock::ClockStart;
+use crate::engine::reads::{ReadPoint, ReadTracker};
+use crate::engine::subscribers::{Cursor, DecidedEntry, History, Log, Sink};
 use crate::engine::{CoreView, Micros, NodeView};
 use crate::errors::AppendError;
+use crate::errors::ReadError;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
 use omnipaxos::messages::Message;
 use omnipaxos::simulation::{Network, NetworkConfig, Routed, SimRng, SimStorage};
 use omnipaxos::storage::Storage;
+use omnipaxos::util::LogEntry;
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,11 +71,73 @@ impl<T: RuntimeEntry> Routed for Envelope<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AppendId(u64);
 
+/// The number of a read made with [`RuntimeSimulation::read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadId(u64);
+
+/// The number of a subscription made with [`RuntimeSimulation::subscribe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SubscriptionId(u64);
+
+/// A `subscribe_decided` subscriber: the node it reads from, its cursor, what it received.
+struct Subscription<T: RuntimeEntry> {
+    pid: NodeId,
+    cursor: Cursor,
+    received: Vec<DecidedEntry<T>>,
+    /// Until its node crashes (its channel goes with the node's memory).
+    open: bool,
+}
+
+/// A subscriber's buffer in the simulation: it takes everything.
+struct Received<'a, T: RuntimeEntry>(&'a mut Vec<DecidedEntry<T>>);
+
+impl<T: RuntimeEntry> Sink<T> for Received<'_, T> {
+    fn is_closed(&self) -> bool {
+        false
+    }
+    fn room(&self) -> usize {
+        usize::MAX
+    }
+    fn offer(&mut self, entry: DecidedEntry<T>) -> bool {
+        self.0.push(entry);
+        true
+    }
+}
+
+/// A node's one log, as the subscriber feed sees it (the simulation does not reconfigure).
+struct OneLog<'a, T: RuntimeEntry, B: Storage<T>>(&'a OmniPaxos<T, SimStorage<B>>);
+
+impl<T: RuntimeEntry, B: Storage<T>> History<T> for OneLog<'_, T, B> {
+    fn current(&self) -> u32 {
+        self.0.get_config().cluster_config.configuration_id
+    }
+    fn awaits_handover(&self) -> bool {
+        false
+    }
+    fn first(&self) -> u32 {
+        self.current()
+    }
+    fn log(&self, config_id: u32) -> Option<Log<'_, T>> {
+        (config_id == self.current()).then(|| Log::Instance {
+            decided: self.0.get_decided_idx(),
+            compacted: self.0.get_compacted_idx(),
+            ended: false,
+        })
+    }
+    fn read(&self, _config_id: u32, from: usize, to: usize) -> Option<Vec<LogEntry<T>>> {
+        self.0.read_entries(from..to)
+    }
+    fn after(&self, _config_id: u32) -> u32 {
+        self.current()
+    }
+}
+
 struct SimNode<T: RuntimeEntry, B: Storage<T>> {
     op: OmniPaxos<T, SimStorage<B>>,
     appends: AppendTracker<T, AppendId>,
     /// When its core starts to count time, as in the runtime.
     clock: ClockStart,
+    reads: ReadTracker<ReadId>,
 }
 
 /// A cluster of runtime nodes on a simulated network. See the module docs.
@@ -87,7 +156,14 @@ pub struct RuntimeSimulation<T: RuntimeEntry, B: Storage<T>> {
     next_append: u64,
     appended: BTreeMap<AppendId, T>,
     outcomes: BTreeMap<AppendId, Result<usize, AppendError<T>>>,
-    /// Broken promises seen on the way (an append answered twice).
+    next_read: u64,
+    /// Each read's node and the read point it must reach: past every append answered `Ok`
+    /// before the read was made.
+    reads: BTreeMap<ReadId, (NodeId, usize)>,
+    read_outcomes: BTreeMap<ReadId, Result<ReadPoint, ReadError>>,
+    next_subscription: u64,
+    subscriptions: BTreeMap<SubscriptionId, Subscription<T>>,
+    /// Broken promises seen on the way (an append or a read answered twice).
     violations: Vec<String>,
 }
 
@@ -136,6 +212,11 @@ where
             next_append: 0,
             appended: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            next_read: 0,
+            reads: BTreeMap::new(),
+            read_outcomes: BTreeMap::new(),
+            next_subscription: 0,
+            subscriptions: BTreeMap::new(),
             violations: Vec::new(),
         };
         for pid in nodes {
@@ -166,6 +247,7 @@ where
             op,
             appends,
             clock: ClockStart::default(),
+            reads: ReadTracker::default(),
         };
         self.nodes.insert(pid, Some(node));
         for peer in self.live() {
@@ -228,6 +310,9 @@ where
                 for peer in self.live() {
                     self.broke(pid, peer);
                 }
+                for sub in self.subscriptions.values_mut() {
+                    sub.open &= sub.pid != pid;
+                }
             }
         }
     }
@@ -279,6 +364,67 @@ where
         id
     }
 
+    /// A linearizable read on node `pid`, as a handle's `read_linearizable_at` would; its
+    /// outcome comes in [`read_outcome`](Self::read_outcome). A read point it answers must
+    /// cover every append answered `Ok` before the read was made ([`check_outcomes`]
+    /// (Self::check_outcomes)).
+    pub fn read(&mut self, pid: NodeId) -> ReadId {
+        self.next_read += 1;
+        let id = ReadId(self.next_read);
+        let covers = self
+            .outcomes
+            .values()
+            .filter_map(|o| o.as_ref().ok().map(|idx| idx + 1))
+            .max()
+            .unwrap_or(0);
+        self.reads.insert(id, (pid, covers));
+        let deadline = self.micros() + self.append_timeout;
+        if let Some(Some(node)) = self.nodes.get_mut(&pid) {
+            node.reads.submit(id, deadline);
+            self.pass(pid);
+        }
+        id
+    }
+
+    /// The outcome of read `id`, once it has one.
+    pub fn read_outcome(&self, id: ReadId) -> Option<&Result<ReadPoint, ReadError>> {
+        self.read_outcomes.get(&id)
+    }
+
+    /// Subscribes to the entries decided on node `pid` from index `from`, as a handle's
+    /// `subscribe_decided` would; they arrive in [`received`](Self::received). The
+    /// subscription ends when the node crashes. On a node that is down, nothing arrives.
+    pub fn subscribe(&mut self, pid: NodeId, from: usize) -> SubscriptionId {
+        self.next_subscription += 1;
+        let id = SubscriptionId(self.next_subscription);
+        let (cursor, open) = match self.nodes.get(&pid) {
+            Some(Some(node)) => (Cursor::new(&OneLog(&node.op), from), true),
+            _ => (
+                Cursor {
+                    config_id: None,
+                    next: from,
+                },
+                false,
+            ),
+        };
+        let sub = Subscription {
+            pid,
+            cursor,
+            received: Vec::new(),
+            open,
+        };
+        self.subscriptions.insert(id, sub);
+        self.pass(pid);
+        id
+    }
+
+    /// What subscription `id` received so far, in order.
+    pub fn received(&self, id: SubscriptionId) -> &[DecidedEntry<T>] {
+        self.subscriptions
+            .get(&id)
+            .map_or(&[], |s| s.received.as_slice())
+    }
+
     /// The outcome of append `id`, once it has one.
     pub fn outcome(&self, id: AppendId) -> Option<&Result<usize, AppendError<T>>> {
         self.outcomes.get(&id)
@@ -313,6 +459,7 @@ where
                     node.op.tick();
                 }
                 node.appends.expire(now);
+                node.reads.tick(now);
             }
             self.pass(pid);
         }
@@ -393,10 +540,17 @@ where
             retired: false,
         };
         node.appends.dispatch(&mut view, now);
+        let op = &mut *view.op;
+        node.reads.ask(|ctx| op.read_index(ctx).is_ok());
         let config_id = view.config_id();
         let mut out: Vec<Message<T>> = Vec::new();
         view.op.take_outgoing_messages(&mut out);
         node.appends.observe(&view, now);
+        let (mut states, mut failures) = (Vec::new(), Vec::new());
+        view.op.take_read_states(&mut states);
+        view.op.take_read_failures(&mut failures);
+        let decided = view.decided_idx();
+        node.reads.settle(states, failures, decided, config_id);
         let mut envelopes: Vec<Envelope<T>> = out
             .into_iter()
             .map(|msg| Envelope {
@@ -429,6 +583,25 @@ where
                 self.violations
                     .push(format!("{:?} answered twice", answer.reply));
             }
+        }
+        for (id, result) in node.reads.take_answers() {
+            if self.read_outcomes.insert(id, result).is_some() {
+                self.violations.push(format!("{id:?} answered twice"));
+            }
+        }
+        let history = OneLog(&node.op);
+        let mut failed = None;
+        for sub in self.subscriptions.values_mut() {
+            if sub.open && sub.pid == pid {
+                if let Err(e) = sub.cursor.feed(&history, &mut Received(&mut sub.received)) {
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // The runtime stops a node whose storage cannot give back decided entries.
+            self.violations.push(format!("node {pid} stopped: {e}"));
+            self.crash(pid);
         }
     }
 
@@ -482,6 +655,35 @@ where
                     ));
                 }
                 _ => {}
+            }
+        }
+        for (id, result) in &self.read_outcomes {
+            let Ok(point) = result else { continue };
+            let covers = self.reads.get(id).map_or(0, |(_, c)| *c);
+            if point.idx < covers || point.idx > log.len() {
+                return Err(format!(
+                    "{id:?} answered {point:?}, but appends answered Ok before it reach {covers} \
+                     and {} entries are decided",
+                    log.len()
+                ));
+            }
+        }
+        for (id, sub) in &self.subscriptions {
+            let mut next = None;
+            for got in &sub.received {
+                if next.is_some_and(|n| got.idx != n) {
+                    return Err(format!("{id:?} skipped from {next:?} to {}", got.idx));
+                }
+                // After a compacted prefix the next index is the compacted one.
+                next = matches!(got.entry, LogEntry::Decided(_)).then_some(got.idx + 1);
+                if let LogEntry::Decided(entry) = &got.entry {
+                    if log.get(got.idx) != Some(entry) {
+                        return Err(format!(
+                            "{id:?} received an entry at {} that is not the one decided there",
+                            got.idx
+                        ));
+                    }
+                }
             }
         }
         Ok(())

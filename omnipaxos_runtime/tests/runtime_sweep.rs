@@ -1,9 +1,10 @@
 //! Random fault schedules on whole runtime nodes (engine, core, storage) on the simulator:
-//! appends on every node while nodes crash and restart and connections break and come back;
-//! then every fault heals. Every outcome must be exact (`RuntimeSimulation::check_outcomes`:
-//! an `Ok(idx)` is the entry decided at `idx` on every node, "never decided" errors are never
-//! decided, nothing is decided twice), and the healed cluster must decide an append from every
-//! node. 600 schedules here; `SIM_SEEDS=N` runs N.
+//! appends, linearizable reads and decided-entry subscriptions on every node while nodes crash
+//! and restart and connections break and come back; then every fault heals. Every outcome must
+//! be exact (`RuntimeSimulation::check_outcomes`: an `Ok(idx)` is the entry decided at `idx` on
+//! every node, "never decided" errors are never decided, nothing is decided twice, a read
+//! covers every append acknowledged before it, a subscriber gets the decided log in order),
+//! and the healed cluster must decide an append and answer a read on every node. 600 schedules here; `SIM_SEEDS=N` runs N.
 
 use omnipaxos::simulation::SimRng;
 use omnipaxos_runtime::simulation::RuntimeSimulation;
@@ -32,8 +33,14 @@ fn schedule(seed: u64) -> Result<(), String> {
         let pid = *rng.pick(&pids).unwrap_or(&1);
         let other = *rng.pick(&pids).unwrap_or(&1);
         match rng.range(0, 99) {
-            0..=34 => {
+            0..=29 => {
                 sim.append(pid, value());
+            }
+            30..=33 => {
+                sim.read(pid);
+            }
+            34 => {
+                sim.subscribe(pid, rng.range(0, 3) as usize);
             }
             35..=36 if !down.contains(&pid) && down.len() + 1 < pids.len() => {
                 sim.crash(pid);
@@ -62,6 +69,24 @@ fn schedule(seed: u64) -> Result<(), String> {
     sim.run(600);
     let last: Vec<_> = pids.iter().map(|&pid| sim.append(pid, value())).collect();
     sim.run(300);
+    let reads: Vec<_> = pids.iter().map(|&pid| sim.read(pid)).collect();
+    let subscription = sim.subscribe(pids[0], 0);
+    sim.run(300);
+    for (pid, id) in pids.iter().zip(reads) {
+        if !matches!(sim.read_outcome(id), Some(Ok(_))) {
+            return Err(format!(
+                "seed {seed}: node {pid}'s read after healing: {:?}",
+                sim.read_outcome(id)
+            ));
+        }
+    }
+    let decided = sim.core(pids[0]).map_or(0, |op| op.get_decided_idx());
+    if sim.received(subscription).len() != decided {
+        return Err(format!(
+            "seed {seed}: a subscriber from 0 received {} of {decided} decided entries",
+            sim.received(subscription).len()
+        ));
+    }
     for (pid, id) in pids.iter().zip(last) {
         match sim.outcome(id) {
             Some(Ok(_)) => {}
