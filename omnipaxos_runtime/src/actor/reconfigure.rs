@@ -15,7 +15,7 @@
 //! new configuration's own log.
 
 use super::Actor;
-use crate::engine::reconfigure::{NextStep, Reconfigurer};
+use crate::engine::reconfigure::{move_on, next_instance, Reconfigurer};
 use crate::transport::Transport;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
 use omnipaxos::messages::Message;
@@ -175,60 +175,36 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
 
     /// Moves on if the current configuration ended (repeatedly, when replaying).
     pub(crate) fn reconf_check(&mut self) {
-        while let Some(ss) = self.op.is_reconfigured() {
-            let (now, ended) = (self.now_micros(), self.config_id());
-            let stop_sign_idx = self.op.get_decided_idx().saturating_sub(1);
-            let op = &self.op;
-            let step = self.reconf.chain.ended(
-                now,
-                self.me,
-                ended,
-                stop_sign_idx,
-                &ss.next_config,
-                || op.handover(),
-            );
-            match step {
-                NextStep::Stay => break,
-                NextStep::Retire => {
-                    self.fail_waiting_retired();
-                    break;
+        let now = self.now_micros();
+        let Reconfiguration {
+            chain,
+            factory,
+            previous,
+            older,
+            ..
+        } = &mut self.reconf;
+        let done = move_on(
+            chain,
+            self.me,
+            now,
+            &mut self.op,
+            |next, ended| {
+                let factory = factory.as_mut().ok_or("no storage factory")?;
+                next_instance(next, ended, factory.open(next.configuration_id)?)
+            },
+            |ended| {
+                if let Some(before) = previous.replace(ended) {
+                    older.push(before);
                 }
-                NextStep::Open(next) => match self.open_next(&next) {
-                    Ok(next_instance) => {
-                        self.reconf.chain.opened();
-                        tracing::info!(
-                            pid = self.me,
-                            ended,
-                            next = next.configuration_id,
-                            "moved to the next configuration"
-                        );
-                        let ended_instance = std::mem::replace(&mut self.op, next_instance);
-                        if let Some(older) = self.reconf.previous.replace(ended_instance) {
-                            self.reconf.older.push(older);
-                        }
-                        self.reads_restart();
-                    }
-                    Err(e) => {
-                        self.reconf.chain.open_failed(now, e);
-                        break;
-                    }
-                },
-            }
+            },
+        );
+        if done.moved > 0 {
+            self.reads_restart();
+        }
+        if done.retired {
+            self.fail_waiting_retired();
         }
         self.reconf_effects();
-    }
-
-    fn open_next(&mut self, next: &omnipaxos::ClusterConfig) -> Result<OmniPaxos<T, B>, String> {
-        let factory = self.reconf.factory.as_mut().ok_or("no storage factory")?;
-        let storage = factory.open(next.configuration_id)?;
-        let server = self.op.get_config().server_config.clone();
-        let mut op = next
-            .clone()
-            .build_for_server(server, storage)
-            .map_err(|e| e.to_string())?;
-        // The application's choice holds in every configuration.
-        op.set_remote_compaction(self.op.get_remote_compaction());
-        Ok(op)
     }
 
     /// A joiner asks for the handover of the configuration before `next_config_id`.

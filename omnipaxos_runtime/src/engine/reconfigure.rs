@@ -16,7 +16,8 @@ use super::Micros;
 use crate::status::OmniPaxosEvent;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
 use omnipaxos::reconfiguration::Handover;
-use omnipaxos::ClusterConfig;
+use omnipaxos::storage::Storage;
+use omnipaxos::{ClusterConfig, OmniPaxos};
 
 /// How often a node whose next configuration's storage failed to open tries again.
 pub(crate) const OPEN_RETRY_EVERY: Micros = 1_000_000;
@@ -108,18 +109,10 @@ impl<T: RuntimeEntry> Reconfigurer<T> {
         self.join.as_ref().is_some_and(|j| j.got.is_none())
     }
 
-    /// The configuration whose handover the node joined with.
-    pub(crate) fn joined_with(&self) -> Option<u32> {
-        let join = self.join.as_ref()?;
-        join.got.as_ref().map(|(id, _)| *id)
-    }
-
-    /// The handover the node joined with, if it is that of `config_id`.
-    pub(crate) fn handover_joined(&self, config_id: u32) -> Option<&Handover<T>> {
-        match &self.join.as_ref()?.got {
-            Some((id, handover)) if *id == config_id => Some(handover),
-            _ => None,
-        }
+    /// The handover the node joined with, and its configuration.
+    pub(crate) fn joined_handover(&self) -> Option<(u32, &Handover<T>)> {
+        let (id, handover) = self.join.as_ref()?.got.as_ref()?;
+        Some((*id, handover))
     }
 
     /// Configuration `ended` decided its StopSign at `stop_sign_idx`, naming `next`; `handover`
@@ -226,4 +219,78 @@ impl<T: RuntimeEntry> Reconfigurer<T> {
     pub(crate) fn take_outgoing(&mut self) -> Vec<(NodeId, WireMessage<T>)> {
         std::mem::take(&mut self.outgoing)
     }
+}
+
+/// What [`move_on`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MovedOn {
+    /// Configurations the node moved past.
+    pub(crate) moved: usize,
+    /// Whether the node retired.
+    pub(crate) retired: bool,
+}
+
+/// Moves a node on while its current configuration has ended (repeatedly, when a restart
+/// replays): the engine decides, `open` builds the next configuration's instance (from the
+/// ended one's settings), and `ended` keeps each instance the node moved past. Shared by the
+/// node's task and the simulator.
+pub(crate) fn move_on<T: RuntimeEntry, B: Storage<T>>(
+    chain: &mut Reconfigurer<T>,
+    me: NodeId,
+    now: Micros,
+    current: &mut OmniPaxos<T, B>,
+    mut open: impl FnMut(&ClusterConfig, &OmniPaxos<T, B>) -> Result<OmniPaxos<T, B>, String>,
+    mut ended: impl FnMut(OmniPaxos<T, B>),
+) -> MovedOn {
+    let mut done = MovedOn::default();
+    while let Some(ss) = current.is_reconfigured() {
+        let ended_id = current.get_config().cluster_config.configuration_id;
+        let stop_sign_idx = current.get_decided_idx().saturating_sub(1);
+        let op = &*current;
+        let step = chain.ended(now, me, ended_id, stop_sign_idx, &ss.next_config, || {
+            op.handover()
+        });
+        match step {
+            NextStep::Stay => break,
+            NextStep::Retire => {
+                done.retired = true;
+                break;
+            }
+            NextStep::Open(next) => match open(&next, current) {
+                Ok(next_instance) => {
+                    chain.opened();
+                    tracing::info!(
+                        pid = me,
+                        ended = ended_id,
+                        next = next.configuration_id,
+                        "moved to the next configuration"
+                    );
+                    ended(std::mem::replace(current, next_instance));
+                    done.moved += 1;
+                }
+                Err(e) => {
+                    chain.open_failed(now, e);
+                    break;
+                }
+            },
+        }
+    }
+    done
+}
+
+/// The next configuration's instance for a node that ran `ended`: the same server settings and
+/// the same `set_remote_compaction` choice, on `storage`.
+pub(crate) fn next_instance<T: RuntimeEntry, B: Storage<T>>(
+    next: &ClusterConfig,
+    ended: &OmniPaxos<T, B>,
+    storage: B,
+) -> Result<OmniPaxos<T, B>, String> {
+    let server = ended.get_config().server_config.clone();
+    let mut op = next
+        .clone()
+        .build_for_server(server, storage)
+        .map_err(|e| e.to_string())?;
+    // The application's choice holds in every configuration.
+    op.set_remote_compaction(ended.get_remote_compaction());
+    Ok(op)
 }

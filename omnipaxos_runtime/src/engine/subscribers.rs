@@ -10,7 +10,9 @@
 
 use crate::wire::RuntimeEntry;
 use omnipaxos::reconfiguration::Handover;
+use omnipaxos::storage::Storage;
 use omnipaxos::util::{LogEntry, SnapshottedEntry};
+use omnipaxos::OmniPaxos;
 
 /// At most this many entries are read from storage per subscriber and pass.
 pub(crate) const READ_CHUNK: usize = 1024;
@@ -251,5 +253,81 @@ impl std::fmt::Display for EntryReadFailed {
             "reading decided entries {}..{} of configuration {} from storage failed",
             self.from, self.to, self.config_id
         )
+    }
+}
+
+/// A node's logs as its instances: the current one, those it ran and ended (oldest first),
+/// and the handover it joined with. What both drivers (the node's task and the simulator) give
+/// the feed.
+pub(crate) struct NodeLogs<'a, T: RuntimeEntry, B: Storage<T>> {
+    pub(crate) current: &'a OmniPaxos<T, B>,
+    pub(crate) ended: Vec<&'a OmniPaxos<T, B>>,
+    /// The handover the node joined with, and its configuration.
+    pub(crate) joined: Option<(u32, &'a Handover<T>)>,
+    /// Whether the node joins and its handover has not arrived yet.
+    pub(crate) awaits_handover: bool,
+}
+
+fn config_of<T: RuntimeEntry, B: Storage<T>>(op: &OmniPaxos<T, B>) -> u32 {
+    op.get_config().cluster_config.configuration_id
+}
+
+impl<T: RuntimeEntry, B: Storage<T>> NodeLogs<'_, T, B> {
+    /// The configurations the node holds a log of, oldest first.
+    fn ids(&self) -> Vec<u32> {
+        let joined = self.joined.map(|(id, _)| id);
+        let ran = self.ended.iter().map(|op| config_of(op));
+        joined
+            .into_iter()
+            .chain(ran)
+            .chain([self.current()])
+            .collect()
+    }
+
+    /// The instance of configuration `config_id`, and whether it ended.
+    fn instance(&self, config_id: u32) -> Option<(&OmniPaxos<T, B>, bool)> {
+        if config_id == self.current() {
+            return Some((self.current, false));
+        }
+        let ended = self.ended.iter().find(|op| config_of(op) == config_id);
+        ended.map(|op| (*op, true))
+    }
+}
+
+impl<T: RuntimeEntry, B: Storage<T>> History<T> for NodeLogs<'_, T, B> {
+    fn current(&self) -> u32 {
+        config_of(self.current)
+    }
+    fn awaits_handover(&self) -> bool {
+        self.awaits_handover
+    }
+    fn first(&self) -> u32 {
+        self.ids()
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.current())
+    }
+    fn log(&self, config_id: u32) -> Option<Log<'_, T>> {
+        if let Some((op, ended)) = self.instance(config_id) {
+            return Some(Log::Instance {
+                decided: op.get_decided_idx(),
+                compacted: op.get_compacted_idx(),
+                ended,
+            });
+        }
+        match self.joined {
+            Some((id, handover)) if id == config_id => Some(Log::Handover(handover)),
+            _ => None,
+        }
+    }
+    fn read(&self, config_id: u32, from: usize, to: usize) -> Option<Vec<LogEntry<T>>> {
+        self.instance(config_id)?.0.read_entries(from..to)
+    }
+    fn after(&self, config_id: u32) -> u32 {
+        let ids = self.ids();
+        ids.iter()
+            .position(|id| *id == config_id)
+            .and_then(|at| ids.get(at + 1).copied())
+            .unwrap_or_else(|| self.current())
     }
 }
