@@ -83,7 +83,8 @@ where
     B: Storage<T> + Send + 'static,
     Tr: Transport<T>,
 {
-    spawn(op, config, transport, Reconfiguration::fixed())
+    let me = op.get_pid();
+    spawn(op, config, transport, Reconfiguration::fixed(me))
 }
 
 /// Like [`spawn_actor`], for a node that follows reconfigurations: when a StopSign naming it
@@ -106,11 +107,12 @@ where
     Tr: Transport<T>,
     F: StorageFactory<T, B>,
 {
+    let me = op.get_pid();
     spawn(
         op,
         config,
         transport,
-        Reconfiguration::with(Box::new(storage), join_from),
+        Reconfiguration::with(me, Box::new(storage), join_from),
     )
 }
 

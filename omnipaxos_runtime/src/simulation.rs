@@ -5,8 +5,10 @@
 //! links. Links keep order and never duplicate, as the runtime's TCP connections do; the core's
 //! own messages ride on them.
 //!
-//! Appends, linearizable reads and decided-entry subscriptions go through the engine exactly as
-//! through a handle, and every outcome is checked against the decided logs
+//! Appends, linearizable reads, decided-entry subscriptions and reconfigurations go through the
+//! engine exactly as through a handle (a node moves to the next configuration by itself, keeps
+//! the ended ones running for laggards, or retires), and every outcome is checked against the
+//! decided logs of every configuration
 //! ([`RuntimeSimulation::check_outcomes`]): an `Ok(idx)` is the entry decided at `idx` on every
 //! node, an error documented as "never decided" (`NoLeader`, `TooManyOutstanding`, `Propose`,
 //! `Rejected`) is never decided, and no entry is decided twice, whatever its outcome (`InDoubt`
@@ -34,8 +36,10 @@
 use crate::config::RuntimeConfig;
 use crate::engine::appends::{AppendLimits, AppendTracker};
 use crate::engine::clock::ClockStart;
+use crate::engine::ended::EndedConfigs;
 use crate::engine::reads::{ReadPoint, ReadTracker};
-use crate::engine::subscribers::{Cursor, DecidedEntry, History, Log, Sink};
+use crate::engine::reconfigure::{move_on, next_instance, Reconfigurer};
+use crate::engine::subscribers::{Cursor, DecidedEntry, NodeLogs, Sink};
 use crate::engine::{CoreView, Micros, NodeView};
 use crate::errors::AppendError;
 use crate::errors::ReadError;
@@ -104,40 +108,28 @@ impl<T: RuntimeEntry> Sink<T> for Received<'_, T> {
     }
 }
 
-/// A node's one log, as the subscriber feed sees it (the simulation does not reconfigure).
-struct OneLog<'a, T: RuntimeEntry, B: Storage<T>>(&'a OmniPaxos<T, SimStorage<B>>);
-
-impl<T: RuntimeEntry, B: Storage<T>> History<T> for OneLog<'_, T, B> {
-    fn current(&self) -> u32 {
-        self.0.get_config().cluster_config.configuration_id
-    }
-    fn awaits_handover(&self) -> bool {
-        false
-    }
-    fn first(&self) -> u32 {
-        self.current()
-    }
-    fn log(&self, config_id: u32) -> Option<Log<'_, T>> {
-        (config_id == self.current()).then(|| Log::Instance {
-            decided: self.0.get_decided_idx(),
-            compacted: self.0.get_compacted_idx(),
-            ended: false,
-        })
-    }
-    fn read(&self, _config_id: u32, from: usize, to: usize) -> Option<Vec<LogEntry<T>>> {
-        self.0.read_entries(from..to)
-    }
-    fn after(&self, _config_id: u32) -> u32 {
-        self.current()
-    }
-}
-
 struct SimNode<T: RuntimeEntry, B: Storage<T>> {
+    /// The configuration it runs.
     op: OmniPaxos<T, SimStorage<B>>,
+    /// The configurations it ended, running (sealed) for laggards.
+    ended: EndedConfigs<T, SimStorage<B>>,
+    chain: Reconfigurer<T>,
     appends: AppendTracker<T, AppendId>,
     /// When its core starts to count time, as in the runtime.
     clock: ClockStart,
     reads: ReadTracker<ReadId>,
+}
+
+impl<T: RuntimeEntry, B: Storage<T>> SimNode<T, B> {
+    /// Its logs, as the subscriber feed reads them.
+    fn logs(&self) -> NodeLogs<'_, T, SimStorage<B>> {
+        NodeLogs {
+            current: &self.op,
+            ended: self.ended.iter().collect(),
+            joined: None,
+            awaits_handover: false,
+        }
+    }
 }
 
 /// A cluster of runtime nodes on a simulated network. See the module docs.
@@ -147,7 +139,9 @@ pub struct RuntimeSimulation<T: RuntimeEntry, B: Storage<T>> {
     limits: AppendLimits,
     append_timeout: Micros,
     nodes: BTreeMap<NodeId, Option<SimNode<T, B>>>,
-    storages: BTreeMap<NodeId, SimStorage<B>>,
+    /// Every node's storage of every configuration it ran.
+    storages: BTreeMap<(NodeId, u32), SimStorage<B>>,
+    storage_for: Box<dyn FnMut(NodeId) -> B>,
     network: Network<Envelope<T>>,
     rng: SimRng,
     now: u64,
@@ -157,9 +151,11 @@ pub struct RuntimeSimulation<T: RuntimeEntry, B: Storage<T>> {
     appended: BTreeMap<AppendId, T>,
     outcomes: BTreeMap<AppendId, Result<usize, AppendError<T>>>,
     next_read: u64,
-    /// Each read's node and the read point it must reach: past every append answered `Ok`
-    /// before the read was made.
-    reads: BTreeMap<ReadId, (NodeId, usize)>,
+    /// Appends answered `Ok`, in the order of their answers.
+    acknowledged: Vec<AppendId>,
+    /// How many appends were acknowledged when each read was made: its read point must cover
+    /// them.
+    reads: BTreeMap<ReadId, usize>,
     read_outcomes: BTreeMap<ReadId, Result<ReadPoint, ReadError>>,
     next_subscription: u64,
     subscriptions: BTreeMap<SubscriptionId, Subscription<T>>,
@@ -173,9 +169,13 @@ where
     B: Storage<T>,
 {
     /// Nodes `nodes` with the runtime's defaults (`RuntimeConfig::default()`, 10 ms ticks) and
-    /// an election round of 5 ticks, each on the storage `storage_for` makes for it. Links
-    /// delay by 0 to 2 ticks.
-    pub fn new(nodes: Vec<NodeId>, seed: u64, mut storage_for: impl FnMut(NodeId) -> B) -> Self {
+    /// an election round of 5 ticks, each on the storage `storage_for` makes for it (once per
+    /// configuration the node runs). Links delay by 0 to 2 ticks.
+    pub fn new(
+        nodes: Vec<NodeId>,
+        seed: u64,
+        mut storage_for: impl FnMut(NodeId) -> B + 'static,
+    ) -> Self {
         let runtime = RuntimeConfig::default();
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let mut sim = Self {
@@ -199,8 +199,9 @@ where
             nodes: BTreeMap::new(),
             storages: nodes
                 .iter()
-                .map(|&pid| (pid, SimStorage::new(storage_for(pid))))
+                .map(|&pid| ((pid, 1), SimStorage::new(storage_for(pid))))
                 .collect(),
+            storage_for: Box::new(storage_for),
             network: Network::new(NetworkConfig {
                 max_delay: 2,
                 in_order_links: true,
@@ -213,6 +214,7 @@ where
             appended: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             next_read: 0,
+            acknowledged: Vec::new(),
             reads: BTreeMap::new(),
             read_outcomes: BTreeMap::new(),
             next_subscription: 0,
@@ -236,7 +238,9 @@ where
             pid,
             ..self.server.clone()
         };
-        let storage = self.storages[&pid].clone();
+        let Some(storage) = self.storages.get(&(pid, 1)).cloned() else {
+            return;
+        };
         let Ok(op) = self.cluster.clone().build_for_server(server, storage) else {
             return;
         };
@@ -245,11 +249,15 @@ where
         let appends = AppendTracker::new(incarnation, first_req, self.limits);
         let node = SimNode {
             op,
+            ended: EndedConfigs::new(pid),
+            chain: Reconfigurer::following(Vec::new(), None),
             appends,
             clock: ClockStart::default(),
             reads: ReadTracker::default(),
         };
         self.nodes.insert(pid, Some(node));
+        // A restart replays the configurations that ended since.
+        self.move_on(pid);
         for peer in self.live() {
             if peer != pid {
                 self.connected(pid, peer);
@@ -277,6 +285,7 @@ where
                 continue;
             };
             node.op.reconnected(peer);
+            node.ended.reconnected(peer);
             let hello = WireMessage::Hello {
                 incarnation: node.appends.incarnation(),
             };
@@ -371,13 +380,7 @@ where
     pub fn read(&mut self, pid: NodeId) -> ReadId {
         self.next_read += 1;
         let id = ReadId(self.next_read);
-        let covers = self
-            .outcomes
-            .values()
-            .filter_map(|o| o.as_ref().ok().map(|idx| idx + 1))
-            .max()
-            .unwrap_or(0);
-        self.reads.insert(id, (pid, covers));
+        self.reads.insert(id, self.acknowledged.len());
         let deadline = self.micros() + self.append_timeout;
         if let Some(Some(node)) = self.nodes.get_mut(&pid) {
             node.reads.submit(id, deadline);
@@ -398,7 +401,7 @@ where
         self.next_subscription += 1;
         let id = SubscriptionId(self.next_subscription);
         let (cursor, open) = match self.nodes.get(&pid) {
-            Some(Some(node)) => (Cursor::new(&OneLog(&node.op), from), true),
+            Some(Some(node)) => (Cursor::new(&node.logs(), from), true),
             _ => (
                 Cursor {
                     config_id: None,
@@ -458,6 +461,7 @@ where
                 if ticks {
                     node.op.tick();
                 }
+                node.ended.tick();
                 node.appends.expire(now);
                 node.reads.tick(now);
             }
@@ -486,15 +490,19 @@ where
             me: to,
             op: &mut node.op,
             connected: |p| up.contains(&p),
-            follows: false,
-            retired: false,
+            follows: true,
+            retired: node.chain.retired(),
         };
         match env.msg {
-            WireMessage::Protocol { config_id, msg } => {
-                if config_id == view.config_id() && msg.get_sender() == env.from {
+            WireMessage::Protocol { config_id, msg } if msg.get_sender() == env.from => {
+                node.ended.heard(env.from, config_id);
+                if config_id == view.config_id() {
                     view.op.handle_incoming(msg);
+                } else {
+                    node.ended.handle(config_id, msg);
                 }
             }
+            WireMessage::Protocol { .. } => {}
             WireMessage::Append {
                 incarnation,
                 ballot,
@@ -536,8 +544,8 @@ where
             me: pid,
             op: &mut node.op,
             connected: |p| up.contains(&p),
-            follows: false,
-            retired: false,
+            follows: true,
+            retired: node.chain.retired(),
         };
         node.appends.dispatch(&mut view, now);
         let op = &mut *view.op;
@@ -545,12 +553,16 @@ where
         let config_id = view.config_id();
         let mut out: Vec<Message<T>> = Vec::new();
         view.op.take_outgoing_messages(&mut out);
+        let mut from_ended = Vec::new();
+        node.ended.take_outgoing(&mut from_ended);
         node.appends.observe(&view, now);
         let (mut states, mut failures) = (Vec::new(), Vec::new());
         view.op.take_read_states(&mut states);
         view.op.take_read_failures(&mut failures);
         let decided = view.decided_idx();
-        node.reads.settle(states, failures, decided, config_id);
+        let ended = view.op.is_reconfigured().is_some();
+        node.reads
+            .settle(states, failures, decided, config_id, ended);
         let mut envelopes: Vec<Envelope<T>> = out
             .into_iter()
             .map(|msg| Envelope {
@@ -559,6 +571,11 @@ where
                 msg: WireMessage::Protocol { config_id, msg },
             })
             .collect();
+        envelopes.extend(from_ended.into_iter().map(|(config_id, msg)| Envelope {
+            from: pid,
+            to: msg.get_receiver(),
+            msg: WireMessage::Protocol { config_id, msg },
+        }));
         envelopes.extend(
             node.appends
                 .take_messages()
@@ -570,7 +587,87 @@ where
                 self.network.send(env, self.now, &mut self.rng);
             }
         }
+        self.move_on(pid);
         self.collect(pid);
+    }
+
+    /// Moves node `pid` to the next configuration once its current one ended, as the runtime
+    /// does (the engine's `move_on`), opening that configuration's storage.
+    fn move_on(&mut self, pid: NodeId) {
+        let now = self.micros();
+        let Some(Some(node)) = self.nodes.get_mut(&pid) else {
+            return;
+        };
+        let (storages, storage_for) = (&mut self.storages, &mut self.storage_for);
+        let SimNode {
+            op,
+            ended,
+            chain,
+            appends,
+            reads,
+            ..
+        } = node;
+        let done = move_on(
+            chain,
+            pid,
+            now,
+            op,
+            |next, ended| {
+                let storage = storages
+                    .entry((pid, next.configuration_id))
+                    .or_insert_with(|| SimStorage::new(storage_for(pid)))
+                    .clone();
+                next_instance(next, ended, storage)
+            },
+            |op| ended.push(op),
+        );
+        if done.moved > 0 {
+            reads.restart();
+        }
+        if done.retired {
+            appends.fail_waiting_retired(now);
+        }
+        // No node joins in the simulation: nobody asks for handovers.
+        chain.take_events();
+        chain.take_outgoing();
+    }
+
+    /// Proposes the next configuration, of `nodes`, on node `pid` (a handle's `reconfigure`).
+    /// Nodes of the next configuration that stay move to it by themselves once it is decided,
+    /// the others retire. Only nodes the simulation started with may be named (a node joining
+    /// from nowhere needs a handover, which the simulation does not model).
+    pub fn reconfigure(&mut self, pid: NodeId, nodes: Vec<NodeId>) -> Result<(), String> {
+        if let Some(stranger) = nodes.iter().find(|p| !self.nodes.contains_key(p)) {
+            return Err(format!(
+                "node {stranger} is not one of the simulation's nodes"
+            ));
+        }
+        let Some(Some(node)) = self.nodes.get_mut(&pid) else {
+            return Err(format!("node {pid} is down"));
+        };
+        let next = ClusterConfig {
+            configuration_id: node.op.get_config().cluster_config.configuration_id + 1,
+            nodes,
+            ..Default::default()
+        };
+        node.op
+            .reconfigure(next, None)
+            .map_err(|e| format!("{e:?}"))?;
+        self.pass(pid);
+        Ok(())
+    }
+
+    /// The configuration node `pid` runs, if it is up.
+    pub fn configuration(&self, pid: NodeId) -> Option<u32> {
+        let node = self.nodes.get(&pid)?.as_ref()?;
+        Some(node.op.get_config().cluster_config.configuration_id)
+    }
+
+    /// Whether node `pid` is up and retired (left out of the configuration that followed its
+    /// own).
+    pub fn retired(&self, pid: NodeId) -> bool {
+        let node = self.nodes.get(&pid).and_then(|n| n.as_ref());
+        node.is_some_and(|n| n.chain.retired())
     }
 
     /// Moves node `pid`'s answers into the outcomes.
@@ -579,6 +676,9 @@ where
             return;
         };
         for answer in node.appends.take_answers() {
+            if answer.result.is_ok() {
+                self.acknowledged.push(answer.reply);
+            }
             if self.outcomes.insert(answer.reply, answer.result).is_some() {
                 self.violations
                     .push(format!("{:?} answered twice", answer.reply));
@@ -589,7 +689,7 @@ where
                 self.violations.push(format!("{id:?} answered twice"));
             }
         }
-        let history = OneLog(&node.op);
+        let history = node.logs();
         let mut failed = None;
         for sub in self.subscriptions.values_mut() {
             if sub.open && sub.pid == pid {
@@ -605,25 +705,29 @@ where
         }
     }
 
-    /// The longest decided log among all nodes' storage (crashed nodes' too), after checking
-    /// that they agree.
-    fn decided_log(&self) -> Result<Vec<T>, String> {
-        let mut longest: Vec<T> = Vec::new();
-        for (pid, storage) in &self.storages {
+    /// Each configuration's decided log: the longest among its nodes' storage (crashed
+    /// nodes' too), after checking that they agree.
+    fn decided_logs(&self) -> Result<BTreeMap<u32, Vec<T>>, String> {
+        let mut logs: BTreeMap<u32, Vec<T>> = BTreeMap::new();
+        for ((pid, config_id), storage) in &self.storages {
             let read = storage.with_store(|s| {
-                let decided = s.get_decided_idx()?;
+                // An ended configuration's decided index counts its StopSign, not in the log.
+                let decided = s.get_decided_idx()?.min(s.get_log_len()?);
                 s.get_entries(0, decided)
             });
             let entries = read.map_err(|e| format!("node {pid}'s storage: {e}"))?;
+            let longest = logs.entry(*config_id).or_default();
             let common = longest.len().min(entries.len());
             if longest[..common] != entries[..common] {
-                return Err(format!("node {pid}'s decided log differs from another's"));
+                return Err(format!(
+                    "node {pid}'s decided log of configuration {config_id} differs from another's"
+                ));
             }
             if entries.len() > longest.len() {
-                longest = entries;
+                *longest = entries;
             }
         }
-        Ok(longest)
+        Ok(logs)
     }
 
     /// Checks every outcome against the decided logs (see the module docs). Entries must be
@@ -632,55 +736,83 @@ where
         if let Some(v) = self.violations.first() {
             return Err(v.clone());
         }
-        let log = self.decided_log()?;
+        let logs = self.decided_logs()?;
+        // Where each append's entry was decided: (configuration, index).
+        let mut decided_at: BTreeMap<AppendId, Vec<(u32, usize)>> = BTreeMap::new();
         for (id, entry) in &self.appended {
-            let decided_at: Vec<usize> = log
+            let at: Vec<(u32, usize)> = logs
                 .iter()
-                .enumerate()
-                .filter(|(_, e)| *e == entry)
-                .map(|(i, _)| i)
+                .flat_map(|(c, log)| log.iter().enumerate().map(move |(i, e)| (*c, i, e)))
+                .filter(|(_, _, e)| *e == entry)
+                .map(|(c, i, _)| (c, i))
                 .collect();
-            if decided_at.len() > 1 {
-                return Err(format!("{id:?} decided twice, at {decided_at:?}"));
+            if at.len() > 1 {
+                return Err(format!("{id:?} decided twice, at {at:?}"));
             }
             match self.outcomes.get(id) {
-                Some(Ok(idx)) if decided_at != [*idx] => {
-                    return Err(format!(
-                        "{id:?} answered Ok({idx}) but decided at {decided_at:?}"
-                    ));
+                Some(Ok(idx)) if at.iter().map(|(_, i)| *i).ne([*idx]) => {
+                    return Err(format!("{id:?} answered Ok({idx}) but decided at {at:?}"));
                 }
-                Some(Err(e)) if never_decided(e) && !decided_at.is_empty() => {
+                Some(Err(e)) if never_decided(e) && !at.is_empty() => {
                     return Err(format!(
-                        "{id:?} answered {e:?} (never decided) but decided at {decided_at:?}"
+                        "{id:?} answered {e:?} (never decided) but decided at {at:?}"
                     ));
                 }
                 _ => {}
             }
+            decided_at.insert(*id, at);
         }
         for (id, result) in &self.read_outcomes {
             let Ok(point) = result else { continue };
-            let covers = self.reads.get(id).map_or(0, |(_, c)| *c);
-            if point.idx < covers || point.idx > log.len() {
+            let known = self.reads.get(id).copied().unwrap_or(0);
+            for append in self.acknowledged.iter().take(known) {
+                let Some(&(c, i)) = decided_at.get(append).and_then(|at| at.first()) else {
+                    continue;
+                };
+                if c > point.config_id || (c == point.config_id && i >= point.idx) {
+                    return Err(format!(
+                        "{id:?} answered {point:?}, which misses {append:?}, acknowledged \
+                         before the read at index {i} of configuration {c}"
+                    ));
+                }
+            }
+            // An ended configuration's decided index counts its StopSign too.
+            let decided = logs.get(&point.config_id).map_or(0, |l| l.len() + 1);
+            if point.idx > decided {
                 return Err(format!(
-                    "{id:?} answered {point:?}, but appends answered Ok before it reach {covers} \
-                     and {} entries are decided",
-                    log.len()
+                    "{id:?} answered {point:?}, past the {decided} entries decided"
                 ));
             }
         }
         for (id, sub) in &self.subscriptions {
-            let mut next = None;
+            let mut at: Option<(u32, Option<usize>)> = None;
             for got in &sub.received {
-                if next.is_some_and(|n| got.idx != n) {
-                    return Err(format!("{id:?} skipped from {next:?} to {}", got.idx));
+                match at {
+                    Some((c, Some(n))) if c == got.config_id && got.idx != n => {
+                        return Err(format!(
+                            "{id:?} skipped from {n} to {} in configuration {c}",
+                            got.idx
+                        ));
+                    }
+                    Some((c, _)) if c != got.config_id && (got.config_id < c || got.idx != 0) => {
+                        return Err(format!(
+                            "{id:?} went from configuration {c} to index {} of {}",
+                            got.idx, got.config_id
+                        ));
+                    }
+                    _ => {}
                 }
                 // After a compacted prefix the next index is the compacted one.
-                next = matches!(got.entry, LogEntry::Decided(_)).then_some(got.idx + 1);
+                let next = matches!(got.entry, LogEntry::Decided(_) | LogEntry::StopSign(..))
+                    .then_some(got.idx + 1);
+                at = Some((got.config_id, next));
                 if let LogEntry::Decided(entry) = &got.entry {
-                    if log.get(got.idx) != Some(entry) {
+                    let log = logs.get(&got.config_id);
+                    if log.and_then(|l| l.get(got.idx)) != Some(entry) {
                         return Err(format!(
-                            "{id:?} received an entry at {} that is not the one decided there",
-                            got.idx
+                            "{id:?} received an entry at {} of configuration {} that is not the \
+                             one decided there",
+                            got.idx, got.config_id
                         ));
                     }
                 }

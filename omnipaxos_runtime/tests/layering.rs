@@ -29,6 +29,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         "engine::appends",
         "engine::appends_tests",
         "engine::clock",
+        "engine::ended",
         "engine::reads",
         "engine::reads_tests",
         "engine::reconfigure",

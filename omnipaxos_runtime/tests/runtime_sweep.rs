@@ -1,6 +1,7 @@
 //! Random fault schedules on whole runtime nodes (engine, core, storage) on the simulator:
-//! appends, linearizable reads and decided-entry subscriptions on every node while nodes crash
-//! and restart and connections break and come back; then every fault heals. Every outcome must
+//! appends, linearizable reads, decided-entry subscriptions and reconfigurations (the same
+//! nodes, or one fewer) on every node while nodes crash and restart and connections break and
+//! come back; then every fault heals. Every outcome must
 //! be exact (`RuntimeSimulation::check_outcomes`: an `Ok(idx)` is the entry decided at `idx` on
 //! every node, "never decided" errors are never decided, nothing is decided twice, a read
 //! covers every append acknowledged before it, a subscriber gets the decided log in order),
@@ -52,6 +53,18 @@ fn schedule(seed: u64) -> Result<(), String> {
             }
             41..=43 if pid != other => sim.disconnect(pid, other),
             44..=48 if pid != other => sim.reconnect(pid, other),
+            // Now and then the next configuration: the same nodes, or (of four or more) all but
+            // one.
+            49 if step > 50 && rng.range(0, 3) == 0 => {
+                let mut next = sim
+                    .core(pid)
+                    .map(|op| op.get_config().cluster_config.nodes.clone())
+                    .unwrap_or_default();
+                if next.len() > 3 {
+                    next.retain(|p| *p != other);
+                }
+                let _ = sim.reconfigure(pid, next);
+            }
             _ => {}
         }
         sim.step();
@@ -67,27 +80,50 @@ fn schedule(seed: u64) -> Result<(), String> {
         sim.restart(pid);
     }
     sim.run(600);
-    let last: Vec<_> = pids.iter().map(|&pid| sim.append(pid, value())).collect();
+    // Retired nodes left the cluster: their appends are refused, by design.
+    let serving: Vec<u64> = pids.iter().copied().filter(|&p| !sim.retired(p)).collect();
+    let last: Vec<_> = serving
+        .iter()
+        .map(|&pid| sim.append(pid, value()))
+        .collect();
     sim.run(300);
-    let reads: Vec<_> = pids.iter().map(|&pid| sim.read(pid)).collect();
-    let subscription = sim.subscribe(pids[0], 0);
+    let reads: Vec<_> = serving.iter().map(|&pid| sim.read(pid)).collect();
+    let subscription = sim.subscribe(serving[0], 0);
     sim.run(300);
-    for (pid, id) in pids.iter().zip(reads) {
+    for (pid, id) in serving.iter().zip(reads) {
         if !matches!(sim.read_outcome(id), Some(Ok(_))) {
+            let state = sim.core(*pid).map(|op| {
+                (
+                    op.get_config().cluster_config.configuration_id,
+                    op.get_current_leader(),
+                    op.get_decided_idx(),
+                    op.is_reconfigured().is_some(),
+                )
+            });
+            let configs: Vec<_> = pids.iter().map(|&p| sim.configuration(p)).collect();
             return Err(format!(
-                "seed {seed}: node {pid}'s read after healing: {:?}",
+                "seed {seed}: node {pid}'s read after healing: {:?} (configuration, leader, \
+                 decided, ended: {state:?}; every node's configuration: {configs:?})",
                 sim.read_outcome(id)
             ));
         }
     }
-    let decided = sim.core(pids[0]).map_or(0, |op| op.get_decided_idx());
-    if sim.received(subscription).len() != decided {
+    // A subscriber from 0 got the node's whole history, up to its current log's decided end.
+    let current = sim.configuration(serving[0]);
+    let decided = sim.core(serving[0]).map_or(0, |op| op.get_decided_idx());
+    let received = sim.received(subscription);
+    let in_current = received
+        .iter()
+        .filter(|e| Some(e.config_id) == current)
+        .count();
+    if in_current != decided || received.first().map(|e| (e.config_id, e.idx)) != Some((1, 0)) {
         return Err(format!(
-            "seed {seed}: a subscriber from 0 received {} of {decided} decided entries",
-            sim.received(subscription).len()
+            "seed {seed}: a subscriber from 0 received {} entries, {in_current} of the {decided} \
+             decided in configuration {current:?}",
+            received.len()
         ));
     }
-    for (pid, id) in pids.iter().zip(last) {
+    for (pid, id) in serving.iter().zip(last) {
         match sim.outcome(id) {
             Some(Ok(_)) => {}
             other => {

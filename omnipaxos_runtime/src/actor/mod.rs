@@ -308,6 +308,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                     );
                     return;
                 }
+                self.reconf.ended.heard(from, config_id);
                 if config_id == self.config_id() {
                     self.in_core(|op| op.handle_incoming(msg));
                     self.observe();

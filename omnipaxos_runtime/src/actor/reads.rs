@@ -48,11 +48,13 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         self.op.take_read_states(&mut self.read_states);
         self.op.take_read_failures(&mut self.read_failures);
         let (decided, config_id) = (self.op.get_decided_idx(), self.config_id());
+        let ended = self.op.is_reconfigured().is_some();
         self.reads.settle(
             self.read_states.drain(..),
             self.read_failures.drain(..),
             decided,
             config_id,
+            ended,
         );
         self.deliver_reads();
     }

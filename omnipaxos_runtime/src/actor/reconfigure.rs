@@ -15,13 +15,13 @@
 //! new configuration's own log.
 
 use super::Actor;
+use crate::engine::ended::EndedConfigs;
 use crate::engine::reconfigure::{move_on, next_instance, Reconfigurer};
 use crate::transport::Transport;
 use crate::wire::{NodeId, RuntimeEntry, WireMessage};
 use omnipaxos::messages::Message;
 use omnipaxos::reconfiguration::Handover;
 use omnipaxos::storage::Storage;
-use omnipaxos::OmniPaxos;
 
 /// Opens the storage of each configuration a node runs, and keeps the handover it joined with.
 pub trait StorageFactory<T: RuntimeEntry, B: Storage<T>>: Send + 'static {
@@ -61,40 +61,36 @@ pub(crate) struct Reconfiguration<T: RuntimeEntry, B: Storage<T>> {
     factory: Option<Box<dyn StorageFactory<T, B>>>,
     /// Nodes of the ended configuration a joiner asks for its handover.
     join_from: Vec<NodeId>,
-    /// The ended configuration's instance, sealed and still running for laggards.
-    previous: Option<OmniPaxos<T, B>>,
-    /// Configurations that ended before `previous`, oldest first, kept (idle) so that a
-    /// subscriber from index 0 reads the node's whole history, also after a restart replayed it.
-    older: Vec<OmniPaxos<T, B>>,
-    outgoing: Vec<Message<T>>,
+    /// The configurations the node ended, running for laggards and kept for subscribers (from
+    /// index 0, a subscriber reads the node's whole history, also after a restart replayed it).
+    pub(crate) ended: EndedConfigs<T, B>,
+    outgoing: Vec<(u32, Message<T>)>,
 }
 
 impl<T: RuntimeEntry, B: Storage<T>> Reconfiguration<T, B> {
-    /// A node that stays in its configuration (no factory).
-    pub(crate) fn fixed() -> Self {
+    /// Node `me`, staying in its configuration (no factory).
+    pub(crate) fn fixed(me: NodeId) -> Self {
         Self {
             chain: Reconfigurer::fixed(),
             factory: None,
             join_from: Vec::new(),
-            previous: None,
-            older: Vec::new(),
+            ended: EndedConfigs::new(me),
             outgoing: Vec::new(),
         }
     }
 
-    /// A node that follows reconfigurations, joining after the configuration whose nodes are
+    /// Node `me`, following reconfigurations, joining after the configuration whose nodes are
     /// `join_from` if that is not empty.
-    pub(crate) fn with(factory: Box<dyn StorageFactory<T, B>>, join_from: Vec<NodeId>) -> Self {
+    pub(crate) fn with(
+        me: NodeId,
+        factory: Box<dyn StorageFactory<T, B>>,
+        join_from: Vec<NodeId>,
+    ) -> Self {
         Self {
             factory: Some(factory),
             join_from,
-            ..Self::fixed()
+            ..Self::fixed(me)
         }
-    }
-
-    /// The ended instances, oldest first.
-    pub(crate) fn ended_instances(&self) -> impl Iterator<Item = &OmniPaxos<T, B>> {
-        self.older.iter().chain(&self.previous)
     }
 }
 
@@ -116,49 +112,37 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
     }
 
     pub(crate) fn reconf_tick(&mut self) {
-        if let Some(previous) = &mut self.reconf.previous {
-            previous.tick();
-        }
+        self.reconf.ended.tick();
         let (now, current) = (self.now_micros(), self.config_id());
         self.reconf.chain.tick(now, current);
         self.reconf_effects();
     }
 
     pub(crate) fn reconf_reconnected(&mut self, pid: NodeId) {
-        if let Some(previous) = &mut self.reconf.previous {
-            previous.reconnected(pid);
-        }
+        self.reconf.ended.reconnected(pid);
     }
 
     /// A protocol message for another configuration than the current one.
     pub(crate) fn reconf_message(&mut self, config_id: u32, msg: Message<T>) {
-        match &mut self.reconf.previous {
-            Some(previous)
-                if previous.get_config().cluster_config.configuration_id == config_id =>
-            {
-                previous.handle_incoming(msg)
-            }
+        if !self.reconf.ended.handle(config_id, msg) {
             // A newer configuration this node has not reached yet (it will, once its own
-            // instance learns the StopSign), or an old one: the sender resends.
-            _ => tracing::debug!(
+            // instance learns the StopSign), or one nobody needs any more: the sender resends.
+            tracing::debug!(
                 pid = self.me,
                 config_id,
                 "dropped a message of another configuration"
-            ),
+            );
         }
     }
 
-    /// Queues the ended instance's messages and the engine's.
+    /// Queues the ended instances' messages and the engine's.
     pub(crate) fn reconf_outgoing(&mut self) {
-        if let Some(previous) = &mut self.reconf.previous {
-            let config_id = previous.get_config().cluster_config.configuration_id;
-            previous.take_outgoing_messages(&mut self.reconf.outgoing);
-            for msg in self.reconf.outgoing.drain(..) {
-                self.outbox
-                    .entry(msg.get_receiver())
-                    .or_default()
-                    .push(WireMessage::Protocol { config_id, msg });
-            }
+        self.reconf.ended.take_outgoing(&mut self.reconf.outgoing);
+        for (config_id, msg) in self.reconf.outgoing.drain(..) {
+            self.outbox
+                .entry(msg.get_receiver())
+                .or_default()
+                .push(WireMessage::Protocol { config_id, msg });
         }
         self.reconf_effects();
     }
@@ -179,8 +163,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         let Reconfiguration {
             chain,
             factory,
-            previous,
-            older,
+            ended,
             ..
         } = &mut self.reconf;
         let done = move_on(
@@ -192,11 +175,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
                 let factory = factory.as_mut().ok_or("no storage factory")?;
                 next_instance(next, ended, factory.open(next.configuration_id)?)
             },
-            |ended| {
-                if let Some(before) = previous.replace(ended) {
-                    older.push(before);
-                }
-            },
+            |op| ended.push(op),
         );
         if done.moved > 0 {
             self.reads_restart();

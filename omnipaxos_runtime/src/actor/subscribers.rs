@@ -33,7 +33,7 @@ impl<T: RuntimeEntry, B: Storage<T> + Send + 'static, Tr: Transport<T>> Actor<T,
         let chain = &self.reconf.chain;
         NodeLogs {
             current: &self.op,
-            ended: self.reconf.ended_instances().collect(),
+            ended: self.reconf.ended.iter().collect(),
             joined: chain.joined_handover(),
             awaits_handover: chain.awaits_handover(),
         }

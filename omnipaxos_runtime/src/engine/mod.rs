@@ -7,6 +7,7 @@ pub(crate) mod appends;
 #[cfg(test)]
 mod appends_tests;
 pub(crate) mod clock;
+pub(crate) mod ended;
 pub(crate) mod reads;
 #[cfg(test)]
 mod reads_tests;

@@ -116,13 +116,17 @@ impl<R> ReadTracker<R> {
     }
 
     /// Takes the core's read states and failures, and answers the reads whose index this node
-    /// has decided up to (`decided`, in configuration `config_id`).
+    /// has decided up to (`decided`, in configuration `config_id`). Nothing is answered from a
+    /// configuration that has `ended` (its StopSign decided): the next one may already have
+    /// decided writes that a read must see, so the reads wait for the node to move on and are
+    /// asked again there ([`Self::restart`]); a node that retires answers them `Timeout`.
     pub(crate) fn settle(
         &mut self,
         states: impl IntoIterator<Item = ReadState>,
         failures: impl IntoIterator<Item = ReadFailure>,
         decided: usize,
         config_id: u32,
+        ended: bool,
     ) {
         for state in states {
             if let Some(read) = self.pending.get_mut(&state.ctx) {
@@ -134,6 +138,9 @@ impl<R> ReadTracker<R> {
                 tracing::debug!(ctx = failure.ctx, reason = %failure.reason, "read failed, asking again");
                 self.retry.push(failure.ctx);
             }
+        }
+        if ended {
+            return;
         }
         let ready: Vec<(u64, usize)> = self
             .pending

@@ -32,9 +32,9 @@ fn a_read_is_answered_once_the_node_decided_up_to_its_index() {
     t.submit(1, 1_000);
     assert_eq!(ask_all(&mut t), [1]);
     let state = ReadState { ctx: 1, index: 5 };
-    t.settle([state], [], 4, 1);
+    t.settle([state], [], 4, 1, false);
     assert!(answers(&mut t).is_empty(), "decided 4 < read index 5");
-    t.settle([], [], 5, 1);
+    t.settle([], [], 5, 1, false);
     assert_eq!(answers(&mut t), [(1, at(5))]);
     assert_eq!(t.pending(), 0);
 }
@@ -58,7 +58,7 @@ fn a_read_the_core_reports_failed_is_asked_again_on_the_next_tick() {
         ctx: 1,
         reason: ReadErr::LeaderChanged,
     };
-    t.settle([], [failure], 0, 1);
+    t.settle([], [failure], 0, 1, false);
     assert!(answers(&mut t).is_empty(), "not answered: tried again");
     t.tick(10);
     assert_eq!(ask_all(&mut t), [1]);
@@ -74,7 +74,7 @@ fn a_read_not_answered_by_its_deadline_times_out() {
     t.tick(1_000);
     assert_eq!(answers(&mut t), [(1, Err("Timeout".to_string()))]);
     // A late answer from the core for it changes nothing.
-    t.settle([ReadState { ctx: 1, index: 0 }], [], 9, 1);
+    t.settle([ReadState { ctx: 1, index: 0 }], [], 9, 1, false);
     assert!(answers(&mut t).is_empty());
 }
 
@@ -83,15 +83,15 @@ fn a_new_configuration_asks_every_unanswered_read_again_and_forgets_old_indices(
     let mut t = Tracker::default();
     t.submit(1, 1_000);
     ask_all(&mut t);
-    t.settle([ReadState { ctx: 1, index: 9 }], [], 3, 1);
+    t.settle([ReadState { ctx: 1, index: 9 }], [], 3, 1, false);
     t.restart();
     assert_eq!(ask_all(&mut t), [1]);
-    t.settle([], [], 3, 2);
+    t.settle([], [], 3, 2, false);
     assert!(
         answers(&mut t).is_empty(),
         "index 9 was the old configuration's"
     );
-    t.settle([ReadState { ctx: 1, index: 2 }], [], 3, 2);
+    t.settle([ReadState { ctx: 1, index: 2 }], [], 3, 2, false);
     assert_eq!(
         answers(&mut t),
         [(
@@ -99,6 +99,33 @@ fn a_new_configuration_asks_every_unanswered_read_again_and_forgets_old_indices(
             Ok(ReadPoint {
                 config_id: 2,
                 idx: 2
+            })
+        )]
+    );
+}
+
+#[test]
+fn an_ended_configuration_answers_no_read_and_the_next_one_does() {
+    // Configuration 1 decided its StopSign: configuration 2 may already hold acknowledged
+    // writes, so a read point in 1 would be stale (found by the runtime-node sweep).
+    let mut t = Tracker::default();
+    t.submit(1, 1_000);
+    ask_all(&mut t);
+    t.settle([ReadState { ctx: 1, index: 5 }], [], 6, 1, true);
+    assert!(
+        answers(&mut t).is_empty(),
+        "not from an ended configuration"
+    );
+    t.restart();
+    assert_eq!(ask_all(&mut t), [1]);
+    t.settle([ReadState { ctx: 1, index: 0 }], [], 0, 2, false);
+    assert_eq!(
+        answers(&mut t),
+        [(
+            1,
+            Ok(ReadPoint {
+                config_id: 2,
+                idx: 0
             })
         )]
     );
