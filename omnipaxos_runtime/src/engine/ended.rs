@@ -151,7 +151,11 @@ mod tests {
         ended.heard(2, 3);
         assert_eq!(sending(&mut ended), [1, 2], "node 3 may still be behind");
         ended.heard(3, 2);
-        assert_eq!(sending(&mut ended), [2], "both are past 1; node 3 may still be in 2");
+        assert_eq!(
+            sending(&mut ended),
+            [2],
+            "both are past 1; node 3 may still be in 2"
+        );
         ended.heard(3, 3);
         assert!(sending(&mut ended).is_empty());
         assert_eq!(ended.iter().count(), 2, "their logs stay for subscribers");
@@ -169,9 +173,15 @@ mod tests {
         peer.take_outgoing_messages(&mut out);
         let msg = out.pop().expect("a heartbeat");
         assert!(ended.handle(1, msg.clone()));
-        assert!(!ended.handle(2, msg.clone()), "no instance of configuration 2");
+        assert!(
+            !ended.handle(2, msg.clone()),
+            "no instance of configuration 2"
+        );
         ended.heard(2, 2);
         ended.heard(3, 2);
-        assert!(!ended.handle(1, msg), "nobody needs configuration 1 any more");
+        assert!(
+            !ended.handle(1, msg),
+            "nobody needs configuration 1 any more"
+        );
     }
 }
