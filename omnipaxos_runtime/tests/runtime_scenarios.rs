@@ -3,17 +3,25 @@
 use omnipaxos_runtime::simulation::RuntimeSimulation;
 use omnipaxos_storage::memory_storage::MemoryStorage;
 
+type Sim = RuntimeSimulation<u64, MemoryStorage<u64>>;
+
+/// Three nodes from `seed`, run until a leader is elected; with that leader.
+fn three_nodes_led(seed: u64) -> (Sim, u64) {
+    let mut sim = RuntimeSimulation::new(vec![1, 2, 3], seed, |_| MemoryStorage::<u64>::default());
+    sim.run(50);
+    let leader = (1..=3)
+        .find(|&p| sim.core(p).and_then(|c| c.get_current_leader()) == Some((p, true)))
+        .expect("a leader");
+    (sim, leader)
+}
+
 /// The leader settles entries a follower sent in its previous life after the follower
 /// restarted and sent new ones: its answers carry only request numbers, and a new life that
 /// numbered its requests from 1 again took the old entries' indices for its own appends (an
 /// `Ok(idx)` naming another entry).
 #[test]
 fn a_restarted_follower_does_not_take_answers_meant_for_its_previous_life() {
-    let mut sim = RuntimeSimulation::new(vec![1, 2, 3], 3, |_| MemoryStorage::<u64>::default());
-    sim.run(50);
-    let leader = (1..=3)
-        .find(|&p| sim.core(p).and_then(|c| c.get_current_leader()) == Some((p, true)))
-        .expect("a leader");
+    let (mut sim, leader) = three_nodes_led(3);
     let [follower, third] = match leader {
         1 => [2, 3],
         2 => [1, 3],
@@ -48,20 +56,8 @@ fn a_restarted_follower_does_not_take_answers_meant_for_its_previous_life() {
     sim.check_outcomes().unwrap();
 }
 
-/// The ready leader of a three-node simulation, once there is one.
-fn leader_of(sim: &RuntimeSimulation<u64, MemoryStorage<u64>>) -> u64 {
-    (1..=3)
-        .find(|&p| sim.core(p).and_then(|c| c.get_current_leader()) == Some((p, true)))
-        .expect("a leader")
-}
-
 /// Runs until node `pid` runs configuration `config_id`, for at most `steps` steps.
-fn run_until_in(
-    sim: &mut RuntimeSimulation<u64, MemoryStorage<u64>>,
-    pid: u64,
-    config_id: u32,
-    steps: usize,
-) -> bool {
+fn run_until_in(sim: &mut Sim, pid: u64, config_id: u32, steps: usize) -> bool {
     for _ in 0..steps {
         if sim.configuration(pid) == Some(config_id) {
             return true;
@@ -76,9 +72,7 @@ fn run_until_in(
 /// configurations now run until every other node of theirs was heard from in a later one.
 #[test]
 fn a_node_down_for_two_reconfigurations_catches_up() {
-    let mut sim = RuntimeSimulation::new(vec![1, 2, 3], 11, |_| MemoryStorage::<u64>::default());
-    sim.run(50);
-    let leader = leader_of(&sim);
+    let (mut sim, leader) = three_nodes_led(11);
     let lagger = if leader == 1 { 2 } else { 1 };
     let first = sim.append(leader, 10);
     sim.run(20);
@@ -114,9 +108,7 @@ fn a_node_down_for_two_reconfigurations_catches_up() {
 /// one, or time out on a node that retires.
 #[test]
 fn a_read_on_a_node_leaving_with_an_ended_configuration_is_never_stale() {
-    let mut sim = RuntimeSimulation::new(vec![1, 2, 3], 13, |_| MemoryStorage::<u64>::default());
-    sim.run(50);
-    let leader = leader_of(&sim);
+    let (mut sim, leader) = three_nodes_led(13);
     let late = if leader == 3 { 2 } else { 3 };
     let third = 6 - leader - late;
     sim.disconnect(late, leader);

@@ -49,23 +49,22 @@ impl<T: RuntimeEntry, B: Storage<T>> EndedConfigs<T, B> {
     }
 
     /// Whether some other node of `op`'s configuration may still be in it.
-    fn needed(&self, op: &OmniPaxos<T, B>) -> bool {
+    fn needed(me: NodeId, newest_heard: &BTreeMap<NodeId, u32>, op: &OmniPaxos<T, B>) -> bool {
         let config_id = config_of(op);
         op.get_config()
             .cluster_config
             .nodes
             .iter()
-            .filter(|&&pid| pid != self.me)
-            .any(|pid| self.newest_heard.get(pid).map_or(true, |n| *n <= config_id))
+            .filter(|&&pid| pid != me)
+            .any(|pid| newest_heard.get(pid).map_or(true, |n| *n <= config_id))
     }
 
-    /// The instances still running.
+    /// The instances still running (called every pass: nothing allocated).
     fn running(&mut self) -> impl Iterator<Item = &mut OmniPaxos<T, B>> {
-        let needed: Vec<bool> = self.instances.iter().map(|op| self.needed(op)).collect();
+        let (me, newest_heard) = (self.me, &self.newest_heard);
         self.instances
             .iter_mut()
-            .zip(needed)
-            .filter_map(|(op, needed)| needed.then_some(op))
+            .filter(move |op| Self::needed(me, newest_heard, op))
     }
 
     /// A tick for every running instance.

@@ -243,6 +243,10 @@ pub(crate) fn move_on<T: RuntimeEntry, B: Storage<T>>(
     mut ended: impl FnMut(OmniPaxos<T, B>),
 ) -> MovedOn {
     let mut done = MovedOn::default();
+    // Called every pass: a retired node has nothing to decide (and the StopSign is not copied).
+    if chain.retired() {
+        return done;
+    }
     while let Some(ss) = current.is_reconfigured() {
         let ended_id = current.get_config().cluster_config.configuration_id;
         let stop_sign_idx = current.get_decided_idx().saturating_sub(1);
